@@ -1,0 +1,18 @@
+"""Core API: config base, handler registry and the in-place entry point ``compress_``."""
+
+from .config import Config, ConfigError, config_types
+from .modules import as_input_tuple, model_device, named_layers, set_submodule
+from .registry import compress_, handler_for, register_handler
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "as_input_tuple",
+    "compress_",
+    "config_types",
+    "handler_for",
+    "model_device",
+    "named_layers",
+    "register_handler",
+    "set_submodule",
+]

@@ -1,0 +1,74 @@
+"""Model registry: build any zoo model by name, and remember how it was built.
+
+``create`` stores ``{"name": ..., "kwargs": {...}}`` on the model as ``nnshrink_spec`` so that
+checkpoints can rebuild the architecture by name (see :mod:`nnshrink.io`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+SPEC_ATTR = "nnshrink_spec"
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator adding a builder ``fn(num_classes, in_channels, input_size, **kw)`` to the zoo."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _BUILDERS:
+            raise ValueError(f"model {name!r} is already registered")
+        _BUILDERS[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create`."""
+    return sorted(_BUILDERS)
+
+
+def create(
+    name: str,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a zoo model by name.
+
+    Args:
+        name: one of :func:`list_models` (``lenet300``, ``lenet5``, ``mlp``, ``vgg16``,
+            ``resnet20``/``32``/``56``, ``mobilenetv2``).
+        num_classes: size of the classifier output.
+        in_channels: 1 for MNIST-like data, 3 for CIFAR-10.
+        input_size: input height (= width) in pixels; models adapt their pooling/flatten to it.
+        **kwargs: model-specific options (e.g. ``widths`` for ``mlp``, ``shortcut`` for ResNets).
+
+    Example:
+        >>> create("lenet300").nnshrink_spec["name"]
+        'lenet300'
+    """
+    if name not in _BUILDERS:
+        raise KeyError(f"unknown model {name!r}; choose from {list_models()}")
+    builder = _BUILDERS[name]
+    allowed = set(inspect.signature(builder).parameters)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"model {name!r} does not take {unknown}; it takes {sorted(allowed)}")
+    model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
+    spec_kwargs = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
+    spec_kwargs.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
+    setattr(model, SPEC_ATTR, {"name": name, "kwargs": spec_kwargs})
+    return model
+
+
+def spec_of(model: nn.Module) -> dict[str, Any] | None:
+    """Return the ``{"name", "kwargs"}`` spec recorded by :func:`create`, or ``None``."""
+    spec = getattr(model, SPEC_ATTR, None)
+    return None if spec is None else {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
