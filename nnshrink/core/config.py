@@ -74,11 +74,11 @@ class Config:
         fields = {f.name: f for f in dataclasses.fields(target)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(
-                f"{target.kind}: unknown key(s) {unknown}; allowed: {sorted(fields)}"
-            )
+            raise ConfigError(f"{target.kind}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
         hints = typing.get_type_hints(target)
-        kwargs = {name: _coerce(target.kind, name, hints[name], value) for name, value in data.items()}
+        kwargs = {
+            name: _coerce(target.kind, name, hints[name], value) for name, value in data.items()
+        }
         try:
             return target(**kwargs)
         except TypeError as exc:  # missing required fields

@@ -9,7 +9,9 @@ from torch import nn
 from .registry import register_model
 
 
-def _mlp(in_features: int, widths: Sequence[int], num_classes: int, dropout: float) -> nn.Sequential:
+def _mlp(
+    in_features: int, widths: Sequence[int], num_classes: int, dropout: float
+) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     prev = in_features
     for width in widths:

@@ -61,7 +61,9 @@ def create(
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise TypeError(f"model {name!r} does not take {unknown}; it takes {sorted(allowed)}")
-    model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
+    model = builder(
+        num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs
+    )
     spec_kwargs = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
     spec_kwargs.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
     setattr(model, SPEC_ATTR, {"name": name, "kwargs": spec_kwargs})

@@ -1,0 +1,253 @@
+"""Whole data sets as in-memory tensors, and fast batch loaders over them.
+
+MNIST-sized data fits in memory many times over, and indexing a tensor is far faster than a
+``torch.utils.data.DataLoader`` with per-sample Python calls: on 2 cores this loader adds almost
+nothing to a LeNet epoch. Augmentation is written with tensor ops on whole batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator
+
+import torch
+
+from .readers import read_cifar10, read_fashion_mnist, read_mnist
+
+_READERS = {"mnist": read_mnist, "fashion-mnist": read_fashion_mnist, "cifar10": read_cifar10}
+# (mean, std) per channel, computed on the training sets.
+_STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+_CACHE: dict[tuple[str, str, str], Dataset] = {}
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A whole split in memory: ``images`` float32 (N, C, H, W) in [0, 1], ``labels`` int64 (N,)."""
+
+    name: str
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int = 10
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def names() -> list[str]:
+    """Data set names accepted by :func:`load`."""
+    return sorted(_READERS)
+
+
+def _check_name(name: str) -> None:
+    if name not in _READERS:
+        raise KeyError(f"unknown data set {name!r}; choose from {names()}")
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    """``(C, H, W)`` of one sample of data set ``name``."""
+    _check_name(name)
+    return _SHAPES[name]
+
+
+def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel ``(mean, std)`` used by :func:`loader`."""
+    _check_name(name)
+    return _STATS[name]
+
+
+def load(name: str, split: str = "train", root: str | os.PathLike | None = None) -> Dataset:
+    """Load a whole split into memory (cached per process).
+
+    Args:
+        name: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
+        split: ``"train"`` (60k / 50k samples) or ``"test"`` (10k).
+        root: directory with the data files; ``None`` uses the default location of each set.
+
+    Example:
+        >>> ds = load("mnist", "test")  # doctest: +SKIP
+        >>> ds.images.shape
+        torch.Size([10000, 1, 28, 28])
+    """
+    _check_name(name)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    key = (name, split, str(root))
+    if key not in _CACHE:
+        images, labels = _READERS[name](split, root)
+        _CACHE[key] = Dataset(name, split, torch.from_numpy(images), torch.from_numpy(labels))
+    return _CACHE[key]
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
+    """Random crop after zero padding (and random horizontal flip), on a whole batch.
+
+    Args:
+        images: (N, C, H, W) batch.
+        generator: source of randomness (seeded by the loader for reproducibility).
+        pad: pixels of zero padding before the random crop back to H x W.
+        flip: whether to flip half the images horizontally.
+    """
+    n, _, h, w = images.shape
+    if pad > 0:
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
+        batch_idx = torch.arange(n)[:, None, None, None]
+        chan_idx = torch.arange(images.shape[1])[None, :, None, None]
+        images = padded[batch_idx, chan_idx, rows, cols]
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        images = torch.where(mask[:, None, None, None], images.flip(-1), images)
+    return images
+
+
+class TensorLoader:
+    """Batches over in-memory tensors: shuffle, normalize and augment with tensor ops.
+
+    Args:
+        images: (N, C, H, W) float tensor in [0, 1].
+        labels: (N,) int64 tensor.
+        batch_size: samples per batch (the last batch may be smaller unless ``drop_last``).
+        shuffle: reshuffle each epoch (seeded: epoch ``e`` uses ``seed + e``).
+        mean, std: per-channel normalization.
+        augment_pad: random-crop padding in pixels (0 = none); ``flip``: random horizontal flips.
+        seed: base seed; ``rank``/``world_size`` shard the samples for distributed training.
+
+    Example:
+        >>> loader = TensorLoader(torch.rand(10, 1, 4, 4), torch.zeros(10, dtype=torch.long), 4)
+        >>> [x.shape[0] for x, _ in loader]
+        [4, 4, 2]
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int = 128,
+        *,
+        shuffle: bool = False,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        augment_pad: int = 0,
+        flip: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        name: str = "",
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        channels = images.shape[1]
+        self.mean = torch.tensor(mean if mean is not None else (0.0,) * channels).view(1, -1, 1, 1)
+        self.std = torch.tensor(std if std is not None else (1.0,) * channels).view(1, -1, 1, 1)
+        self.augment_pad, self.flip = augment_pad, flip
+        self.seed, self.epoch = seed, 0
+        self.rank, self.world_size = rank, world_size
+        self.name = name
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the shuffle order for ``epoch`` (as ``DistributedSampler.set_epoch`` does)."""
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.labels)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            per_rank = math.ceil(n / self.world_size)
+            order = torch.cat([order, order[: per_rank * self.world_size - n]])
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def __len__(self) -> int:
+        n = len(self._order()) if self.world_size > 1 else len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this loader yields per epoch (this rank's share when sharded)."""
+        return len(self._order())
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order()
+        g = torch.Generator().manual_seed(10_000 + self.seed + self.epoch)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.drop_last and len(idx) < self.batch_size:
+                break
+            x = self.images[idx]
+            if self.augment_pad or self.flip:
+                x = augment(x, g, self.augment_pad, self.flip)
+            yield (x - self.mean) / self.std, self.labels[idx]
+        if self.shuffle:
+            self.epoch += 1
+
+
+def loader(
+    name: str,
+    split: str = "train",
+    batch_size: int = 128,
+    *,
+    train: bool = False,
+    root: str | os.PathLike | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TensorLoader:
+    """A normalized loader over a whole split; ``train=True`` shuffles and augments.
+
+    Augmentation: CIFAR-10 gets 4-pixel random crops and horizontal flips (the standard recipe);
+    MNIST and Fashion-MNIST get none by default (their published baselines use none).
+
+    Args:
+        name: data set name (see :func:`names`).
+        split: ``"train"`` or ``"test"``.
+        batch_size: samples per batch.
+        train: shuffle every epoch and augment.
+        root: data directory override.
+        seed: shuffle/augmentation seed.
+        limit: use only the first ``limit`` samples (quick runs and tests).
+        rank, world_size: shard for distributed data parallel training.
+
+    Example:
+        >>> test = loader("mnist", "test", 256, limit=1000)  # doctest: +SKIP
+    """
+    ds = load(name, split, root)
+    images, labels = ds.images, ds.labels
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    mean, std = _STATS[name]
+    is_cifar = name == "cifar10"
+    return TensorLoader(
+        images,
+        labels,
+        batch_size,
+        shuffle=train,
+        mean=mean,
+        std=std,
+        augment_pad=4 if (train and is_cifar) else 0,
+        flip=train and is_cifar,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        name=name,
+    )

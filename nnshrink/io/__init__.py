@@ -1,0 +1,26 @@
+"""Checkpoints (safetensors + architecture spec) and architecture descriptions."""
+
+from .arch import ArchitectureError, apply_diff, build, describe, register_module, tree_diff
+from .checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    build_from_spec,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ArchitectureError",
+    "CheckpointError",
+    "apply_diff",
+    "build",
+    "build_from_spec",
+    "describe",
+    "load_checkpoint",
+    "read_checkpoint",
+    "register_module",
+    "save_checkpoint",
+    "tree_diff",
+]

@@ -1,0 +1,41 @@
+"""Latency measurement in eager PyTorch and ONNX Runtime."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnshrink.metrics import measure_latency, time_callable
+from nnshrink.metrics.latency import summarize
+from nnshrink.models import create
+
+
+def test_summary_statistics():
+    stats = summarize([1.0, 2.0, 3.0, 4.0, 100.0], "eager", 1, 1)
+    assert stats.median_ms == 3.0
+    assert stats.min_ms == 1.0
+    assert stats.p10_ms < stats.median_ms < stats.p90_ms
+
+
+def test_time_callable_counts_runs():
+    calls = []
+    times = time_callable(lambda: calls.append(1), warmup=3, runs=7)
+    assert len(times) == 7 and len(calls) == 10 and all(t >= 0 for t in times)
+
+
+@pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])
+def test_measures_both_runtimes(runtime):
+    model = create("lenet5").train()
+    stats = measure_latency(model, torch.zeros(4, 1, 28, 28), runtime=runtime, threads=1,
+                            warmup=2, runs=5)  # fmt: skip
+    assert stats.runtime == runtime and stats.batch_size == 4 and stats.runs == 5
+    assert 0 < stats.min_ms <= stats.median_ms
+    assert model.training, "mode must be restored"
+
+
+def test_threads_restored_and_bad_runtime():
+    before = torch.get_num_threads()
+    measure_latency(create("lenet300"), torch.zeros(1, 1, 28, 28), threads=1, warmup=1, runs=2)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="unknown runtime"):
+        measure_latency(create("lenet300"), torch.zeros(1, 784), runtime="tvm")
