@@ -59,8 +59,14 @@ def run(args: argparse.Namespace) -> int:
         result = run_recipe(recipe, out, resume=args.resume, progress=not args.json, log=log)
     except RecipeError as exc:
         raise CLIError(str(exc)) from None
+    from ..train import is_main_process
+
+    if not is_main_process():
+        return 0  # under torchrun, rank 0 prints and writes the report
     payload = {"out": str(out), "report": str(result.report_json), "rows": result.rows}
-    emit(args, payload, result.report_md.read_text(), f"report: {result.report_md}")
+    from rich.markdown import Markdown
+
+    emit(args, payload, Markdown(result.report_md.read_text()), f"report: {result.report_md}")
     return 0
 
 

@@ -21,7 +21,7 @@ from ..data import DataNotFoundError, input_shape, loader
 from ..io import ArchitectureError, load_checkpoint, save_checkpoint
 from ..metrics import file_bytes, snapshot
 from ..models import create
-from ..train import KeepZeros, fit
+from ..train import KeepZeros, barrier, fit, init_distributed, is_main_process, wrap_ddp
 from ..utils import atomic_write_bytes, environment, seed_everything
 from .plots import stage_plots
 from .schema import TECHNIQUE_STAGES, Recipe, RecipeError, Stage
@@ -69,10 +69,14 @@ class _Run:
         self.latency = bool(measure.get("latency", True))
         self.runs = int(measure.get("runs", 30))
         self.latency_batch = int(measure.get("batch_size", 1))
+        # Under torchrun every rank runs the recipe; training data is sharded by rank,
+        # gradients are averaged by DDP, and only rank 0 writes files.
+        self.dist = init_distributed()
         try:
             self.train_loader = loader(
                 data["name"], "train", data.get("batch_size", 128), train=True,
                 root=data.get("root"), seed=recipe.seed, limit=data.get("train_limit"),
+                rank=self.dist.rank, world_size=self.dist.world_size,
             )  # fmt: skip
             self.test_loader = loader(
                 data["name"], "test", 1000, root=data.get("root"), limit=data.get("limit")
@@ -111,7 +115,7 @@ class _Run:
         if name in ("train", "finetune"):
             keep = config.keep_zeros if config.keep_zeros is not None else name == "finetune"
             history = fit(
-                model, self.train_loader, epochs=config.epochs, lr=config.lr,
+                wrap_ddp(model), self.train_loader, epochs=config.epochs, lr=config.lr,
                 optimizer=config.optimizer, schedule=config.schedule,
                 weight_decay=config.weight_decay, momentum=config.momentum,
                 callbacks=[KeepZeros()] if keep else (), seed=self.recipe.seed + index,
@@ -130,14 +134,16 @@ class _Run:
             from ..storage import save as save_nns
 
             path = self.out / "model.nns"
-            save_nns(model, path)
+            if is_main_process():
+                save_nns(model, path)
+            barrier()
             details.update(encoded=True, path=str(path), file_bytes=file_bytes(path))
         elif name == "export":
             from ..export import export_onnx
             from ..metrics import ort_session
 
             path = self.out / "model.onnx"
-            data = export_onnx(model, self.latency_input, path)
+            data = export_onnx(model, self.latency_input, path if is_main_process() else None)
             session = ort_session(data, threads=1)
             x = self.example_batch[:8]
             (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
@@ -227,7 +233,9 @@ def run_recipe(
         model, details = run.run_stage(index, stage, model, baseline)
         ckpt_path = out / "stages" / f"{index + 1:02d}-{stage.name}.safetensors"
         try:
-            save_checkpoint(model, ckpt_path, extra={"stage": stage.name, "index": index})
+            if is_main_process():
+                save_checkpoint(model, ckpt_path, extra={"stage": stage.name, "index": index})
+            barrier()
             checkpoint = str(ckpt_path)
         except (ArchitectureError, TypeError, ValueError) as exc:
             checkpoint = None  # e.g. a runtime-backed int8 module: resume redoes this stage
@@ -253,7 +261,9 @@ def _baseline(model, path: Path, state, state_file) -> nn.Module:
         return baseline
     baseline = copy.deepcopy(model).eval()
     try:
-        save_checkpoint(baseline, path)
+        if is_main_process():
+            save_checkpoint(baseline, path)
+        barrier()
         state["baseline"] = str(path)
         _write_state(state_file, state)
     except (ArchitectureError, TypeError, ValueError):
@@ -262,6 +272,8 @@ def _baseline(model, path: Path, state, state_file) -> nn.Module:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
+    if not is_main_process():
+        return
     atomic_write_bytes(path, json.dumps(_json_safe(state), indent=1).encode())
 
 
@@ -279,6 +291,8 @@ def _write_reports(recipe: Recipe, out: Path, model: nn.Module, state) -> RunRes
         row["speedup_onnx"] = _ratio(original.get("latency_onnx_ms"), row.get("latency_onnx_ms"))
         if row.get("top1") is not None and original.get("top1") is not None:
             row["top1_change"] = row["top1"] - original["top1"]
+    if not is_main_process():
+        return RunResult(model, rows, out, out / "report.json", out / "report.md")
     plots = stage_plots(rows, out)
     report = {
         "recipe": recipe.source,

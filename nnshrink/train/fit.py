@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..utils.atomic import atomic_writer
 from ..utils.seed import seed_everything
 from .callbacks import Callback
+from .distributed import is_main_process, unwrap
 from .evaluate import Criterion, default_criterion, evaluate
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -142,7 +143,7 @@ def fit(
     start_epoch = 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history.epochs = list(state["history"])
@@ -151,7 +152,7 @@ def fit(
     for cb in callbacks:
         cb.on_train_begin(model, opt)
     step = start_epoch * steps_per_epoch
-    show = progress and sys.stderr.isatty()
+    show = progress and sys.stderr.isatty() and is_main_process()
     for epoch in range(start_epoch, epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
@@ -193,9 +194,9 @@ def fit(
         history.epochs.append(metrics)
         for cb in callbacks:
             cb.on_epoch_end(model, epoch, metrics)
-        if checkpoint is not None:
+        if checkpoint is not None and is_main_process():
             state = {
-                "model": model.state_dict(),
+                "model": unwrap(model).state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "history": history.epochs,
