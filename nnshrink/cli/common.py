@@ -65,16 +65,15 @@ def load_model_arg(value: str, **create_kwargs: Any) -> tuple[nn.Module, dict[st
 
     path = Path(value)
     if path.is_file():
-        if path.suffix == ".nns":
+        from ..storage import is_nns_file
+
+        if is_nns_file(path):
+            from ..storage import load as load_nns
+
             try:
-                from ..storage import load as load_nns
-            except ImportError:
-                raise CLIError(f"{path}: .nns files need nnshrink.storage") from None
-            try:
-                loaded = load_nns(path)
+                model = load_nns(path)
             except Exception as exc:
                 raise CLIError(f"{path}: {exc}") from None
-            model = loaded[0] if isinstance(loaded, tuple) else loaded
             return model, {"path": str(path), "format": "nns"}
         try:
             model, info = load_checkpoint(path)

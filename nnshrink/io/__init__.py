@@ -8,6 +8,7 @@ from .checkpoint import (
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
+    spec_for,
 )
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "read_checkpoint",
     "register_module",
     "save_checkpoint",
+    "spec_for",
     "tree_diff",
 ]

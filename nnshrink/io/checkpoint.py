@@ -30,7 +30,8 @@ class CheckpointError(ValueError):
     """A checkpoint is truncated, not an nnshrink file, or names an unknown architecture."""
 
 
-def _spec_for(model: nn.Module) -> dict[str, Any] | None:
+def spec_for(model: nn.Module) -> dict[str, Any] | None:
+    """Zoo spec plus structural edits of ``model`` (``None`` if not built by ``create``)."""
     spec = spec_of(model)
     if spec is None:
         return None
@@ -72,7 +73,7 @@ def save_checkpoint(
     Example:
         >>> save_checkpoint(models.create("lenet300"), "/tmp/lenet300.safetensors")  # doctest: +SKIP
     """
-    spec = _spec_for(model)
+    spec = spec_for(model)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # safetensors refuses tensors that share memory; clone duplicates (tied weights).
     seen: dict[int, str] = {}
