@@ -57,6 +57,14 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _without_model(result: Any) -> Any:
+    """Handler results may carry the model itself; keep only the report part."""
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+                if not isinstance(getattr(result, f.name), nn.Module)}  # fmt: skip
+    return result
+
+
 class _Run:
     def __init__(self, recipe: Recipe, out_dir: Path, progress: bool, log) -> None:
         self.recipe = recipe
@@ -124,10 +132,11 @@ class _Run:
             details["history"] = history.epochs
         elif name in TECHNIQUE_STAGES:
             result = compress_(model, config, example_inputs=self.example_batch)
-            if isinstance(result, nn.Module):
-                model = result
-            elif result is not None:
-                details["result"] = _json_safe(result)
+            replacement = result if isinstance(result, nn.Module) else getattr(result, "model", None)
+            if isinstance(replacement, nn.Module):
+                model = replacement
+            if result is not None and not isinstance(result, nn.Module):
+                details["result"] = _json_safe(_without_model(result))
         elif name == "distill":
             details["history"] = self.distill(model, baseline, config, index)
         elif name == "encode":
@@ -135,7 +144,8 @@ class _Run:
 
             path = self.out / "model.nns"
             if is_main_process():
-                save_nns(model, path)
+                save_nns(_stripped(model), path, huffman=config.huffman,
+                         index_bits={"conv": config.conv_index_bits, "fc": config.fc_index_bits})  # fmt: skip
             barrier()
             details.update(encoded=True, path=str(path), file_bytes=file_bytes(path))
         elif name == "export":
@@ -165,6 +175,16 @@ class _Run:
             alpha=config.alpha, seed=self.recipe.seed + index, progress=self.progress,
         )  # fmt: skip
         return getattr(history, "epochs", history)
+
+
+def _stripped(model: nn.Module) -> nn.Module:
+    """A copy with training-time wrappers (k-means codebooks, low-bit latents) made plain."""
+    from ..quantization import strip_low_bit, strip_sharing
+
+    plain = copy.deepcopy(model)
+    plain = strip_sharing(plain) or plain
+    plain = strip_low_bit(plain) or plain
+    return plain
 
 
 def _state_path(out: Path) -> Path:

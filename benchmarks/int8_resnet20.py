@@ -1,0 +1,160 @@
+"""Int8 on ResNet-20: accuracy drop and measured CPU latency of every execution path.
+
+Part 1 (accuracy): ResNet-20 (1x28x28) trained briefly on a Fashion-MNIST subset, then quantized
+with each path; top-1 on a test subset.
+Part 2 (latency): ResNet-20 at 3x32x32 (CIFAR shape, weights untrained — latency does not depend
+on their values), batch 1 and 64, ``--threads`` threads, medians, all in this process:
+fp32 eager, fp32 ONNX Runtime, nnshrink int8 (ORT QDQ with our observer ranges), torch.ao FX int8
+(x86 engine, through nnshrink's torch-fx backend) and ORT ``quantize_static`` with ORT's own
+MinMax calibration.
+
+Run:  .venv/bin/python benchmarks/int8_resnet20.py [--limit 10000 --epochs 2]
+Writes benchmarks/results/int8_resnet20.json and saves the trained model for
+benchmarks/observers.py to reuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from nnshrink import data, models
+from nnshrink.quantization.backends.ort import (
+    OrtInt8Module,
+    export_fp32_onnx,
+    quantize_with_ort_calibration,
+)
+from nnshrink.quantization.ptq import PTQ, iter_inputs, quantize_ptq
+from nnshrink.train import evaluate, fit
+
+RESULTS = Path(__file__).parent / "results"
+CKPT = Path("/tmp/nnshrink_resnet20_fmnist.pt")
+
+
+def median_ms(model, x, runs: int, warmup: int = 5) -> float:
+    """Median wall time of ``model(x)`` in milliseconds (no grad)."""
+    times = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            model(x)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def trained_model(args) -> torch.nn.Module:
+    model = models.create("resnet20", in_channels=1, input_size=28)
+    if CKPT.exists() and not args.retrain:
+        model.load_state_dict(torch.load(CKPT))
+        return model.eval()
+    train = data.loader(
+        "fashion-mnist", "train", 128, train=True, limit=args.limit, root=args.data_root
+    )
+    t0 = time.time()
+    fit(model, train, epochs=args.epochs, lr=0.1, progress=False)
+    print(f"trained {args.epochs} epoch(s) on {args.limit} samples in {time.time() - t0:.0f}s")
+    torch.save(model.state_dict(), CKPT)
+    return model.eval()
+
+
+def accuracy_part(args) -> list[dict]:
+    model = trained_model(args)
+    test = data.loader("fashion-mnist", "test", 256, limit=args.test_limit, root=args.data_root)
+    calib = iter_inputs(
+        data.loader("fashion-mnist", "train", 64, limit=64 * 8, root=args.data_root), 8
+    )
+    rows = [{"path": "fp32 eager", "top1": evaluate(model, test)["top1"]}]
+    fp32_ort = OrtInt8Module(export_fp32_onnx(model, (calib[0],)), threads=args.threads)
+    rows.append({"path": "fp32 onnxruntime", "top1": evaluate(fp32_ort, test)["top1"]})
+    for observer in ("minmax", "percentile", "mse", "kl"):
+        cfg = PTQ(observer=observer, backend="onnxruntime")
+        q = quantize_ptq(copy.deepcopy(model), cfg, calib).model
+        rows.append({"path": f"nnshrink int8 ORT ({observer})", "top1": evaluate(q, test)["top1"]})
+    for observer in ("minmax", "mse"):
+        q = quantize_ptq(model, PTQ(observer=observer, backend="torch-fx"), calib).model
+        rows.append({"path": f"torch.ao FX int8 ({observer})", "top1": evaluate(q, test)["top1"]})
+    q = quantize_with_ort_calibration(model, calib, method="MinMax")
+    rows.append(
+        {"path": "ORT quantize_static int8 (ORT MinMax)", "top1": evaluate(q, test)["top1"]}
+    )
+    base = rows[0]["top1"]
+    for r in rows:
+        r["drop_points"] = round(100 * (base - r["top1"]), 2)
+    return rows
+
+
+def latency_part(args) -> list[dict]:
+    torch.manual_seed(0)
+    model = models.create("resnet20", in_channels=3, input_size=32).eval()
+    calib = [torch.randn(64, 3, 32, 32) for _ in range(4)]
+    paths = {
+        "fp32 eager": model,
+        "fp32 onnxruntime": OrtInt8Module(export_fp32_onnx(model, (calib[0],)), args.threads),
+        "nnshrink int8 ORT (minmax)": quantize_ptq(
+            copy.deepcopy(model), PTQ(backend="onnxruntime"), calib
+        ).model,
+        "torch.ao FX int8": quantize_ptq(model, PTQ(backend="torch-fx"), calib).model,
+        "ORT quantize_static int8": quantize_with_ort_calibration(model, calib),
+    }
+    for m in paths.values():
+        if isinstance(m, OrtInt8Module):
+            m.set_threads(args.threads)
+    rows = []
+    for batch, runs in ((1, args.runs), (64, max(args.runs // 4, 5))):
+        x = torch.randn(batch, 3, 32, 32)
+        base = None
+        for name, m in paths.items():
+            ms = median_ms(m, x, runs)
+            base = base or ms
+            rows.append(
+                {
+                    "path": name,
+                    "batch": batch,
+                    "median_ms": round(ms, 3),
+                    "speedup_vs_eager": round(base / ms, 2),
+                }
+            )
+            print(rows[-1])
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--limit", type=int, default=10000, help="training samples")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--test-limit", type=int, default=2000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-root", default=None, help="Fashion-MNIST directory (default location)")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--skip-accuracy", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+        },
+        "setup": vars(args),
+        "latency": latency_part(args),
+    }
+    if not args.skip_accuracy:
+        out["accuracy"] = accuracy_part(args)
+        for r in out["accuracy"]:
+            print(r)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "int8_resnet20.json").write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

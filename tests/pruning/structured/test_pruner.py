@@ -1,0 +1,296 @@
+"""Pruner policy and end-to-end oracles on the model zoo."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nnshrink as ns
+from nnshrink.core import Config, ConfigError
+from nnshrink.metrics import count_macs
+from nnshrink.pruning.structured import (
+    StructuredPruner,
+    StructuredPruning,
+    StructuredPruningSummary,
+    bn_l1_penalty,
+)
+
+from .helpers import check_equivalent, randomize_
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, shape",
+    [
+        ("lenet5", {}, (2, 1, 28, 28)),
+        ("resnet20", {"shortcut": "A"}, (2, 1, 28, 28)),
+        ("resnet20", {"shortcut": "B"}, (2, 1, 28, 28)),
+        ("mobilenetv2", {"in_channels": 3}, (2, 3, 32, 32)),
+    ],
+)
+def test_zoo_model_pruned_equals_zeroed_dense(name, kwargs, shape):
+    model = ns.models.create(name, **kwargs)
+    params = sum(p.numel() for p in model.parameters())
+    check_equivalent(model, torch.randn(*shape))
+    assert sum(p.numel() for p in model.parameters()) < 0.5 * params
+
+
+def test_vgg16_pruned_equals_zeroed_dense():
+    model = ns.models.create("vgg16", in_channels=1, input_size=28)
+    check_equivalent(model, torch.randn(1, 1, 28, 28))
+
+
+def test_resnet56_pruned_equals_zeroed_dense():
+    # outputs reach ~1e3 after 27 residual additions: compare in float64 on a small input
+    model = ns.models.create("resnet56", in_channels=1)
+    check_equivalent(model, torch.randn(1, 1, 16, 16), dtype=torch.float64)
+
+
+def test_lenet5_expected_shapes():
+    model = ns.models.create("lenet5")
+    ns.compress_(model, StructuredPruning(ratio=0.5), example_inputs=torch.randn(1, 1, 28, 28))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 10), (10, 25)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(25 * 16, 250), (250, 10)]
+
+
+def test_resnet20_option_a_shapes_stay_consistent():
+    model = ns.models.create("resnet20")
+    ns.compress_(model, StructuredPruning(ratio=0.5), example_inputs=torch.randn(1, 1, 28, 28))
+    for block in [*model.layer1, *model.layer2, *model.layer3]:
+        assert block.conv1.out_channels == block.bn1.num_features == block.conv2.in_channels
+        assert block.conv2.out_channels == block.bn2.num_features
+        short = block.shortcut
+        if hasattr(short, "in_channels"):  # ZeroPadShortcut
+            assert short.in_channels == block.conv1.in_channels
+            assert short.out_channels == block.conv2.out_channels
+    assert model.fc.out_features == 10 and model.conv1.in_channels == 1
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_pruned_model_is_an_ordinary_module(tmp_path):
+    model = randomize_(ns.models.create("resnet20"))
+    x = torch.randn(1, 1, 16, 16)
+    ns.compress_(model, StructuredPruning(ratio=0.5), example_inputs=x)
+    clone = copy.deepcopy(model)
+    same_shape = copy.deepcopy(model)
+    for p in same_shape.parameters():
+        p.data.zero_()
+    same_shape.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x))
+        torch.testing.assert_close(same_shape(x), model(x))
+
+
+def test_pruned_model_exports_to_onnx(tmp_path):
+    import onnxruntime as ort
+
+    model = randomize_(ns.models.create("lenet5"))
+    x = torch.randn(1, 1, 28, 28)
+    ns.compress_(model, StructuredPruning(ratio=0.5), example_inputs=x)
+    path = tmp_path / "pruned.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, model(x).detach().numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_pruned_model_survives_a_checkpoint(tmp_path):
+    from nnshrink.io import load_checkpoint, save_checkpoint
+
+    model = randomize_(ns.models.create("resnet20"))  # option A: ZeroPadShortcut attrs change
+    x = torch.randn(1, 1, 16, 16)
+    ns.compress_(model, StructuredPruning(ratio=0.5), example_inputs=x)
+    save_checkpoint(model, tmp_path / "pruned.nns")
+    loaded, _ = load_checkpoint(tmp_path / "pruned.nns")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model(x))
+
+
+def test_pruned_model_trains():
+    model = ns.models.create("resnet20").train()
+    x = torch.randn(2, 1, 16, 16)
+    ns.compress_(model, StructuredPruning(ratio=0.5), example_inputs=x[:1])
+    assert model.training
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = model(x).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+def test_target_macs_is_reached_without_large_overshoot():
+    model = ns.models.create("resnet20")
+    x = torch.randn(1, 1, 16, 16)
+    macs = count_macs(model, x)
+    cfg = StructuredPruning(target_macs=macs // 2)
+    summary = ns.compress_(model, cfg, example_inputs=x)
+    assert summary.target_reached and summary.macs_after == count_macs(model, x)
+    assert 0.35 * macs <= summary.macs_after <= macs // 2
+    assert summary.steps >= 1 and summary.macs_before == macs
+
+
+def test_target_macs_unreachable_reports_it():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    summary = StructuredPruner(
+        model, torch.randn(1, 1, 8, 8), StructuredPruning(target_macs=1)
+    ).prune()
+    assert summary.target_reached is False and model[0].out_channels == 1
+
+
+def test_global_ranking_prunes_the_weak_layer_more():
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 3)
+    )
+    with torch.no_grad():
+        model[0].weight.copy_(torch.rand_like(model[0].weight) + 1.0)  # uniform norms
+        scale = torch.tensor([1e-3] * 6 + [1.0, 1.0])[:, None, None, None]
+        model[2].weight.mul_(scale)  # six weak filters in the second layer
+    cfg = StructuredPruning(ratio=0.375, global_ranking=True, criterion="l1")
+    StructuredPruner(model, torch.randn(1, 1, 12, 12), cfg).prune()
+    assert model[2].out_channels == 2 and model[0].out_channels == 8
+
+
+def test_round_to_per_layer_and_ignore():
+    model = ns.models.create("vgg16", in_channels=1, input_size=28)
+    x = torch.randn(1, 1, 28, 28)
+    cfg = StructuredPruning(
+        ratio=0.5, round_to=8, ignore=("features.0",), per_layer={"features\\.3": 0.75}
+    )
+    summary = ns.compress_(model, cfg, example_inputs=x)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].out_channels == 64  # ignored
+    assert convs[1].out_channels == 16  # per_layer 0.75 of 64
+    assert all(c.out_channels % 8 == 0 for c in convs)
+    assert convs[2].out_channels == 64 and convs[-1].out_channels == 256
+    rows = {row.modules[0]: row for row in summary.groups}
+    assert rows["features.3"].channels_before == 64 and rows["features.3"].channels_after == 16
+    assert "features.0" not in rows
+
+
+def test_filter_fn_excludes_layers():
+    model = ns.models.create("lenet5")
+    ns.compress_(
+        model,
+        StructuredPruning(ratio=0.5),
+        example_inputs=torch.randn(1, 1, 28, 28),
+        filter_fn=lambda m, name: name != "features.0",
+    )
+    assert model.features[0].out_channels == 20 and model.features[2].out_channels == 25
+
+
+def test_taylor_needs_grads_and_uses_them():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    x = torch.randn(2, 1, 8, 8)
+    cfg = StructuredPruning(ratio=0.5, criterion="taylor")
+    with pytest.raises(ValueError, match="loss.backward"):
+        StructuredPruner(model, x, cfg).plan()
+    model(x).sum().backward()
+    with torch.no_grad():
+        model[0].weight.grad.zero_()
+        model[0].weight.grad[[1, 3]] = 1.0  # only channels 1 and 3 have |w * g| > 0
+    StructuredPruner(model, x, cfg).prune()
+    expected = torch.ones(2, 1, 3, 3)
+    assert torch.equal(model[0].weight.grad, expected)  # grads were sliced with the weights
+
+
+def test_slimming_callback_penalises_bn_grads():
+    from nnshrink.pruning.structured import BNSlimmingCallback
+
+    bn = nn.BatchNorm1d(3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, -1.0, 0.5]))
+    BNSlimmingCallback(0.25).on_after_backward(nn.Sequential(bn))
+    torch.testing.assert_close(bn.weight.grad, torch.tensor([0.25, -0.25, 0.25]))
+
+
+def test_bn_scale_and_slimming_penalty():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.1, -2.0, 0.05, 1.0]))
+    model(torch.randn(2, 1, 8, 8)).sum().backward()
+    grad = model[1].weight.grad.clone()
+    assert bn_l1_penalty(model, 0.5) == 1
+    torch.testing.assert_close(model[1].weight.grad, grad + 0.5 * torch.tensor([1, -1, 1, 1.0]))
+    StructuredPruner(
+        model, torch.randn(1, 1, 8, 8), StructuredPruning(criterion="bn_scale")
+    ).prune()
+    torch.testing.assert_close(model[1].weight.data, torch.tensor([-2.0, 1.0]))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        StructuredPruning(criterion="l1"),
+        StructuredPruning(criterion="fpgm"),
+        StructuredPruning(criterion="random", seed=1),
+        StructuredPruning(criterion="bn_scale", global_ranking=True, round_to=4),
+    ],
+)
+def test_criteria_and_global_ranking_prune_equivalently(config):
+    model = ns.models.create("resnet20", shortcut="B")
+    check_equivalent(model, torch.randn(1, 1, 8, 8), config)
+
+
+def test_iterative_steps_shrink_geometrically():
+    model = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.Conv2d(16, 2, 3))
+    pruner = StructuredPruner(model, torch.randn(1, 1, 8, 8), StructuredPruning(criterion="l1"))
+    rows = pruner.step(0.5)
+    assert [(r.channels_before, r.channels_after) for r in rows] == [(16, 8)]
+    pruner.step(0.5)
+    assert model[0].out_channels == model[2].in_channels == 4
+
+
+def test_summary_and_config_round_trip():
+    cfg = StructuredPruning(
+        ratio=0.25,
+        criterion="fpgm",
+        global_ranking=True,
+        target_macs=1000,
+        round_to=4,
+        ignore=("fc", "layer1\\..*"),
+        per_layer={"conv1": 0.1},
+        seed=3,
+    )
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config.from_dict({"type": "structured-pruning"}) == StructuredPruning()
+    assert StructuredPruning().per_layer == {} and StructuredPruning().per_layer is not (
+        StructuredPruning().per_layer
+    )
+    model = ns.models.create("lenet5")
+    summary = ns.compress_(model, StructuredPruning(), example_inputs=torch.randn(1, 1, 28, 28))
+    assert isinstance(summary, StructuredPruningSummary)
+    d = summary.to_dict()
+    assert d["params_after"] == sum(p.numel() for p in model.parameters())
+    assert d["macs_after"] < d["macs_before"] and d["params_after"] < d["params_before"]
+    assert [r["channels_before"] for r in d["groups"]] == [20, 50, 500]
+    assert [r["channels_after"] for r in d["groups"]] == [10, 25, 250]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ratio": 1.0},
+        {"ratio": -0.1},
+        {"round_to": 0},
+        {"target_macs": 0},
+        {"per_layer": {"x": 1.5}},
+        {"ignore": ["("]},
+        {"criterion": "l3"},
+    ],
+)
+def test_config_validation(bad):
+    with pytest.raises(ConfigError):
+        Config.from_dict({"type": "structured-pruning", **bad})
+
+
+def test_handler_needs_example_inputs():
+    with pytest.raises(ValueError, match="example_inputs"):
+        ns.compress_(ns.models.create("lenet5"), StructuredPruning())

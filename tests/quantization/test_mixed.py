@@ -1,0 +1,87 @@
+import itertools
+
+import pytest
+import torch
+
+import nnshrink as ns
+from nnshrink.core import Config
+from nnshrink.quantization.mixed import (
+    MixedPrecision,
+    allocate_bits,
+    layer_sensitivity,
+    quantize_weight,
+)
+
+
+def _brute_force(sens, sizes, budget):
+    names = list(sizes)
+    best, best_cost = None, float("inf")
+    for combo in itertools.product(*[sorted(sens[n]) for n in names]):
+        if sum(b * sizes[n] for b, n in zip(combo, names)) > budget:
+            continue
+        cost = sum(sens[n][b] for b, n in zip(combo, names))
+        if cost < best_cost:
+            best, best_cost = dict(zip(names, combo)), cost
+    return best, best_cost
+
+
+def test_allocate_bits_respects_budget_and_is_near_optimal():
+    torch.manual_seed(0)
+    names = ["a", "b", "c", "d"]
+    sizes = {"a": 100, "b": 400, "c": 50, "d": 250}
+    # convex, decreasing sensitivities (error ~ scale * 4^-bits, as for uniform quantization)
+    scales = {"a": 5.0, "b": 1.0, "c": 20.0, "d": 0.5}
+    sens = {n: {b: scales[n] * 4.0 ** (-b) for b in (2, 4, 6, 8)} for n in names}
+    total = sum(sizes.values())
+    for avg in (2.0, 3.0, 4.5, 6.0, 8.0):
+        bits = allocate_bits(sens, sizes, avg * total)
+        assert sum(bits[n] * sizes[n] for n in names) <= avg * total
+        _, opt = _brute_force(sens, sizes, avg * total)
+        got = sum(sens[n][bits[n]] for n in names)
+        assert got <= opt * 1.5 + 1e-12
+    assert allocate_bits(sens, sizes, 8 * total) == {n: 8 for n in names}
+
+
+def test_allocate_bits_gives_sensitive_layers_more_bits():
+    sens = {"robust": {8: 0.0, 4: 0.01, 2: 0.1}, "fragile": {8: 0.0, 4: 1.0, 2: 10.0}}
+    bits = allocate_bits(sens, {"robust": 100, "fragile": 100}, budget_bits=1000)
+    assert bits["fragile"] > bits["robust"]
+
+
+def test_allocate_bits_infeasible():
+    with pytest.raises(ValueError, match="budget"):
+        allocate_bits({"a": {4: 0.0, 8: 0.0}}, {"a": 10}, budget_bits=30)
+
+
+def test_layer_sensitivity_decreases_with_bits(tiny_convnet):
+    x = torch.randn(4, 1, 28, 28)
+    for inputs in (x, None):
+        sens = layer_sensitivity(tiny_convnet, (2, 4, 8), inputs)
+        assert set(sens) == {"conv1", "conv2", "fc"}
+        for per_bits in sens.values():
+            assert per_bits[2] > per_bits[4] > per_bits[8] >= 0
+
+
+def test_mixed_precision_handler(tiny_convnet):
+    cfg = MixedPrecision(avg_bits=4.0, choices=(2, 4, 8))
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    rows = ns.compress_(tiny_convnet, cfg, example_inputs=torch.randn(4, 1, 28, 28))
+    total = sum(r["params"] for r in rows)
+    assert sum(r["bits"] * r["params"] for r in rows) <= 4.0 * total
+    for r in rows:
+        w = tiny_convnet.get_submodule(r["name"]).weight
+        per_channel_levels = max(len(torch.unique(w[i])) for i in range(w.shape[0]))
+        assert per_channel_levels <= 2 ** r["bits"] - 1
+
+
+def test_quantize_weight_is_idempotent():
+    w = torch.randn(4, 9)
+    q = quantize_weight(w, 4)
+    assert torch.allclose(quantize_weight(q, 4), q, atol=1e-6)
+
+
+def test_mixed_precision_validation():
+    with pytest.raises(ns.ConfigError):
+        MixedPrecision(avg_bits=1.0, choices=(2, 4))
+    with pytest.raises(ns.ConfigError):
+        MixedPrecision(choices=(1, 4))
