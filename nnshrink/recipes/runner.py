@@ -132,7 +132,9 @@ class _Run:
             details["history"] = history.epochs
         elif name in TECHNIQUE_STAGES:
             result = compress_(model, config, example_inputs=self.example_batch)
-            replacement = result if isinstance(result, nn.Module) else getattr(result, "model", None)
+            replacement = (
+                result if isinstance(result, nn.Module) else getattr(result, "model", None)
+            )
             if isinstance(replacement, nn.Module):
                 model = replacement
             if result is not None and not isinstance(result, nn.Module):
@@ -169,12 +171,12 @@ class _Run:
         teacher = baseline
         if config.teacher != "baseline":
             teacher, _ = load_checkpoint(config.teacher)
-        history = distill(
+        result = distill(
             teacher, student, self.train_loader, method=config.method, epochs=config.epochs,
             lr=config.lr, optimizer=config.optimizer, temperature=config.temperature,
             alpha=config.alpha, seed=self.recipe.seed + index, progress=self.progress,
         )  # fmt: skip
-        return getattr(history, "epochs", history)
+        return result.history.epochs
 
 
 def _stripped(model: nn.Module) -> nn.Module:

@@ -74,7 +74,7 @@ class DistillStage(Config):
 
     kind: ClassVar[str] = "recipe-distill"
     teacher: str = "baseline"
-    method: Literal["kd", "fitnets", "at", "sp"] = "kd"
+    method: Literal["kd", "fitnets", "at", "sp", "rkd"] = "kd"
     epochs: int = 1
     lr: float = 2e-3
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
@@ -159,6 +159,14 @@ def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
         raise RecipeError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
+def _register_techniques() -> None:
+    """Import every technique package so that their config kinds are known."""
+    import importlib
+
+    for name in ("pruning", "quantization", "lowrank", "compact", "distill", "pipelines"):
+        importlib.import_module(f"nnshrink.{name}")
+
+
 def parse_recipe(source: dict[str, Any], base_dir: str | os.PathLike | None = None) -> Recipe:
     """Validate a recipe dict (as loaded from YAML) and return a :class:`Recipe`.
 
@@ -172,6 +180,7 @@ def parse_recipe(source: dict[str, Any], base_dir: str | os.PathLike | None = No
     from ..data import names as data_names
     from ..models import list_models
 
+    _register_techniques()
     if not isinstance(source, dict):
         raise RecipeError("a recipe must be a mapping with model, data and stages")
     _check_keys("recipe", source, _TOP_KEYS)

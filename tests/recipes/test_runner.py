@@ -74,3 +74,35 @@ def test_resume_with_another_recipe_is_refused(tmp_path, tiny_recipe):
     tiny_recipe["seed"] = 4
     with pytest.raises(RecipeError, match="different recipe"):
         run_recipe(parse_recipe(tiny_recipe), tmp_path, resume=True, progress=False, log=_quiet)
+
+
+def test_shipped_smoke_preset_runs_end_to_end(tmp_path):
+    from nnshrink.recipes import load_recipe
+    from nnshrink.storage import load
+
+    result = run_recipe(load_recipe("smoke-lenet300"), tmp_path, progress=False, log=_quiet)
+    rows = {r["stage"]: r for r in result.rows}
+    assert rows["encode"]["size_bytes"] == (tmp_path / "model.nns").stat().st_size
+    assert rows["encode"]["compression"] > 10
+    assert rows["encode"]["top1"] > 0.6
+    model = load(tmp_path / "model.nns")
+    assert float((model[1].weight == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
+    assert (tmp_path / "model.onnx").is_file()
+
+
+def test_distill_and_structured_prune_stages(tmp_path, tiny_recipe):
+    tiny_recipe["model"] = {"name": "lenet5"}
+    tiny_recipe["stages"] = [
+        {"train": {"epochs": 1}},
+        {"prune": {"type": "structured-pruning", "ratio": 0.5}},
+        {"distill": {"teacher": "baseline", "method": "kd", "epochs": 1}},
+    ]
+    result = run_recipe(parse_recipe(tiny_recipe), tmp_path, progress=False, log=_quiet)
+    rows = {r["stage"]: r for r in result.rows}
+    assert rows["prune"]["params"] < 0.6 * rows["train"]["params"]
+    assert rows["prune"]["macs"] < rows["train"]["macs"]
+    assert rows["distill"]["params"] == rows["prune"]["params"]
+    assert rows["distill"]["top1"] > 0.5
+    report = json.loads(result.report_json.read_text())
+    assert len(report["stages"][2]["details"]["history"]) == 1
+    assert (tmp_path / "stages" / "baseline.safetensors").is_file()
