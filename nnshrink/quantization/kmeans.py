@@ -1,0 +1,600 @@
+"""k-means weight sharing (Han, Mao, Dally 2016, *Deep Compression*, section 3).
+
+Each layer's weights (only the non-zero ones when the layer is pruned) are clustered into
+``2**bits`` shared values. The layer is replaced by a :class:`SharedWeightLinear` or
+:class:`SharedWeightConv2d` whose weight is ``codebook[indices] * mask``: ``codebook`` is a
+trainable ``nn.Parameter`` (one float per cluster), ``indices`` (uint8) and ``mask`` (bool) are
+buffers. Training the model as usual fine-tunes the shared values: autograd's backward of the
+gather is a scatter-add, so each centroid's gradient is the sum of its members' gradients, exactly
+as in the paper; the indices never change and pruned weights stay zero through any optimizer step.
+Create the optimizer after compressing (the layers have new parameters), and prefer Adam: a
+centroid's gradient sums up to hundreds of thousands of member gradients, so plain SGD needs a
+learning rate divided by the cluster size.
+
+:func:`strip_sharing` turns the layers back into plain ``nn.Linear`` / ``nn.Conv2d``, and
+:func:`codebook_of` recovers ``(codebook, indices, mask)`` from either form for the storage format.
+
+Example:
+    >>> import nnshrink as ns
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    >>> rows = ns.compress_(model, WeightSharing(bits=2))
+    >>> type(model[0]).__name__, model[0].weight.unique().numel() <= 4
+    ('SharedWeightLinear', True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
+from ..io import register_module
+
+__all__ = [
+    "SharedWeightConv2d",
+    "SharedWeightLinear",
+    "SharingRow",
+    "WeightSharing",
+    "codebook_of",
+    "init_centroids",
+    "kmeans_1d",
+    "kmeans_objective",
+    "share_weights",
+    "strip_sharing",
+]
+
+InitMethod = Literal["linear", "density", "random"]
+
+
+# --------------------------------------------------------------------------------------------
+# Pure 1-D k-means
+# --------------------------------------------------------------------------------------------
+
+
+def init_centroids(
+    values: torch.Tensor, k: int, method: InitMethod = "linear", seed: int = 0
+) -> torch.Tensor:
+    """Initial centroids for 1-D k-means, sorted ascending (float64).
+
+    Args:
+        values: 1-D data.
+        k: number of clusters.
+        method: ``"linear"`` spaces the centroids evenly over ``[min, max]`` (the paper's choice: it
+            keeps a few centroids on the rare large weights, which matter most); ``"density"``
+            places them at the CDF quantiles ``(i + 0.5) / k``; ``"random"`` (Forgy) picks ``k``
+            distinct data points with a seeded generator.
+        seed: seed for ``"random"``.
+
+    Example:
+        >>> init_centroids(torch.tensor([0.0, 1.0, 3.0]), 4).tolist()
+        [0.0, 1.0, 2.0, 3.0]
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    v = values.detach().reshape(-1).to(torch.float64).cpu()
+    if v.numel() == 0:
+        return torch.zeros(k, dtype=torch.float64)
+    if method == "linear":
+        return torch.linspace(float(v.min()), float(v.max()), k, dtype=torch.float64)
+    sorted_v = torch.sort(v).values
+    if method == "density":
+        pos = (torch.arange(k, dtype=torch.float64) + 0.5) / k * (v.numel() - 1)
+        lo = pos.floor().long()
+        hi = pos.ceil().long()
+        frac = pos - lo
+        return sorted_v[lo] * (1 - frac) + sorted_v[hi] * frac
+    if method == "random":
+        gen = torch.Generator().manual_seed(seed)
+        if v.numel() >= k:
+            picks = torch.randperm(v.numel(), generator=gen)[:k]
+        else:
+            picks = torch.randint(v.numel(), (k,), generator=gen)
+        return torch.sort(v[picks]).values
+    raise ValueError(f"unknown init {method!r}; use 'linear', 'density' or 'random'")
+
+
+def _assign_sorted(centroids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Nearest-centroid label of each value, for ascending ``centroids`` (ties go left)."""
+    boundaries = (centroids[1:] + centroids[:-1]) / 2
+    return torch.searchsorted(boundaries, values, right=False)
+
+
+def kmeans_1d(
+    values: torch.Tensor,
+    k: int,
+    *,
+    init: InitMethod = "linear",
+    iterations: int = 100,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact Lloyd k-means on 1-D data; returns ``(centroids (k,), labels (n,) int64)``.
+
+    Written in torch instead of calling scikit-learn for three reasons: no extra dependency;
+    it is deterministic (no random restarts, no threading-dependent reductions: sums are float64
+    prefix sums); and in 1-D Lloyd's algorithm becomes cheap and exact. Once the data are sorted,
+    every cluster is a contiguous run bounded by the midpoints between neighbouring centroids, so
+    one iteration costs ``O(k log n)``: ``searchsorted`` the ``k - 1`` midpoints, then take cluster
+    sums from a prefix sum. This gives the same result as the textbook ``O(n k)`` assignment step.
+    Centroids stay sorted, an empty cluster keeps its centroid, and the sum of squared errors never
+    increases. Iteration stops early when no boundary moves.
+
+    Args:
+        values: 1-D data (any float dtype; computed in float64).
+        k: number of clusters (``2**bits``).
+        init: see :func:`init_centroids`.
+        iterations: maximum Lloyd iterations (0 keeps the initial centroids).
+        seed: seed for ``init="random"``.
+
+    Example:
+        >>> c, lab = kmeans_1d(torch.tensor([0.0, 0.1, 1.0, 1.1]), 2)
+        >>> [round(x, 2) for x in c.tolist()], lab.tolist()
+        ([0.05, 1.05], [0, 0, 1, 1])
+    """
+    v = values.detach().reshape(-1).to(torch.float64).cpu()
+    centroids = init_centroids(v, k, init, seed)
+    if v.numel() == 0:
+        return centroids, torch.zeros(0, dtype=torch.long)
+    sorted_v = torch.sort(v).values
+    prefix = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(sorted_v, 0)])
+    previous = None
+    for _ in range(iterations):
+        # Start of each cluster's run in the sorted data (cluster j holds [starts[j], ends[j])).
+        inner = torch.searchsorted(sorted_v, (centroids[1:] + centroids[:-1]) / 2, right=True)
+        bounds = torch.cat([torch.zeros(1, dtype=torch.long), inner, torch.tensor([v.numel()])])
+        if previous is not None and torch.equal(bounds, previous):
+            break
+        previous = bounds
+        counts = bounds[1:] - bounds[:-1]
+        sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+    return centroids, _assign_sorted(centroids, v)
+
+
+def kmeans_objective(values: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor) -> float:
+    """Sum of squared distances of each value to its assigned centroid."""
+    v = values.detach().reshape(-1).to(torch.float64)
+    return float(((v - centroids.to(torch.float64)[labels]) ** 2).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+
+class _SharedWeight(nn.Module):
+    """Common state of the shared-weight layers: ``weight = codebook[indices] * mask``."""
+
+    bits: int
+
+    def _init_sharing(self, shape: tuple[int, ...], bits: int, bias: bool, out: int) -> None:
+        if not 1 <= bits <= 8:
+            raise ValueError(f"bits must be in 1..8 (uint8 indices), got {bits}")
+        self.bits = bits
+        self.codebook = nn.Parameter(torch.zeros(2**bits))
+        self.register_buffer("indices", torch.zeros(shape, dtype=torch.uint8))
+        self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
+        self.register_parameter("bias", nn.Parameter(torch.zeros(out)) if bias else None)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight the layer computes with (differentiable w.r.t. ``codebook``)."""
+        return self.codebook[self.indices.long()] * self.mask.to(self.codebook.dtype)
+
+    @torch.no_grad()
+    def set_sharing(
+        self, codebook: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> None:
+        """Load a codebook (length <= ``2**bits``; padded with zeros), indices and mask."""
+        if codebook.numel() > self.codebook.numel():
+            raise ValueError(
+                f"codebook has {codebook.numel()} entries; this layer holds {2**self.bits}"
+            )
+        self.codebook.zero_()
+        self.codebook[: codebook.numel()] = codebook.to(self.codebook)
+        self.indices.copy_(indices.to(torch.uint8).reshape(self.indices.shape))
+        if mask is not None:
+            self.mask.copy_(mask.to(torch.bool).reshape(self.mask.shape))
+
+
+class SharedWeightLinear(_SharedWeight):
+    """``nn.Linear`` whose weight is ``codebook[indices] * mask`` (k-means weight sharing).
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear``.
+        bits: index width; the codebook has ``2**bits`` trainable entries.
+
+    Example:
+        >>> layer = SharedWeightLinear.from_linear(nn.Linear(16, 4), bits=2)
+        >>> layer.codebook.shape, layer(torch.zeros(3, 16)).shape
+        (torch.Size([4]), torch.Size([3, 4]))
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 5):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self._init_sharing((out_features, in_features), bits, bias, out_features)
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        bits: int = 5,
+        init: InitMethod = "linear",
+        iterations: int = 100,
+        seed: int = 0,
+    ) -> SharedWeightLinear:
+        """Cluster ``linear``'s weights (non-zero ones only) and build the shared layer."""
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, bits)
+        _fill_from(new, linear, init, iterations, seed)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` holding the shared values."""
+        out = nn.Linear(self.in_features, self.out_features, self.bias is not None)
+        return _copy_into(out, self)
+
+    def macs(self, inputs: tuple[Any, ...], output: torch.Tensor) -> int:
+        return output.numel() * self.in_features
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
+
+
+class SharedWeightConv2d(_SharedWeight):
+    """``nn.Conv2d`` (zero padding) whose weight is ``codebook[indices] * mask``.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as
+            ``nn.Conv2d``.
+        bits: index width; the codebook has ``2**bits`` trainable entries.
+
+    Example:
+        >>> layer = SharedWeightConv2d.from_conv(nn.Conv2d(3, 8, 3, padding=1), bits=4)
+        >>> layer(torch.zeros(1, 3, 8, 8)).shape
+        torch.Size([1, 8, 8, 8])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        bits: int = 8,
+    ):
+        super().__init__()
+        pair = nn.modules.utils._pair
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = pair(kernel_size)
+        self.stride = pair(stride)
+        self.padding = padding if isinstance(padding, str) else pair(padding)
+        self.dilation = pair(dilation)
+        self.groups = groups
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self._init_sharing(shape, bits, bias, out_channels)
+
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        bits: int = 8,
+        init: InitMethod = "linear",
+        iterations: int = 100,
+        seed: int = 0,
+    ) -> SharedWeightConv2d:
+        """Cluster ``conv``'s weights (non-zero ones only) and build the shared layer."""
+        if conv.padding_mode != "zeros":
+            raise ValueError(
+                f"SharedWeightConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}"
+            )
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            bits,
+        )
+        _fill_from(new, conv, init, iterations, seed)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def to_conv(self) -> nn.Conv2d:
+        """A plain ``nn.Conv2d`` holding the shared values."""
+        out = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.bias is not None,
+        )
+        return _copy_into(out, self)
+
+    def macs(self, inputs: tuple[Any, ...], output: torch.Tensor) -> int:
+        k = self.kernel_size[0] * self.kernel_size[1]
+        return output.numel() * (self.in_channels // self.groups) * k
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bits={self.bits}"
+        )
+
+
+@torch.no_grad()
+def _fill_from(new: _SharedWeight, old: nn.Module, init: InitMethod, iters: int, seed: int):
+    weight = old.weight.detach()
+    mask = weight != 0
+    centroids, labels = kmeans_1d(weight[mask], 2**new.bits, init=init, iterations=iters, seed=seed)
+    indices = torch.zeros(weight.shape, dtype=torch.uint8, device=weight.device)
+    indices[mask] = labels.to(torch.uint8).to(weight.device)
+    new.to(device=weight.device)
+    new.codebook.data = new.codebook.data.to(weight.dtype)
+    new.set_sharing(centroids.to(weight), indices, mask)
+    if old.bias is not None:
+        new.bias.data = old.bias.detach().clone()
+
+
+@torch.no_grad()
+def _copy_into(plain: nn.Module, shared: _SharedWeight) -> nn.Module:
+    plain.to(device=shared.codebook.device, dtype=shared.codebook.dtype)
+    plain.weight.copy_(shared.weight)
+    if shared.bias is not None:
+        plain.bias.copy_(shared.bias)
+    return plain
+
+
+def share_weights(
+    module: nn.Module,
+    bits: int,
+    init: InitMethod = "linear",
+    iterations: int = 100,
+    seed: int = 0,
+) -> _SharedWeight:
+    """Return the shared-weight version of an ``nn.Linear`` or ``nn.Conv2d``.
+
+    Example:
+        >>> share_weights(nn.Linear(4, 2), bits=1).codebook.numel()
+        2
+    """
+    if type(module) is nn.Linear:
+        return SharedWeightLinear.from_linear(module, bits, init, iterations, seed)
+    if type(module) is nn.Conv2d:
+        return SharedWeightConv2d.from_conv(module, bits, init, iterations, seed)
+    raise TypeError(f"weight sharing supports nn.Linear and nn.Conv2d, got {type(module).__name__}")
+
+
+def strip_sharing(model: nn.Module) -> nn.Module:
+    """Replace every shared-weight layer by a plain ``nn.Linear``/``nn.Conv2d`` (in place).
+
+    Returns ``model`` (or the plain replacement when ``model`` itself is a shared layer). The
+    stripped layers hold only the shared values, so :func:`codebook_of` still recovers the codebook.
+
+    Example:
+        >>> m = nn.Sequential(share_weights(nn.Linear(4, 2), bits=1))
+        >>> type(strip_sharing(m)[0]).__name__
+        'Linear'
+    """
+    if isinstance(model, _SharedWeight):
+        return _plain(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, _SharedWeight):
+            set_submodule(model, name, _plain(module))
+    return model
+
+
+def _plain(module: _SharedWeight) -> nn.Module:
+    return module.to_linear() if isinstance(module, SharedWeightLinear) else module.to_conv()
+
+
+@torch.no_grad()
+def codebook_of(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(codebook, indices uint8, mask bool)`` with ``weight == codebook[indices] * mask``.
+
+    Works for shared-weight layers (the trained codebook, ``2**bits`` entries) and for plain
+    layers with at most 256 distinct non-zero weights, e.g. after :func:`strip_sharing` (the sorted
+    distinct non-zero values). Pruned (zero) weights have ``mask == False`` and index 0.
+
+    Example:
+        >>> lin = nn.Linear(2, 2)
+        >>> _ = lin.weight.data.copy_(torch.tensor([[0.5, 0.0], [-1.0, 0.5]]))
+        >>> cb, idx, mask = codebook_of(lin)
+        >>> cb.tolist(), idx.tolist(), mask.tolist()
+        ([-1.0, 0.5], [[1, 0], [0, 1]], [[True, False], [True, True]])
+    """
+    if isinstance(module, _SharedWeight):
+        return module.codebook.detach().clone(), module.indices.clone(), module.mask.clone()
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor to read a codebook from")
+    w = weight.detach()
+    mask = w != 0
+    codebook = torch.unique(w[mask])
+    if codebook.numel() > 256:
+        raise ValueError(
+            f"{type(module).__name__} has {codebook.numel()} distinct non-zero weights; a codebook "
+            "holds at most 256 (apply WeightSharing(bits<=8) first)"
+        )
+    indices = torch.zeros(w.shape, dtype=torch.uint8, device=w.device)
+    indices[mask] = torch.searchsorted(codebook, w[mask]).to(torch.uint8)
+    return codebook, indices, mask
+
+
+# --------------------------------------------------------------------------------------------
+# Config and handler
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSharing(Config):
+    """k-means weight sharing with ``2**bits`` shared values per layer (Deep Compression).
+
+    Args:
+        bits: default index width for every layer (1..8).
+        conv_bits: width for ``nn.Conv2d`` layers (the paper uses 8); ``None`` uses ``bits``.
+        fc_bits: width for ``nn.Linear`` layers (the paper uses 5); ``None`` uses ``bits``.
+        per_layer: ``{regex: bits}`` matched with ``re.fullmatch`` against the layer's qualified
+            name; the first matching entry wins over ``conv_bits``/``fc_bits``/``bits``.
+        init: centroid initialisation, ``"linear"`` (paper's best), ``"density"`` or ``"random"``.
+        iterations: maximum Lloyd iterations.
+        seed: seed for ``init="random"``.
+
+    Example:
+        >>> WeightSharing(conv_bits=8, fc_bits=5).to_dict()["fc_bits"]
+        5
+    """
+
+    kind: ClassVar[str] = "weight-sharing"
+    bits: int = 5
+    conv_bits: int | None = None
+    fc_bits: int | None = None
+    per_layer: dict[str, int] = dataclasses.field(default_factory=dict)
+    init: InitMethod = "linear"
+    iterations: int = 100
+    seed: int = 0
+
+    def validate(self) -> None:
+        named = {"bits": self.bits, "conv_bits": self.conv_bits, "fc_bits": self.fc_bits}
+        named.update({f"per_layer[{k!r}]": v for k, v in self.per_layer.items()})
+        for name, value in named.items():
+            if value is not None and not (isinstance(value, int) and 1 <= value <= 8):
+                raise ConfigError(f"weight-sharing.{name}: bits must be in 1..8, got {value!r}")
+        for pattern in self.per_layer:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"weight-sharing.per_layer: bad regex {pattern!r}: {exc}"
+                ) from exc
+        if self.init not in ("linear", "density", "random"):
+            raise ConfigError(f"weight-sharing.init: {self.init!r} is not linear/density/random")
+        if self.iterations < 0:
+            raise ConfigError(f"weight-sharing.iterations must be >= 0, got {self.iterations}")
+
+    def bits_for(self, name: str, module: nn.Module) -> int:
+        """Index width for the layer called ``name``."""
+        for pattern, bits in self.per_layer.items():
+            if re.fullmatch(pattern, name):
+                return bits
+        if isinstance(module, nn.Conv2d) and self.conv_bits is not None:
+            return self.conv_bits
+        if isinstance(module, nn.Linear) and self.fc_bits is not None:
+            return self.fc_bits
+        return self.bits
+
+
+@dataclasses.dataclass
+class SharingRow:
+    """Per-layer result of :class:`WeightSharing`."""
+
+    name: str
+    type: str
+    bits: int
+    weights: int
+    nonzero: int
+    clusters_used: int
+    mse: float
+
+
+@register_handler(WeightSharing)
+def _apply(
+    model: nn.Module,
+    config: WeightSharing,
+    *,
+    example_inputs: Any = None,
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+) -> list[SharingRow]:
+    targets = [
+        (name, m)
+        for name, m in named_layers(model, (nn.Linear, nn.Conv2d), filter_fn)
+        if type(m) in (nn.Linear, nn.Conv2d)
+    ]
+    if not targets:
+        raise ValueError(
+            "WeightSharing found no nn.Linear/nn.Conv2d layer to share (check filter_fn)"
+        )
+    for name, m in targets:  # check everything before editing anything
+        if name == "":
+            raise ValueError(
+                "WeightSharing needs a container model, not a bare layer; "
+                "wrap it in nn.Sequential or use share_weights(layer, bits)"
+            )
+        if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+            raise ValueError(
+                f"{name}: padding_mode={m.padding_mode!r} is not supported "
+                "(only 'zeros'); exclude it with filter_fn"
+            )
+    rows = []
+    replacements = []
+    for name, m in targets:
+        bits = config.bits_for(name, m)
+        new = share_weights(m, bits, config.init, config.iterations, config.seed)
+        with torch.no_grad():
+            w = m.weight.detach()
+            nz = w != 0
+            mse = float(((new.weight - w)[nz].double() ** 2).mean()) if nz.any() else 0.0
+        rows.append(
+            SharingRow(
+                name,
+                type(m).__name__,
+                bits,
+                w.numel(),
+                int(nz.sum()),
+                int(new.indices[new.mask].unique().numel()),
+                mse,
+            )
+        )
+        replacements.append((name, new))
+    for name, new in replacements:
+        set_submodule(model, name, new)
+    return rows
+
+
+register_module(
+    SharedWeightLinear,
+    lambda m: {
+        "in_features": m.in_features,
+        "out_features": m.out_features,
+        "bias": m.bias is not None,
+        "bits": m.bits,
+    },
+)
+register_module(
+    SharedWeightConv2d,
+    lambda m: {
+        "in_channels": m.in_channels,
+        "out_channels": m.out_channels,
+        "kernel_size": list(m.kernel_size),
+        "stride": list(m.stride),
+        "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
+        "dilation": list(m.dilation),
+        "groups": m.groups,
+        "bias": m.bias is not None,
+        "bits": m.bits,
+    },
+)
