@@ -1,29 +1,90 @@
-"""nnshrink: make trained PyTorch networks smaller and faster, and prove it with measurements."""
+"""nnshrink: make trained PyTorch networks smaller and faster, and prove it with measurements.
 
-from . import core, data, export, io, metrics, models, storage, train
+Example:
+    >>> import torch, nnshrink as ns
+    >>> model = ns.models.create("lenet300")
+    >>> summary = ns.compress_(model, ns.MagnitudePruning(sparsity=0.9))
+    >>> ns.profile(model, torch.zeros(1, 1, 28, 28), latency=False)["nonzero_params"] < 30_000
+    True
+"""
+
+from . import (
+    compact,
+    core,
+    data,
+    distill,
+    export,
+    io,
+    lowrank,
+    metrics,
+    models,
+    pipelines,
+    pruning,
+    quantization,
+    recipes,
+    storage,
+    train,
+)
 from ._version import __version__
+from .compact import CompactReplace
 from .core import Config, ConfigError, compress_, register_handler
+from .distill import Distiller
 from .io import load_checkpoint, save_checkpoint
+from .lowrank import LowRank
 from .metrics import Report
 from .metrics import snapshot as profile
+from .pipelines import DeepCompression, deep_compress
+from .pruning import MagnitudePruning, StructuredPruning
+from .quantization import (
+    PTQ,
+    QAT,
+    BinaryWeights,
+    Circulant,
+    Hashing,
+    MixedPrecision,
+    Ternary,
+    WeightSharing,
+)
 from .storage import FormatError, load, save, storage_report
 
 __all__ = [
+    "PTQ",
+    "QAT",
+    "BinaryWeights",
+    "Circulant",
+    "CompactReplace",
     "Config",
     "ConfigError",
+    "DeepCompression",
+    "Distiller",
     "FormatError",
+    "Hashing",
+    "LowRank",
+    "MagnitudePruning",
+    "MixedPrecision",
     "Report",
+    "StructuredPruning",
+    "Ternary",
+    "WeightSharing",
     "__version__",
+    "compact",
     "compress_",
     "core",
     "data",
+    "deep_compress",
+    "distill",
     "export",
     "io",
     "load",
     "load_checkpoint",
+    "lowrank",
     "metrics",
     "models",
+    "pipelines",
     "profile",
+    "pruning",
+    "quantization",
+    "recipes",
     "register_handler",
     "save",
     "save_checkpoint",

@@ -23,7 +23,6 @@ from ..metrics import file_bytes, snapshot
 from ..models import create
 from ..train import KeepZeros, barrier, fit, init_distributed, is_main_process, wrap_ddp
 from ..utils import atomic_write_bytes, environment, seed_everything
-from .plots import stage_plots
 from .schema import TECHNIQUE_STAGES, Recipe, RecipeError, Stage
 
 ROW_KEYS = ("params", "nonzero_params", "macs", "size_bytes", "file_bytes", "latency_ms",
@@ -315,6 +314,8 @@ def _write_reports(recipe: Recipe, out: Path, model: nn.Module, state) -> RunRes
             row["top1_change"] = row["top1"] - original["top1"]
     if not is_main_process():
         return RunResult(model, rows, out, out / "report.json", out / "report.md")
+    from .plots import stage_plots  # matplotlib is imported only when a report is written
+
     plots = stage_plots(rows, out)
     report = {
         "recipe": recipe.source,

@@ -1,0 +1,141 @@
+import pytest
+import torch
+from torch import nn
+
+import nnshrink.compact  # noqa: F401  (registers the handler)
+from nnshrink.compact import (
+    CompactReplace,
+    DepthwiseSeparableConv,
+    FactorizedConv,
+    FireConv,
+    ShuffleConv,
+)
+from nnshrink.core import Config, ConfigError, compress_
+from nnshrink.metrics import count_macs, count_params
+from nnshrink.models import create
+
+
+def test_config_round_trip_and_validation():
+    cfg = CompactReplace(block="fire", include=("layer2",), exclude=(r"\.0\.",), squeeze_ratio=0.5)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config.from_dict({"type": "compact", "block": "shuffle", "groups": 2}).groups == 2
+    with pytest.raises(ConfigError):
+        Config.from_dict({"type": "compact", "block": "mobilenet"})
+    with pytest.raises(ConfigError, match="groups"):
+        CompactReplace(groups=0)
+    with pytest.raises(ConfigError, match="regex"):
+        CompactReplace(include=("(",))
+
+
+def test_dwsep_on_tiny_convnet_skips_the_stem_and_reports_hand_counted_costs(tiny_convnet):
+    x = torch.randn(2, 1, 8, 8)
+    before = tiny_convnet.eval()(x).shape
+    result = compress_(tiny_convnet, CompactReplace(block="dwsep"), example_inputs=x)
+    assert isinstance(tiny_convnet.conv1, nn.Conv2d)
+    assert isinstance(tiny_convnet.conv2, DepthwiseSeparableConv)
+    assert tiny_convnet.eval()(x).shape == before
+    rows = {r.name: r for r in result.layers}
+    assert not rows["conv1"].replaced and "first conv" in rows["conv1"].reason
+    conv2 = rows["conv2"]
+    assert conv2.replaced
+    # conv2: 8 -> 16, 3x3, 8x8 maps, batch 2
+    assert conv2.macs_before == 2 * 64 * 16 * 8 * 9
+    assert conv2.macs_after == 2 * 64 * 8 * 9 + 2 * 64 * 16 * 8
+    assert conv2.params_before == 16 * 8 * 9 + 16
+    assert conv2.params_after == 8 * 9 + 2 * 8 + 16 * 8 + 16
+    assert result.macs_after == count_macs(tiny_convnet, x)
+    assert result.params_after == count_params(tiny_convnet)
+    assert result.params_before - result.params_after == conv2.params_before - conv2.params_after
+    assert "conv2" in result.to_markdown() and result.replaced == ["conv2"]
+
+
+class _Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.point = nn.Conv2d(8, 8, 1)
+        self.depth = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.body = nn.Conv2d(8, 12, 3, padding=1)
+        self.odd = nn.Conv2d(12, 10, 3, padding=1)
+        self.unused = nn.Conv2d(10, 10, 3)
+
+    def forward(self, x):
+        return self.odd(self.body(self.depth(self.point(self.stem(x)))))
+
+
+def test_skip_reasons_are_reported():
+    model = _Mixed()
+    result = compress_(
+        model, CompactReplace(block="shuffle", groups=4), example_inputs=torch.randn(1, 3, 6, 6)
+    )
+    reasons = {r.name: r.reason for r in result.layers}
+    assert "first conv" in reasons["stem"]
+    assert "1x1" in reasons["point"]
+    assert "depthwise" in reasons["depth"]
+    assert reasons["body"] == "" and isinstance(model.body, ShuffleConv)
+    assert "not divisible by groups=4" in reasons["odd"]
+    assert "not called" in reasons["unused"]
+
+
+def test_include_exclude_filter_fn_and_skip_first():
+    x = torch.randn(1, 3, 6, 6)
+    model = _Mixed()
+    compress_(
+        model, CompactReplace(block="fire", skip_first=False, exclude=("odd",)), example_inputs=x
+    )
+    assert isinstance(model.stem, FireConv) and isinstance(model.body, FireConv)
+    assert isinstance(model.odd, nn.Conv2d)
+    model = _Mixed()
+    compress_(model, CompactReplace(block="factorized", include=("^od",)), example_inputs=x)
+    assert isinstance(model.odd, FactorizedConv) and isinstance(model.body, nn.Conv2d)
+    model = _Mixed()
+    res = compress_(
+        model,
+        CompactReplace(block="dwsep"),
+        example_inputs=x,
+        filter_fn=lambda m, name: name != "body",
+    )
+    assert isinstance(model.body, nn.Conv2d) and isinstance(model.odd, DepthwiseSeparableConv)
+    assert {r.name: r.reason for r in res.layers}["body"] == "rejected by filter_fn"
+
+
+@pytest.mark.parametrize("block", ["dwsep", "fire", "shuffle", "factorized"])
+def test_every_block_on_resnet20_keeps_the_output_and_shrinks(block):
+    model = create("resnet20", in_channels=1, shortcut="B").eval()
+    x = torch.randn(2, 1, 8, 8)
+    result = compress_(model, CompactReplace(block=block), example_inputs=x)
+    assert model.eval()(x).shape == (2, 10)
+    assert len(result.replaced) == 18  # every 3x3 conv but the stem
+    assert result.params_after < result.params_before
+    assert result.macs_after < result.macs_before
+    assert result.to_dict()["block"] == block
+
+
+def test_needs_example_inputs(tiny_convnet):
+    with pytest.raises(ValueError, match="example_inputs"):
+        compress_(tiny_convnet, CompactReplace())
+
+
+@pytest.mark.parametrize("block", ["dwsep", "fire", "shuffle", "factorized"])
+def test_compact_models_survive_a_checkpoint_round_trip(tmp_path, block):
+    from nnshrink.io import load_checkpoint, save_checkpoint
+
+    model = create("lenet5", input_size=16)
+    x = torch.randn(2, 1, 16, 16)
+    result = compress_(model, CompactReplace(block=block, groups=2), example_inputs=x)
+    assert result.replaced == ["features.2"]
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
+def test_a_second_pass_leaves_existing_blocks_alone():
+    model = _Mixed()
+    x = torch.randn(1, 3, 6, 6)
+    compress_(model, CompactReplace(block="fire"), example_inputs=x)
+    again = compress_(model, CompactReplace(block="fire"), example_inputs=x)
+    assert again.replaced == []
+    assert {r.reason for r in again.layers if r.name.startswith("body.")} == {
+        "part of a compact block already"
+    }
+    assert again.params_after == again.params_before
