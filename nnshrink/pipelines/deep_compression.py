@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -46,7 +46,8 @@ class DeepCompression(Config):
         retrain_epochs: retraining epochs per round.
         conv_bits, fc_bits: shared-value index widths (paper: 8 and 5).
         share_epochs: centroid fine-tuning epochs.
-        lr: peak learning rate of retraining (Adam, cosine).
+        lr: peak learning rate of retraining (cosine schedule, restarted every round).
+        optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.9) for retraining.
         share_lr: learning rate of centroid fine-tuning.
         conv_index_bits, fc_index_bits: relative-index widths of sparse positions (paper: 4 and 5).
         huffman: Huffman-code the index and position streams.
@@ -65,6 +66,7 @@ class DeepCompression(Config):
     fc_bits: int = 5
     share_epochs: int = 1
     lr: float = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
     share_lr: float = 1e-4
     conv_index_bits: int = 4
     fc_index_bits: int = 5
@@ -185,9 +187,9 @@ def deep_compress(
 
     def retrain(m: nn.Module, round_index: int) -> None:
         if config.retrain_epochs:
-            fit(m, train_loader, epochs=config.retrain_epochs, lr=config.lr, optimizer="adam",
-                weight_decay=0.0, callbacks=[MaskCallback()], seed=seed + round_index,
-                progress=progress)  # fmt: skip
+            fit(m, train_loader, epochs=config.retrain_epochs, lr=config.lr,
+                optimizer=config.optimizer, weight_decay=0.0, callbacks=[MaskCallback()],
+                seed=seed + round_index, progress=progress)  # fmt: skip
 
     prune_cfg = MagnitudePruning(sparsity=config.sparsity, per_layer=dict(config.per_layer))
     prune_iteratively(work, retrain, config.prune_rounds, prune_cfg)
