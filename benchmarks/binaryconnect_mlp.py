@@ -27,16 +27,12 @@ import argparse
 import copy
 import datetime
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-import nnshrink
 from nnshrink import data, models
 from nnshrink.core import compress_, set_submodule
 from nnshrink.quantization.binary import (
@@ -47,21 +43,14 @@ from nnshrink.quantization.binary import (
     recalibrate_batchnorm_,
 )
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "nnshrink": nnshrink.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    """Machine and versions for the JSON (shared helper, see nnshrink.utils.environment)."""
+    return environment()
 
 
 def build(widths: tuple[int, ...]) -> nn.Sequential:

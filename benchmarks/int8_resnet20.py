@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from nnshrink.quantization.backends.ort import (
 )
 from nnshrink.quantization.ptq import PTQ, iter_inputs, quantize_ptq
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
 CKPT = Path("/tmp/nnshrink_resnet20_fmnist.pt")
@@ -140,11 +140,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "threads": args.threads,
-            "torch": torch.__version__,
-        },
+        "machine": environment(),
         "setup": vars(args),
         "latency": latency_part(args),
     }

@@ -20,34 +20,24 @@ import argparse
 import copy
 import datetime
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-import nnshrink
 from nnshrink import data, models
 from nnshrink.core import compress_
 from nnshrink.quantization.kmeans import WeightSharing, codebook_of
 from nnshrink.quantization.packbits import pack_bits
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "nnshrink": nnshrink.__version__,
-    }
+    """Machine and versions for the JSON (shared helper, see nnshrink.utils.environment)."""
+    return environment()
 
 
 def storage_bytes(model: torch.nn.Module, bits: int | None) -> int:

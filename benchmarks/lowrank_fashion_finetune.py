@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from nnshrink.lowrank import LowRank
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.models import create
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results" / "lowrank_fashion_finetune.json"
 
@@ -59,7 +59,7 @@ def main() -> None:
             "epochs": args.epochs,
         },  # fmt: skip
         "torch": torch.__version__,
-        "machine": platform.platform(),
+        "machine": environment(),
         "rows": [],
     }
     print(json.dumps(results["dense"]), flush=True)

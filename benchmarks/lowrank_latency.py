@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from nnshrink.lowrank import LowRank
 from nnshrink.metrics import count_macs
 from nnshrink.metrics.latency import ort_session
 from nnshrink.models import create
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results" / "lowrank_latency.json"
 
@@ -192,7 +192,7 @@ def main() -> None:
         "rounds": args.rounds,
         "runs_per_round": args.runs,
         "torch": torch.__version__,
-        "machine": platform.platform(),
+        "machine": environment(),
         "runs": [],
     }
     t0 = time.time()

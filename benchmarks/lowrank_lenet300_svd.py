@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from nnshrink.lowrank import LowRank
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.models import create
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results" / "lowrank_lenet300_svd.json"
 
@@ -60,7 +60,7 @@ def main() -> None:
         "finetune_epochs": args.finetune_epochs,
         "torch": torch.__version__,
         "threads": args.threads,
-        "machine": platform.platform(),
+        "machine": environment(),
         "rows": [],
     }
     print(f"dense top1 {base['top1']:.4f} params {count_params(dense)}", flush=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch import nn
 
 from nnshrink import compress_
 from nnshrink.lowrank import LowRank
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results" / "lowrank_tltorch.json"
 # (label, C_in, C_out, spatial size)
@@ -126,7 +126,7 @@ def main() -> None:
         "tltorch": tltorch.__version__,
         "torch": torch.__version__,
         "threads": args.threads,
-        "machine": platform.platform(),
+        "machine": environment(),
         "wall_s": round(time.time() - t0, 1),
         "rows": rows,
     }

@@ -22,6 +22,7 @@ import torch
 from nnshrink import data, models
 from nnshrink.quantization.ptq import PTQ, iter_inputs, quantize_ptq
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
 CKPT = Path("/tmp/nnshrink_resnet20_fmnist.pt")
@@ -80,6 +81,7 @@ def main() -> None:
             print(rows[-1])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
+        "machine": environment(),
         "model": "resnet20 (fashion-mnist)",
         "model_source": trained,
         "fp32_top1": fp32,

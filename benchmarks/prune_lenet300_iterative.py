@@ -18,19 +18,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-import nnshrink
 from nnshrink import data, models
 from nnshrink.metrics import count_nonzero_params, count_params
 from nnshrink.pruning import MagnitudePruning, MaskCallback, make_permanent, prune_iteratively
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 # Han et al. 2015 per-layer sparsity for LeNet-300-100 (fc1 keeps 8 %, fc2 9 %, fc3 26 %).
 # In nn.Sequential(Flatten, Linear, ReLU, Linear, ReLU, Linear) the Linears are "1", "3", "5".
@@ -38,15 +35,8 @@ HAN_TARGETS = {"1": 0.92, "3": 0.91, "5": 0.74}
 
 
 def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "nnshrink": nnshrink.__version__,
-    }
+    """Machine and versions for the JSON (shared helper, see nnshrink.utils.environment)."""
+    return environment()
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:

@@ -24,33 +24,23 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-import nnshrink
 from nnshrink import data, models
 from nnshrink.core import compress_
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.pruning import BNSlimmingCallback, StructuredPruning
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 
 def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "nnshrink": nnshrink.__version__,
-    }
+    """Machine and versions for the JSON (shared helper, see nnshrink.utils.environment)."""
+    return environment()
 
 
 def hidden_widths(model: nn.Module) -> list[int]:

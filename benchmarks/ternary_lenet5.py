@@ -22,34 +22,24 @@ import argparse
 import copy
 import datetime
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-import nnshrink
 from nnshrink import data, models
 from nnshrink.core import compress_
 from nnshrink.quantization.binary import Ternary, pack_low_bit
 from nnshrink.train import evaluate, fit
+from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "nnshrink": nnshrink.__version__,
-    }
+    """Machine and versions for the JSON (shared helper, see nnshrink.utils.environment)."""
+    return environment()
 
 
 def packed_model_bytes(model: nn.Module) -> dict[str, int]:
