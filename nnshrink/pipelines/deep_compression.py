@@ -29,7 +29,6 @@ from ..metrics import count_nonzero_params, count_params, dense_bytes
 from ..pruning import MagnitudePruning, MaskCallback, make_permanent, prune_iteratively
 from ..quantization import WeightSharing, strip_sharing
 from ..storage import save as save_nns
-from ..storage import storage_report
 from ..train import evaluate, fit
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -213,7 +212,6 @@ def deep_compress(
     loaded = load_nns(path)
     file_size = path.stat().st_size
     record("shared + Huffman (.nns file)", loaded, file_size, time.perf_counter() - t0)
-    report = storage_report(path)
     layers = [dataclasses.asdict(r) for r in report.rows if r.kind in ("conv", "fc")]
     layers.append(dataclasses.asdict(report.total))
     return DeepCompressionResult(

@@ -182,10 +182,7 @@ def _stripped(model: nn.Module) -> nn.Module:
     """A copy with training-time wrappers (k-means codebooks, low-bit latents) made plain."""
     from ..quantization import strip_low_bit, strip_sharing
 
-    plain = copy.deepcopy(model)
-    plain = strip_sharing(plain) or plain
-    plain = strip_low_bit(plain) or plain
-    return plain
+    return strip_low_bit(strip_sharing(copy.deepcopy(model)))
 
 
 def _state_path(out: Path) -> Path:
