@@ -9,6 +9,9 @@ with AT + KD. Every student starts from the same initial weights and sees the sa
 Usage:
     python benchmarks/at_fashion_resnet.py --limit 10000          # CPU, 2 threads, subset
     python benchmarks/at_fashion_resnet.py --device cuda --teacher-epochs 15 --epochs 15
+    # teacher once, students in parallel processes (each its own --out):
+    python benchmarks/at_fashion_resnet.py --device cuda --teacher-ckpt t56.safetensors --students none
+    python benchmarks/at_fashion_resnet.py --device cuda --teacher-ckpt t56.safetensors --students kd
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 from nnshrink import data
 from nnshrink.distill import Distiller
+from nnshrink.io import load_checkpoint, save_checkpoint
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.models import create
 from nnshrink.train import evaluate, fit
@@ -54,7 +58,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--limit", type=int, default=10000, help="first N training images (0 = all)")
-    p.add_argument("--students", default=",".join(STUDENTS))
+    p.add_argument("--students", default=",".join(STUDENTS), help="comma list, or 'none'")
+    p.add_argument(
+        "--teacher-ckpt",
+        type=Path,
+        default=None,
+        help="load the teacher from here if it exists, else train it and save it here",
+    )
     p.add_argument("--test-limit", type=int, default=None, help="first N test images only")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
@@ -92,12 +102,26 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    torch.manual_seed(0)
-    teacher = create("resnet56", in_channels=1).to(device)
-    run("teacher_resnet56", teacher, args.teacher_epochs)
+    if args.teacher_ckpt is not None and args.teacher_ckpt.exists():
+        teacher, info = load_checkpoint(args.teacher_ckpt)
+        teacher = teacher.to(device)
+        top1 = evaluate(teacher, test)["top1"]
+        result["teacher_resnet56"] = {
+            "loaded_from": str(args.teacher_ckpt), "test_top1": top1,
+            "test_error_pct": round(100 * (1 - top1), 2), "trained": info.get("metrics", {}),
+        }  # fmt: skip
+        print("teacher_resnet56", result["teacher_resnet56"], flush=True)
+    else:
+        torch.manual_seed(0)
+        teacher = create("resnet56", in_channels=1).to(device)
+        run("teacher_resnet56", teacher, args.teacher_epochs)
+        if args.teacher_ckpt is not None:
+            save_checkpoint(teacher.cpu(), args.teacher_ckpt, metrics=result["teacher_resnet56"])
+            teacher = teacher.to(device)
+    teacher.eval()
     torch.manual_seed(1)
     init = create("resnet20", in_channels=1).to(device)
-    for name in args.students.split(","):
+    for name in [n for n in args.students.split(",") if n and n != "none"]:
         student = copy.deepcopy(init)
         if name == "alone":
             run("student_alone", student, args.epochs)

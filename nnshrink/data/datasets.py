@@ -160,6 +160,16 @@ class TensorLoader:
         self.rank, self.world_size = rank, world_size
         self.name = name
 
+    def to(self, device: torch.device | str) -> TensorLoader:
+        """Move the whole data set to ``device`` once (no host-to-device copy per batch); returns self.
+
+        Example:
+            >>> loader = TensorLoader(torch.rand(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)).to("cpu")
+        """
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         """Choose the shuffle order for ``epoch`` (as ``DistributedSampler.set_epoch`` does)."""
         self.epoch = epoch

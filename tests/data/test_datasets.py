@@ -34,6 +34,17 @@ def test_normalization_applied():
     torch.testing.assert_close(x, torch.full_like(x, 0.5))
 
 
+def test_to_moves_data_and_keeps_batches():
+    images, labels = torch.rand(10, 1, 4, 4), torch.arange(10)
+    kw = dict(shuffle=True, seed=2, augment_pad=1, flip=True, mean=(0.5,), std=(0.2,))
+    a = TensorLoader(images, labels, 4, **kw)
+    b = TensorLoader(images.clone(), labels.clone(), 4, **kw).to("cpu")
+    meta = _loader(10).to("meta")
+    assert meta.images.device.type == "meta" and meta.mean.device.type == "meta"
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
 def test_distributed_shards_partition_the_data():
     shards = [
         torch.cat([y for _, y in _loader(10, shuffle=True, seed=0, rank=r, world_size=2)])
