@@ -37,11 +37,11 @@ from nnshrink import data, models
 from nnshrink.core import compress_, set_submodule
 from nnshrink.quantization.binary import (
     BinaryLinear,
-    BinaryWeights,
     LatentClip,
     pack_low_bit,
     recalibrate_batchnorm_,
 )
+from nnshrink.quantization.binary_config import BinaryWeights
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 

@@ -29,7 +29,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--retrain-epochs", type=int, default=3)
+    parser.add_argument("--final-epochs", type=int, default=10, help="last round's retraining")
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="during retraining")
     parser.add_argument("--sparsity", type=float, default=0.92)
+    parser.add_argument("--tag", default="", help="suffix of the result files (variants)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -44,15 +47,18 @@ def main() -> None:
         per_layer = {"5": 0.74}  # the paper keeps 26% of the output layer
         config = DeepCompression(sparsity=args.sparsity, per_layer=per_layer,
                                  prune_rounds=args.rounds, retrain_epochs=args.retrain_epochs,
+                                 final_epochs=args.final_epochs, weight_decay=args.weight_decay,
                                  fc_bits=5, lr=0.05, optimizer="sgd", share_epochs=1)  # fmt: skip
     else:
         per_layer = {r"features\.0": 0.34, r"features\.2": 0.88, r"classifier\.1": 0.92,
                      r"classifier\.3": 0.81}  # fmt: skip  # the paper's Table 3 per-layer rates
         config = DeepCompression(sparsity=args.sparsity, per_layer=per_layer,
                                  prune_rounds=args.rounds, retrain_epochs=args.retrain_epochs,
+                                 final_epochs=args.final_epochs, weight_decay=args.weight_decay,
                                  conv_bits=8, fc_bits=5, lr=0.05, optimizer="sgd",
                                  share_epochs=1)  # fmt: skip
-    out = RESULTS / f"deep_compression_{args.model}.nns"
+    name = f"deep_compression_{args.model}{args.tag}"
+    out = RESULTS / f"{name}.nns"
     result = deep_compress(model, train, test, out, config, seed=args.seed, progress=False)
     summary = result.to_dict()
     error_before = 100 * (1 - summary["top1"]["before"])
@@ -74,7 +80,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"deep_compression_{args.model}.json").write_text(json.dumps(record, indent=1))
+    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1))
     print(result.to_markdown())
     print(f"error {error_before:.2f}% -> {error_after:.2f}%, {summary['compression_ratio']:.1f}x "
           f"file, {summary['paper_ratio']:.1f}x paper count, {record['seconds']} s")  # fmt: skip

@@ -30,7 +30,8 @@ from torch import nn
 
 from nnshrink import data, models
 from nnshrink.core import compress_
-from nnshrink.quantization.binary import Ternary, pack_low_bit
+from nnshrink.quantization import Ternary
+from nnshrink.quantization.binary import pack_low_bit
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 

@@ -43,10 +43,14 @@ class DeepCompression(Config):
         per_layer: ``{regex: sparsity}`` on layer names (the paper prunes the last layer less).
         prune_rounds: prune → retrain rounds (geometric schedule to the final sparsity).
         retrain_epochs: retraining epochs per round.
+        final_epochs: retraining epochs of the last round (default: ``retrain_epochs``); a longer
+            last round recovers the accuracy lost at the final sparsity.
         conv_bits, fc_bits: shared-value index widths (paper: 8 and 5).
         share_epochs: centroid fine-tuning epochs.
         lr: peak learning rate of retraining (cosine schedule, restarted every round).
         optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.9) for retraining.
+        weight_decay: L2 penalty during retraining (pruned weights are masked, so it acts on the
+            survivors only).
         share_lr: learning rate of centroid fine-tuning.
         conv_index_bits, fc_index_bits: relative-index widths of sparse positions (paper: 4 and 5).
         huffman: Huffman-code the index and position streams.
@@ -61,11 +65,13 @@ class DeepCompression(Config):
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
     prune_rounds: int = 3
     retrain_epochs: int = 2
+    final_epochs: int | None = None
     conv_bits: int = 8
     fc_bits: int = 5
     share_epochs: int = 1
     lr: float = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
     share_lr: float = 1e-4
     conv_index_bits: int = 4
     fc_index_bits: int = 5
@@ -79,7 +85,9 @@ class DeepCompression(Config):
         for name in ("conv_bits", "fc_bits", "conv_index_bits", "fc_index_bits"):
             if not 1 <= getattr(self, name) <= 8:
                 raise ConfigError(f"deep-compression.{name} must be in 1..8")
-        if self.retrain_epochs < 0 or self.share_epochs < 0:
+        if self.weight_decay < 0:
+            raise ConfigError("deep-compression.weight_decay must be >= 0")
+        if self.retrain_epochs < 0 or self.share_epochs < 0 or (self.final_epochs or 0) < 0:
             raise ConfigError("deep-compression: epochs must be >= 0")
 
 
@@ -185,9 +193,12 @@ def deep_compress(
     t0 = time.perf_counter()
 
     def retrain(m: nn.Module, round_index: int) -> None:
-        if config.retrain_epochs:
-            fit(m, train_loader, epochs=config.retrain_epochs, lr=config.lr,
-                optimizer=config.optimizer, weight_decay=0.0, callbacks=[MaskCallback()],
+        last = round_index == config.prune_rounds - 1
+        epochs = config.final_epochs if last and config.final_epochs is not None else None
+        epochs = config.retrain_epochs if epochs is None else epochs
+        if epochs:
+            fit(m, train_loader, epochs=epochs, lr=config.lr, optimizer=config.optimizer,
+                weight_decay=config.weight_decay, callbacks=[MaskCallback()],
                 seed=seed + round_index, progress=progress)  # fmt: skip
 
     prune_cfg = MagnitudePruning(sparsity=config.sparsity, per_layer=dict(config.per_layer))

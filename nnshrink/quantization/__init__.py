@@ -4,12 +4,11 @@ from .backends import Backend, Calibrator, backend_names, get_backend, register_
 from .binary import (
     BinaryConv2d,
     BinaryLinear,
-    BinaryWeights,
-    Ternary,
     TernaryConv2d,
     TernaryLinear,
     strip_low_bit,
 )
+from .binary_config import BinaryWeights, Ternary
 from .circulant import Circulant, CirculantLinear
 from .fold import fold_batchnorm, fold_bn_params, fuse_conv_bn
 from .hashing import HashedLinear, Hashing

@@ -16,39 +16,47 @@ forward uses the quantized weights, the backward passes the gradient straight th
 latent weights (TTQ scales it by ``W_p`` / ``W_n`` / 1 as in the paper, eq. 8). Stochastic layers
 sample only in training mode; in eval mode they use ``sign(w)``, so the deployed model is binary
 (re-estimate batch-norm statistics for it with :func:`recalibrate_batchnorm_`).
+The pure functions live in :mod:`.binary_ops`, the configs and handlers in :mod:`.binary_config`.
 :func:`pack_low_bit` stores the weights in 1 or 2 bits each; :func:`strip_low_bit` turns the layers
 into plain ones holding the quantized values (e.g. for ONNX export).
 
 Example:
     >>> import nnshrink as ns
     >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
-    >>> _ = ns.compress_(model, Ternary(mode="twn", keep_first=False, keep_last=False))
+    >>> _ = ns.compress_(model, ns.Ternary(mode="twn", keep_first=False, keep_last=False))
     >>> sorted(pack_low_bit(model))
     ['0', '2']
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Literal
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
+from ..core import set_submodule
 from ..io import register_module
 from ..train.callbacks import Callback
+from .binary_ops import (
+    BinaryMode,
+    TernaryMode,
+    binarize,
+    sign_pm1,
+    ste,
+    ternarize_ttq,
+    ternarize_twn,
+    twn_threshold,
+    xnor_scales,
+)
 from .packbits import PackedTensor, pack_binary, pack_ternary
 
 __all__ = [
     "BinaryConv2d",
     "BinaryLinear",
-    "BinaryWeights",
     "LatentClip",
-    "LowBitRow",
-    "Ternary",
     "TernaryConv2d",
     "TernaryLinear",
     "binarize",
@@ -63,100 +71,6 @@ __all__ = [
     "twn_threshold",
     "xnor_scales",
 ]
-
-BinaryMode = Literal["deterministic", "stochastic", "xnor"]
-TernaryMode = Literal["twn", "ttq"]
-
-
-# --------------------------------------------------------------------------------------------
-# Pure functions
-# --------------------------------------------------------------------------------------------
-
-
-def sign_pm1(w: torch.Tensor) -> torch.Tensor:
-    """``+1`` where ``w >= 0`` else ``-1`` (``torch.sign`` would map 0 to 0, a third value)."""
-    return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
-
-
-def ste(latent: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-    """Value of ``quantized``, gradient passed unchanged to ``latent`` (straight-through).
-
-    Written as ``q + (w - w)`` rather than ``w + (q - w)``: the former is bit-exact (``w - w`` is
-    exactly 0), the latter rounds, and bit-packing needs exactly one magnitude per channel.
-    """
-    return quantized.detach() + (latent - latent.detach())
-
-
-def xnor_scales(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel ``alpha_c = mean |W_c|``, shaped to broadcast against ``w``."""
-    dims = tuple(range(1, w.dim()))
-    return w.abs().mean(dim=dims, keepdim=True) if dims else w.abs()
-
-
-def binarize(
-    w: torch.Tensor, mode: BinaryMode = "deterministic", *, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Binary weights (no STE): ``sign(w)``, a stochastic sign, or ``alpha_c * sign(w)``.
-
-    Args:
-        w: real-valued weights, output channel first.
-        mode: ``"deterministic"``, ``"stochastic"`` (``P(+1) = clip((w + 1) / 2, 0, 1)``) or
-            ``"xnor"``.
-        generator: random source for ``"stochastic"``.
-
-    Example:
-        >>> binarize(torch.tensor([[0.2, -0.4]]), "xnor").tolist()
-        [[0.30000001192092896, -0.30000001192092896]]
-    """
-    if mode == "deterministic":
-        return sign_pm1(w)
-    if mode == "stochastic":
-        p = ((w + 1) / 2).clamp(0, 1)
-        u = torch.rand(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-        return torch.where(u < p, torch.ones_like(w), -torch.ones_like(w))
-    if mode == "xnor":
-        return xnor_scales(w) * sign_pm1(w)
-    raise ValueError(f"unknown binary mode {mode!r}; use deterministic, stochastic or xnor")
-
-
-def twn_threshold(w: torch.Tensor, factor: float = 0.7) -> torch.Tensor:
-    """TWN threshold ``delta = factor * mean |W|`` (the paper's approximation uses 0.7)."""
-    return factor * w.abs().mean()
-
-
-def ternarize_twn(w: torch.Tensor, factor: float = 0.7) -> torch.Tensor:
-    """TWN ternary weights ``alpha * sign(w) * [|w| > delta]`` (no STE).
-
-    ``alpha`` is the mean magnitude of the weights above the threshold, the closed-form minimiser
-    of ``||W - alpha * T||^2`` for the fixed ternary pattern ``T``.
-
-    Example:
-        >>> ternarize_twn(torch.tensor([1.0, -0.5, 0.1, 0.0])).tolist()
-        [0.75, -0.75, 0.0, 0.0]
-    """
-    delta = twn_threshold(w, factor)
-    keep = w.abs() > delta
-    alpha = w.abs()[keep].mean() if keep.any() else w.new_zeros(())
-    return torch.where(keep, alpha * sign_pm1(w), torch.zeros_like(w))
-
-
-def ternarize_ttq(
-    w: torch.Tensor, wp: torch.Tensor, wn: torch.Tensor, threshold: float = 0.05
-) -> torch.Tensor:
-    """TTQ ternary weights: ``wp`` where ``w > t*max|w|``, ``-wn`` where ``w < -t*max|w|``, else 0.
-
-    Differentiable in ``wp`` and ``wn`` (their gradients are the summed gradients of their
-    positions, as in the paper); use :class:`TernaryLinear` for the latent-weight STE.
-
-    Example:
-        >>> w = torch.tensor([1.0, -0.5, 0.01])
-        >>> ternarize_ttq(w, torch.tensor(2.0), torch.tensor(3.0)).tolist()
-        [2.0, -3.0, 0.0]
-    """
-    delta = threshold * w.detach().abs().max()
-    pos = (w.detach() > delta).to(w.dtype)
-    neg = (w.detach() < -delta).to(w.dtype)
-    return wp * pos - wn * neg
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,154 +451,6 @@ def pack_low_bit(model: nn.Module) -> dict[str, PackedTensor]:
             is_binary = isinstance(m, BinaryLinear | BinaryConv2d)
             out[name] = pack_binary(w) if is_binary else pack_ternary(w)
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Configs and handlers
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class BinaryWeights(Config):
-    """Binary weights: BinaryConnect (deterministic/stochastic) or XNOR-style scaled signs.
-
-    Args:
-        mode: ``"deterministic"``, ``"stochastic"`` or ``"xnor"``.
-        keep_first: leave the first eligible layer in full precision (common practice; the
-            BinaryConnect paper binarised every layer).
-        keep_last: leave the last eligible layer in full precision.
-
-    Example:
-        >>> BinaryWeights(mode="xnor").to_dict()
-        {'type': 'binary', 'mode': 'xnor', 'keep_first': True, 'keep_last': True}
-    """
-
-    kind: ClassVar[str] = "binary"
-    mode: BinaryMode = "deterministic"
-    keep_first: bool = True
-    keep_last: bool = True
-
-    def validate(self) -> None:
-        if self.mode not in ("deterministic", "stochastic", "xnor"):
-            raise ConfigError(f"binary.mode: {self.mode!r} is not deterministic/stochastic/xnor")
-
-
-@dataclasses.dataclass(frozen=True)
-class Ternary(Config):
-    """Ternary weights: TWN (fixed threshold and scale) or TTQ (learned scales).
-
-    Args:
-        mode: ``"twn"`` or ``"ttq"``.
-        twn_factor: TWN threshold ``delta = twn_factor * mean|W|`` (paper: 0.7).
-        ttq_threshold: TTQ threshold ``delta = ttq_threshold * max|W|`` (paper: 0.05).
-        keep_first, keep_last: leave the first/last eligible layer in full precision.
-
-    Example:
-        >>> Ternary(mode="ttq").mode
-        'ttq'
-    """
-
-    kind: ClassVar[str] = "ternary"
-    mode: TernaryMode = "twn"
-    twn_factor: float = 0.7
-    ttq_threshold: float = 0.05
-    keep_first: bool = True
-    keep_last: bool = True
-
-    def validate(self) -> None:
-        if self.mode not in ("twn", "ttq"):
-            raise ConfigError(f"ternary.mode: {self.mode!r} is not 'twn' or 'ttq'")
-        if not 0 < self.twn_factor < 10:
-            raise ConfigError(f"ternary.twn_factor must be in (0, 10), got {self.twn_factor}")
-        if not 0 < self.ttq_threshold < 1:
-            raise ConfigError(f"ternary.ttq_threshold must be in (0, 1), got {self.ttq_threshold}")
-
-
-@dataclasses.dataclass
-class LowBitRow:
-    """Per-layer result of :class:`BinaryWeights` / :class:`Ternary`."""
-
-    name: str
-    type: str
-    replaced_by: str
-    weights: int
-    float_bytes: int
-    packed_bytes: int
-
-
-def _targets(model: nn.Module, config: Any, filter_fn: Any) -> list[tuple[str, nn.Module]]:
-    layers = [
-        (n, m)
-        for n, m in named_layers(model, (nn.Linear, nn.Conv2d), filter_fn)
-        if type(m) in (nn.Linear, nn.Conv2d)
-    ]
-    if not layers:
-        raise ValueError(
-            f"{config.kind}: no nn.Linear/nn.Conv2d layer to convert (check filter_fn)"
-        )
-    if any(n == "" for n, _ in layers):
-        raise ValueError(f"{config.kind}: pass a container model, not a bare layer")
-    first, last = layers[0][0], layers[-1][0]
-    return [
-        (n, m)
-        for n, m in layers
-        if not ((config.keep_first and n == first) or (config.keep_last and n == last))
-    ]
-
-
-def _replace_all(
-    model: nn.Module, pairs: list[tuple[str, nn.Module, nn.Module]]
-) -> list[LowBitRow]:
-    packed = {}
-    for name, _, new in pairs:
-        packed[name] = pack_low_bit(nn.Sequential(new))["0"]
-    rows = [
-        LowBitRow(
-            name,
-            type(old).__name__,
-            type(new).__name__,
-            old.weight.numel(),
-            old.weight.numel() * old.weight.element_size(),
-            packed[name].nbytes,
-        )
-        for name, old, new in pairs
-    ]
-    for name, _, new in pairs:
-        set_submodule(model, name, new)
-    return rows
-
-
-@register_handler(BinaryWeights)
-def _apply_binary(
-    model: nn.Module,
-    config: BinaryWeights,
-    *,
-    example_inputs: Any = None,
-    filter_fn: Callable[[nn.Module, str], bool] | None = None,
-) -> list[LowBitRow]:
-    pairs = []
-    for name, m in _targets(model, config, filter_fn):
-        cls = BinaryLinear if isinstance(m, nn.Linear) else BinaryConv2d
-        pairs.append((name, m, _convert(m, cls, mode=config.mode)))
-    if config.mode != "xnor":
-        clip_latent_(nn.ModuleList([new for _, _, new in pairs]))
-    return _replace_all(model, pairs)
-
-
-@register_handler(Ternary)
-def _apply_ternary(
-    model: nn.Module,
-    config: Ternary,
-    *,
-    example_inputs: Any = None,
-    filter_fn: Callable[[nn.Module, str], bool] | None = None,
-) -> list[LowBitRow]:
-    threshold = config.twn_factor if config.mode == "twn" else config.ttq_threshold
-    pairs = []
-    for name, m in _targets(model, config, filter_fn):
-        cls = TernaryLinear if isinstance(m, nn.Linear) else TernaryConv2d
-        pairs.append((name, m, _convert(m, cls, mode=config.mode, threshold=threshold)))
-    return _replace_all(model, pairs)
 
 
 for _cls in _LOW_BIT:

@@ -55,3 +55,22 @@ def test_config_validation():
         DeepCompression(fc_bits=9)
     cfg = DeepCompression(per_layer={"5": 0.7})
     assert DeepCompression.from_dict(cfg.to_dict()) == cfg
+
+
+def test_last_round_uses_final_epochs_and_weight_decay(tmp_path, monkeypatch):
+    import nnshrink.pipelines.deep_compression as dc
+
+    calls = []
+    monkeypatch.setattr(dc, "fit", lambda m, loader, **kw: calls.append(kw))
+    train, test = _data(64)
+    cfg = DeepCompression(sparsity=0.5, prune_rounds=3, retrain_epochs=1, final_epochs=4,
+                          weight_decay=1e-4, share_epochs=0)  # fmt: skip
+    deep_compress(create("lenet300"), train, test, tmp_path / "m.nns", cfg, progress=False,
+                  log=lambda s: None)  # fmt: skip
+    assert [c["epochs"] for c in calls] == [1, 1, 4]
+    assert all(c["weight_decay"] == 1e-4 for c in calls)
+    with pytest.raises(ConfigError, match="epochs"):
+        DeepCompression(final_epochs=-1)
+    with pytest.raises(ConfigError, match="weight_decay"):
+        DeepCompression(weight_decay=-0.1)
+    assert DeepCompression.from_dict(cfg.to_dict()) == cfg
