@@ -38,6 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    torch.manual_seed(args.seed)  # the initial weights too, so a run is reproducible
     model = ns.models.create(args.model)
     train = ns.data.loader("mnist", "train", 64, train=True, seed=args.seed)
     test = ns.data.loader("mnist", "test", 1000)

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--limit", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--out", type=Path, default=RESULTS / "kmeans_bits_lenet300.json")
     args = p.parse_args(argv)
+    torch.manual_seed(0)  # initial weights too: reproducible runs
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 

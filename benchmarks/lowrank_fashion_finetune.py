@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--cp-iters", type=int, default=25)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
+    torch.manual_seed(0)  # initial weights too: reproducible runs
     torch.set_num_threads(args.threads)
     t0 = time.time()
     device = torch.device(args.device)

@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
+    torch.manual_seed(0)  # initial weights too: reproducible runs
     torch.set_num_threads(args.threads)
     t0 = time.time()
     train = data.loader("mnist", "train", 128, train=True, limit=args.train_limit)

@@ -39,6 +39,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-root", default=None, help="Fashion-MNIST directory (default location)")
     args = p.parse_args()
+    torch.manual_seed(0)  # initial weights too: reproducible runs
     torch.set_num_threads(args.threads)
     model = models.create("resnet20", in_channels=1, input_size=28)
     if CKPT.exists():

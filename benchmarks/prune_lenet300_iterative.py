@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "--out", default=str(Path(__file__).parent / "results" / "prune_lenet300_iterative.json")
     )
     args = p.parse_args(argv)
+    torch.manual_seed(args.seed)  # initial weights too: reproducible runs
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--limit", type=int, default=None, help="train on the first N samples (smoke)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "slimming_mlp.json"))
     args = p.parse_args(argv)
+    torch.manual_seed(args.seed)  # initial weights too: reproducible runs
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
