@@ -25,6 +25,19 @@ def register(subparsers) -> None:
     )
     p.add_argument("--prune-rounds", type=int, default=3)
     p.add_argument("--retrain-epochs", type=int, default=2)
+    p.add_argument(
+        "--final-epochs",
+        type=int,
+        default=None,
+        help="retraining epochs of the last round (default: --retrain-epochs)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=["adam", "sgd"],
+        default="adam",
+        help="retraining optimizer (sgd: Nesterov momentum 0.9)",
+    )
+    p.add_argument("--weight-decay", type=float, default=0.0, help="during retraining")
     p.add_argument("--conv-bits", type=int, default=8)
     p.add_argument("--fc-bits", type=int, default=5)
     p.add_argument("--share-epochs", type=int, default=1)
@@ -44,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         config = DeepCompression(
             sparsity=args.sparsity, per_layer=per_layer, prune_rounds=args.prune_rounds,
             retrain_epochs=args.retrain_epochs, conv_bits=args.conv_bits, fc_bits=args.fc_bits,
-            share_epochs=args.share_epochs, lr=args.lr,
+            share_epochs=args.share_epochs, lr=args.lr, final_epochs=args.final_epochs,
+            optimizer=args.optimizer, weight_decay=args.weight_decay,
         )  # fmt: skip
     except (ConfigError, json.JSONDecodeError) as exc:
         raise CLIError(str(exc)) from None

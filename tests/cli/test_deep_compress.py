@@ -16,7 +16,8 @@ def test_deep_compress_then_eval_and_inspect(tmp_path, capsys):
     ckpt = save_checkpoint(create("lenet300"), tmp_path / "m.safetensors")
     out = tmp_path / "m.nns"
     args = ["deep-compress", str(ckpt), "--data", "mnist", "--out", str(out), "--train-limit",
-            "512", "--limit", "300", "--prune-rounds", "1", "--retrain-epochs", "1",
+            "512", "--limit", "300", "--prune-rounds", "2", "--retrain-epochs", "0",
+            "--final-epochs", "1", "--optimizer", "sgd", "--weight-decay", "1e-4",
             "--share-epochs", "0", "--json"]  # fmt: skip
     assert main(args) == 0
     payload = json.loads(capsys.readouterr().out)
@@ -30,3 +31,4 @@ def test_deep_compress_then_eval_and_inspect(tmp_path, capsys):
     assert main(["inspect", str(out), "--json"]) == 0
     capsys.readouterr()
     assert main([*args[:-1], "--sparsity", "1.5"]) == 2
+    assert main([*args[:-1], "--final-epochs", "-1"]) == 2
