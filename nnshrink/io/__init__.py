@@ -1,6 +1,14 @@
 """Checkpoints (safetensors + architecture spec) and architecture descriptions."""
 
-from .arch import ArchitectureError, apply_diff, build, describe, register_module, tree_diff
+from .arch import (
+    ArchitectureError,
+    apply_diff,
+    build,
+    describe,
+    layer_kwargs,
+    register_module,
+    tree_diff,
+)
 from .checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -19,6 +27,7 @@ __all__ = [
     "build",
     "build_from_spec",
     "describe",
+    "layer_kwargs",
     "load_checkpoint",
     "read_checkpoint",
     "register_module",

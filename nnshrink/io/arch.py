@@ -47,8 +47,25 @@ def register_module(cls: type[nn.Module], init_kwargs: InitKwargs) -> None:
     _KWARGS[cls] = init_kwargs
 
 
-def _conv_kwargs(m: nn.Module) -> dict[str, Any]:
-    return {
+def layer_kwargs(m: nn.Module) -> dict[str, Any]:
+    """Constructor kwargs of a Linear- or Conv-like layer, as ``nn.Linear`` / ``nn.ConvNd`` take them.
+
+    Layers that extend those signatures (binary, QAT, shared-weight layers) build their
+    :func:`register_module` callbacks on it and add their own options.
+
+    Args:
+        m: an ``nn.Linear`` / ``nn.ConvNd`` or a look-alike with the same attributes.
+
+    Example:
+        >>> layer_kwargs(nn.Linear(3, 2, bias=False))
+        {'in_features': 3, 'out_features': 2, 'bias': False}
+    """
+    if hasattr(m, "in_features"):
+        return {"in_features": m.in_features, "out_features": m.out_features,
+                "bias": m.bias is not None}  # fmt: skip
+    if not hasattr(m, "in_channels"):
+        raise ArchitectureError(f"{type(m).__name__} is neither Linear- nor Conv-like")
+    out = {
         "in_channels": m.in_channels,
         "out_channels": m.out_channels,
         "kernel_size": list(m.kernel_size),
@@ -57,12 +74,14 @@ def _conv_kwargs(m: nn.Module) -> dict[str, Any]:
         "dilation": list(m.dilation),
         "groups": m.groups,
         "bias": m.bias is not None,
-        "padding_mode": m.padding_mode,
     }
+    if hasattr(m, "padding_mode"):
+        out["padding_mode"] = m.padding_mode
+    return out
 
 
 def _deconv_kwargs(m: nn.Module) -> dict[str, Any]:
-    out = _conv_kwargs(m)
+    out = layer_kwargs(m)
     del out["padding_mode"]
     out["output_padding"] = list(m.output_padding)
     return out
@@ -87,7 +106,7 @@ def _inplace(m: nn.Module) -> dict[str, Any]:
 
 
 for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-    register_module(_cls, _conv_kwargs)
+    register_module(_cls, layer_kwargs)
 for _cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
     register_module(_cls, _deconv_kwargs)
 for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
@@ -96,14 +115,7 @@ for _cls in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Mish):
     register_module(_cls, _inplace)
 for _cls in (nn.Identity, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Softmax):
     register_module(_cls, _no_kwargs)
-register_module(
-    nn.Linear,
-    lambda m: {
-        "in_features": m.in_features,
-        "out_features": m.out_features,
-        "bias": m.bias is not None,
-    },
-)
+register_module(nn.Linear, layer_kwargs)
 register_module(
     nn.LayerNorm,
     lambda m: {

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import set_submodule
-from ..io import register_module
+from ..io import layer_kwargs, register_module
 from ..train.callbacks import Callback
 from .binary_ops import (
     BinaryMode,
@@ -306,28 +306,8 @@ class TernaryConv2d(_TernaryMixin, nn.Conv2d):
 _LOW_BIT = (BinaryLinear, BinaryConv2d, TernaryLinear, TernaryConv2d)
 
 
-def _layer_kwargs(m: nn.Module) -> dict[str, Any]:
-    if isinstance(m, nn.Linear):
-        return {
-            "in_features": m.in_features,
-            "out_features": m.out_features,
-            "bias": m.bias is not None,
-        }
-    return {
-        "in_channels": m.in_channels,
-        "out_channels": m.out_channels,
-        "kernel_size": list(m.kernel_size),
-        "stride": list(m.stride),
-        "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
-        "dilation": list(m.dilation),
-        "groups": m.groups,
-        "bias": m.bias is not None,
-        "padding_mode": m.padding_mode,
-    }
-
-
 def _init_kwargs(m: nn.Module) -> dict[str, Any]:
-    kwargs = _layer_kwargs(m)
+    kwargs = layer_kwargs(m)
     kwargs["mode"] = m.mode
     if isinstance(m, TernaryLinear | TernaryConv2d):
         kwargs["threshold"] = m.threshold
@@ -336,7 +316,7 @@ def _init_kwargs(m: nn.Module) -> dict[str, Any]:
 
 @torch.no_grad()
 def _convert(module: nn.Module, cls: type[nn.Module], **options: Any) -> nn.Module:
-    new = cls(**_layer_kwargs(module), **options)
+    new = cls(**layer_kwargs(module), **options)
     new.to(device=module.weight.device, dtype=module.weight.dtype)
     new.weight.copy_(module.weight)
     if module.bias is not None:
@@ -416,7 +396,7 @@ def strip_low_bit(model: nn.Module) -> nn.Module:
 
     def plain(m: nn.Module) -> nn.Module:
         base = nn.Linear if isinstance(m, nn.Linear) else nn.Conv2d
-        new = base(**_layer_kwargs(m)).to(device=m.weight.device, dtype=m.weight.dtype)
+        new = base(**layer_kwargs(m)).to(device=m.weight.device, dtype=m.weight.dtype)
         was = m.training
         m.eval()
         with torch.no_grad():

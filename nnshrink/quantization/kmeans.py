@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
-from ..io import register_module
+from ..io import layer_kwargs, register_module
 from .clustering import InitMethod, init_centroids, kmeans_1d, kmeans_objective
 
 __all__ = [
@@ -464,26 +464,5 @@ def _apply(
     return rows
 
 
-register_module(
-    SharedWeightLinear,
-    lambda m: {
-        "in_features": m.in_features,
-        "out_features": m.out_features,
-        "bias": m.bias is not None,
-        "bits": m.bits,
-    },
-)
-register_module(
-    SharedWeightConv2d,
-    lambda m: {
-        "in_channels": m.in_channels,
-        "out_channels": m.out_channels,
-        "kernel_size": list(m.kernel_size),
-        "stride": list(m.stride),
-        "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
-        "dilation": list(m.dilation),
-        "groups": m.groups,
-        "bias": m.bias is not None,
-        "bits": m.bits,
-    },
-)
+for _cls in (SharedWeightLinear, SharedWeightConv2d):
+    register_module(_cls, lambda m: {**layer_kwargs(m), "bits": m.bits})

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
-from ..io import register_module
+from ..io import layer_kwargs, register_module
 from .backends.fake import QuantizedLayer
 from .fold import fold_batchnorm
 from .primitives import (
@@ -386,21 +386,7 @@ def _qat_kwargs(m: nn.Module) -> dict[str, Any]:
         "per_channel": m.per_channel,
         "averaging_constant": m.averaging_constant,
     }
-    if isinstance(m, QATLinear):
-        return {"in_features": m.in_features, "out_features": m.out_features,
-                "bias": m.bias is not None, **extra}  # fmt: skip
-    return {
-        "in_channels": m.in_channels,
-        "out_channels": m.out_channels,
-        "kernel_size": list(m.kernel_size),
-        "stride": list(m.stride),
-        "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
-        "dilation": list(m.dilation),
-        "groups": m.groups,
-        "bias": m.bias is not None,
-        "padding_mode": m.padding_mode,
-        **extra,
-    }
+    return {**layer_kwargs(m), **extra}
 
 
 register_module(QATConv2d, _qat_kwargs)

@@ -55,3 +55,17 @@ def test_diff_lists_outermost_changes_and_applies():
     rebuilt = apply_diff(ref, diff)
     assert describe(rebuilt) == describe(edited)
     assert tree_diff(ref, ref) == {}
+
+
+def test_layer_kwargs_rebuild_same_shapes():
+    from nnshrink.io import layer_kwargs
+
+    for layer in (nn.Linear(5, 3, bias=False), nn.Conv2d(4, 6, (3, 1), stride=2, padding=(1, 0),
+                  groups=2, padding_mode="reflect"), nn.Conv1d(2, 4, 3, padding="same")):  # fmt: skip
+        again = type(layer)(**layer_kwargs(layer))
+        assert {k: v.shape for k, v in again.state_dict().items()} == {
+            k: v.shape for k, v in layer.state_dict().items()
+        }
+        assert repr(again) == repr(layer)
+    with pytest.raises(ArchitectureError, match="neither Linear- nor Conv-like"):
+        layer_kwargs(nn.ReLU())
