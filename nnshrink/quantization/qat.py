@@ -80,6 +80,34 @@ class QAT(Config):
 class _QATMixin:
     """Fake-quant state shared by the QAT layers (weight and input activation)."""
 
+    def __init__(
+        self,
+        *args: Any,
+        bits: int = 8,
+        lsq: bool = False,
+        per_channel: bool = True,
+        averaging_constant: float = 0.01,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # the nn.Linear / nn.Conv2d next in the MRO
+        self._init_qat(bits, lsq, per_channel, averaging_constant)
+
+    @classmethod
+    def from_float(
+        cls,
+        layer: nn.Module,
+        bits: int = 8,
+        lsq: bool = False,
+        per_channel: bool = True,
+        averaging_constant: float = 0.01,
+    ) -> Any:
+        """Build from a float ``nn.Linear`` / ``nn.Conv2d`` (weights copied)."""
+        q = cls(**layer_kwargs(layer), device=layer.weight.device, dtype=layer.weight.dtype,
+                bits=bits, lsq=lsq, per_channel=per_channel,
+                averaging_constant=averaging_constant)  # fmt: skip
+        q._copy_float(layer)
+        return q
+
     def _init_qat(self, bits: int, lsq: bool, per_channel: bool, averaging_constant: float) -> None:
         self.bits = bits
         self.lsq = lsq
@@ -170,90 +198,12 @@ class QATConv2d(_QATMixin, nn.Conv2d):
         torch.Size([2, 4, 6, 6])
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        bits: int = 8,
-        lsq: bool = False,
-        per_channel: bool = True,
-        averaging_constant: float = 0.01,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_qat(bits, lsq, per_channel, averaging_constant)
-
-    @classmethod
-    def from_float(
-        cls,
-        conv: nn.Conv2d,
-        bits: int = 8,
-        lsq: bool = False,
-        per_channel: bool = True,
-        averaging_constant: float = 0.01,
-    ) -> QATConv2d:
-        """Build from a float ``nn.Conv2d`` (weights copied)."""
-        q = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-            bits=bits,
-            lsq=lsq,
-            per_channel=per_channel,
-            averaging_constant=averaging_constant,
-        )
-        q._copy_float(conv)
-        return q
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
 
 
 class QATLinear(_QATMixin, nn.Linear):
     """``nn.Linear`` with fake-quantized weight and input (see module docstring)."""
-
-    def __init__(
-        self,
-        *args: Any,
-        bits: int = 8,
-        lsq: bool = False,
-        per_channel: bool = True,
-        averaging_constant: float = 0.01,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_qat(bits, lsq, per_channel, averaging_constant)
-
-    @classmethod
-    def from_float(
-        cls,
-        linear: nn.Linear,
-        bits: int = 8,
-        lsq: bool = False,
-        per_channel: bool = True,
-        averaging_constant: float = 0.01,
-    ) -> QATLinear:
-        """Build from a float ``nn.Linear`` (weights copied)."""
-        q = cls(
-            linear.in_features,
-            linear.out_features,
-            linear.bias is not None,
-            device=linear.weight.device,
-            dtype=linear.weight.dtype,
-            bits=bits,
-            lsq=lsq,
-            per_channel=per_channel,
-            averaging_constant=averaging_constant,
-        )
-        q._copy_float(linear)
-        return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
