@@ -1,7 +1,14 @@
 """Core API: config base, handler registry and the in-place entry point ``compress_``."""
 
 from .config import Config, ConfigError, config_types
-from .modules import as_input_tuple, model_device, named_layers, set_submodule
+from .modules import (
+    as_input_tuple,
+    eval_mode,
+    forward_with_hooks,
+    model_device,
+    named_layers,
+    set_submodule,
+)
 from .registry import compress_, handler_for, register_handler
 
 __all__ = [
@@ -10,6 +17,8 @@ __all__ = [
     "as_input_tuple",
     "compress_",
     "config_types",
+    "eval_mode",
+    "forward_with_hooks",
     "handler_for",
     "model_device",
     "named_layers",

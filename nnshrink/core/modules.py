@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -58,3 +59,49 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode inside the block; restore its train/eval state after, even on error.
+
+    Example:
+        >>> m = nn.Dropout().train()
+        >>> with eval_mode(m): m.training
+        False
+        >>> m.training
+        True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def forward_with_hooks(model: nn.Module, example_inputs: Any, handles: Iterable[Any]) -> Any:
+    """One eval-mode, no-grad forward pass on ``example_inputs``; then remove the hook ``handles``.
+
+    The shape-probing passes (MACs, feature shapes, layer inputs) all need exactly this: observe
+    the layers through forward hooks without changing the model's mode or leaving hooks behind.
+
+    Args:
+        model: the model to run (its train/eval state is restored afterwards).
+        example_inputs: a tensor or a tuple of positional inputs.
+        handles: the ``RemovableHandle`` objects of hooks registered for this pass.
+
+    Example:
+        >>> seen = []
+        >>> lin = nn.Linear(2, 3)
+        >>> out = forward_with_hooks(lin, torch.zeros(1, 2),
+        ...                          [lin.register_forward_hook(lambda m, i, o: seen.append(o.shape))])
+        >>> seen, lin._forward_hooks
+        ([torch.Size([1, 3])], OrderedDict())
+    """
+    try:
+        with torch.no_grad(), eval_mode(model):
+            return model(*as_input_tuple(example_inputs))
+    finally:
+        for handle in handles:
+            handle.remove()

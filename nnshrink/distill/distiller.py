@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import as_input_tuple, model_device
+from ..core import as_input_tuple, eval_mode, forward_with_hooks, model_device
 from .hooks import FeatureCapture
 from .losses import at_loss, hint_loss, kd_loss, rkd_distance_loss, sp_loss
 
@@ -32,13 +32,8 @@ _DEFAULT_ALPHA = {"kd": 0.9, "fitnets": 0.9, "at": 0.0, "sp": 0.0, "rkd": 0.0}
 @torch.no_grad()
 def feature_shapes(model: nn.Module, names: list[str], example_inputs: Any) -> dict[str, tuple]:
     """Output shape of each named submodule on ``example_inputs`` (one eval-mode pass)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FeatureCapture(model, names) as cap:
-            model(*as_input_tuple(example_inputs))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), FeatureCapture(model, names) as cap:
+        model(*as_input_tuple(example_inputs))
     return {n: tuple(cap[n].shape) for n in names}
 
 
@@ -57,14 +52,7 @@ def _last_module_per_resolution(model: nn.Module, example_inputs: Any) -> dict[t
                 found[tuple(out.shape[-2:])] = name
 
         handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        model(*as_input_tuple(example_inputs))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, example_inputs, handles)
     return found
 
 

@@ -17,7 +17,13 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ..core import Config, ConfigError, as_input_tuple, register_handler, set_submodule
+from ..core import (
+    Config,
+    ConfigError,
+    forward_with_hooks,
+    register_handler,
+    set_submodule,
+)
 from . import rank as R
 from ._conv import unsupported_conv_reason
 from .cp import cp_conv, cp_factors, cp_macs, cp_params, cp_reconstruct
@@ -222,14 +228,7 @@ def _shapes(model: nn.Module, modules: list[nn.Module], example_inputs: Any) -> 
         seen.setdefault(id(mod), (tuple(inputs[0].shape), tuple(output.shape)))
 
     handles = [m.register_forward_hook(hook) for m in modules]
-    was_training = model.training
-    model.eval()
-    try:
-        model(*as_input_tuple(example_inputs))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, example_inputs, handles)
     return seen
 
 

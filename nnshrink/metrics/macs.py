@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.modules import as_input_tuple
+from ..core.modules import forward_with_hooks
 
 MacCounter = Callable[[nn.Module, tuple[Any, ...], Any], int]
 _COUNTERS: dict[type[nn.Module], MacCounter] = {}
@@ -142,14 +142,7 @@ def profile_macs(model: nn.Module, example_inputs: Any) -> list[LayerMacs]:
             )
 
         handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        model(*as_input_tuple(example_inputs))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, example_inputs, handles)
     return rows
 
 

@@ -38,3 +38,22 @@ def test_as_input_tuple_and_device():
     with pytest.raises(ValueError, match="example_inputs"):
         as_input_tuple(None)
     assert model_device(nn.ReLU()).type == "cpu"
+
+
+def test_forward_with_hooks_restores_mode_and_removes_hooks_even_on_error():
+    from nnshrink.core import eval_mode, forward_with_hooks
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5)).train()
+    seen = []
+    handle = model[0].register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    out = forward_with_hooks(model, torch.ones(1, 2), [handle])
+    assert model.training and not model[0]._forward_hooks
+    assert seen == [False] and not out.requires_grad  # no-grad pass
+    bad = model[0].register_forward_hook(lambda m, i, o: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        forward_with_hooks(model, torch.ones(1, 2), [bad])
+    assert model.training and not model[0]._forward_hooks
+    with pytest.raises(RuntimeError), eval_mode(model):
+        assert not model.training
+        raise RuntimeError
+    assert model.training
