@@ -77,7 +77,9 @@ def main() -> None:
         "stages": summary["stages"],
         "layers": summary["layers"],
         "paper": {"lenet300": "40x, 1.64% -> 1.58%", "lenet5": "39x, 0.80% -> 0.74%"}[args.model],
-        "target_met": summary["compression_ratio"] >= 40 and error_after - error_before <= 0.1,
+        # compare whole test errors (10,000 images: 0.01 pt each), not floats that round badly
+        "target_met": summary["compression_ratio"] >= 40
+        and round(100 * error_after) - round(100 * error_before) <= 10,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     RESULTS.mkdir(exist_ok=True)
