@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--final-epochs", type=int, default=20, help="last round's retraining")
+    parser.add_argument("--lr", type=float, default=0.05, help="dense and retraining peak LR")
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="during retraining")
     parser.add_argument("--sparsity", type=float, default=0.935)
     parser.add_argument("--tag", default="", help="suffix of the result files (variants)")
@@ -42,21 +43,21 @@ def main() -> None:
     model = ns.models.create(args.model)
     train = ns.data.loader("mnist", "train", 64, train=True, seed=args.seed)
     test = ns.data.loader("mnist", "test", 1000)
-    ns.train.fit(model, train, epochs=args.epochs, lr=0.05, optimizer="sgd", weight_decay=1e-4,
+    ns.train.fit(model, train, epochs=args.epochs, lr=args.lr, optimizer="sgd", weight_decay=1e-4,
                  seed=args.seed, progress=False)  # fmt: skip
     if args.model == "lenet300":
         per_layer = {"5": 0.74}  # the paper keeps 26% of the output layer
         config = DeepCompression(sparsity=args.sparsity, per_layer=per_layer,
                                  prune_rounds=args.rounds, retrain_epochs=args.retrain_epochs,
                                  final_epochs=args.final_epochs, weight_decay=args.weight_decay,
-                                 fc_bits=5, lr=0.05, optimizer="sgd", share_epochs=1)  # fmt: skip
+                                 fc_bits=5, lr=args.lr, optimizer="sgd", share_epochs=1)  # fmt: skip
     else:
         per_layer = {r"features\.0": 0.34, r"features\.2": 0.88, r"classifier\.1": 0.92,
                      r"classifier\.3": 0.81}  # fmt: skip  # the paper's Table 3 per-layer rates
         config = DeepCompression(sparsity=args.sparsity, per_layer=per_layer,
                                  prune_rounds=args.rounds, retrain_epochs=args.retrain_epochs,
                                  final_epochs=args.final_epochs, weight_decay=args.weight_decay,
-                                 conv_bits=8, fc_bits=5, lr=0.05, optimizer="sgd",
+                                 conv_bits=8, fc_bits=5, lr=args.lr, optimizer="sgd",
                                  share_epochs=1)  # fmt: skip
     name = f"deep_compression_{args.model}{args.tag}"
     out = RESULTS / f"{name}.nns"

@@ -19,10 +19,7 @@ import contextlib
 import dataclasses
 import warnings
 
-import tensorly as tl
 import torch
-from tensorly import tenalg
-from tensorly.decomposition import parafac
 from torch import nn
 
 from ._conv import check_conv, new_conv
@@ -63,6 +60,10 @@ def cp_factors(
         raise ValueError(f"expected a 4-D conv kernel, got shape {tuple(weight.shape)}")
     if rank < 1:
         raise ValueError(f"CP rank must be >= 1, got {rank}")
+    # imported here: tensorly (and the torch backend it loads) adds ~1 s to `import nnshrink`
+    import tensorly as tl
+    from tensorly.decomposition import parafac
+
     w = weight.detach().to("cpu", torch.float64)
     # the core MTTKRP builds a (numel / smallest mode) x R Khatri-Rao matrix
     kr_elements = rank * w.numel() // min(w.shape)
@@ -98,6 +99,8 @@ def _tenalg_context(large: bool):
     """tensorly's einsum tensor algebra for large problems when torch can plan contractions with
     opt_einsum (planning costs a few ms per call, more than it saves on small kernels)."""
     if large and torch.backends.opt_einsum.is_available():
+        from tensorly import tenalg
+
         with tenalg.TenalgBackendManager.backend_context("einsum"):
             yield
     else:

@@ -18,9 +18,7 @@ import dataclasses
 import warnings
 from typing import Literal
 
-import tensorly as tl
 import torch
-from tensorly.decomposition import partial_tucker
 from torch import nn
 
 from ._conv import check_conv, new_conv
@@ -76,6 +74,9 @@ def tucker2_factors(
         return Tucker2(core, u_out, u_in)
     if method != "hooi":
         raise ValueError(f"method must be 'hooi' or 'hosvd', got {method!r}")
+    import tensorly as tl  # lazily: see cp.py
+    from tensorly.decomposition import partial_tucker
+
     with tl.backend_context("pytorch"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         (core, (u_out, u_in)), _ = partial_tucker(
