@@ -9,6 +9,7 @@ Example:
 """
 
 from . import (
+    advise,
     compact,
     core,
     data,
@@ -67,6 +68,7 @@ __all__ = [
     "Ternary",
     "WeightSharing",
     "__version__",
+    "advise",
     "compact",
     "compress_",
     "core",

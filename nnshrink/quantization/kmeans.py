@@ -56,6 +56,28 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
+class _CodebookGather(torch.autograd.Function):
+    """``codebook[indices]`` whose backward sums each centroid's gradient in a fixed order.
+
+    Autograd's own backward of the gather is a parallel scatter-add: with more than one thread
+    the summation order (and so the float result) changes from run to run, which made centroid
+    fine-tuning irreproducible. ``bincount`` with float64 weights is sequential and exact enough.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, codebook: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(indices)
+        ctx.size = codebook.numel()
+        return codebook[indices]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (indices,) = ctx.saved_tensors
+        sums = torch.bincount(indices.reshape(-1), weights=grad.reshape(-1).double(),
+                              minlength=ctx.size)  # fmt: skip
+        return sums.to(grad.dtype), None
+
+
 class _SharedWeight(nn.Module):
     """Common state of the shared-weight layers: ``weight = codebook[indices] * mask``."""
 
@@ -73,7 +95,8 @@ class _SharedWeight(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The dense weight the layer computes with (differentiable w.r.t. ``codebook``)."""
-        return self.codebook[self.indices.long()] * self.mask.to(self.codebook.dtype)
+        gathered = _CodebookGather.apply(self.codebook, self.indices.long())
+        return gathered * self.mask.to(self.codebook.dtype)
 
     @torch.no_grad()
     def set_sharing(

@@ -152,8 +152,15 @@ class _Run:
         elif name == "export":
             from ..export import export_onnx
             from ..metrics import ort_session
+            from ..quantization.backends.ort import OrtInt8Module
 
             path = self.out / "model.onnx"
+            if isinstance(model, OrtInt8Module):  # already an ONNX graph: write it as it runs
+                if is_main_process():
+                    model.save(path)
+                barrier()
+                details.update(path=str(path), file_bytes=file_bytes(path), int8=True)
+                return model, details
             data = export_onnx(model, self.latency_input, path if is_main_process() else None)
             session = ort_session(data, threads=1)
             x = self.example_batch[:8]

@@ -149,3 +149,21 @@ def test_checkpoint_rebuilds_shared_layers(tmp_path):
     assert isinstance(loaded.classifier[1], SharedWeightLinear)
     x = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_centroid_gradients_are_reproducible_with_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        lin = SharedWeightLinear(784, 300, bits=5)
+        lin.set_sharing(torch.randn(32, generator=g), torch.randint(0, 32, (300, 784), generator=g))
+        x = torch.randn(64, 784, generator=g)
+        grads = set()
+        for _ in range(8):
+            lin.zero_grad()
+            lin(x).square().sum().backward()
+            grads.add(lin.codebook.grad.numpy().tobytes())
+        assert len(grads) == 1
+    finally:
+        torch.set_num_threads(threads)

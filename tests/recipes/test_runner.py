@@ -106,3 +106,20 @@ def test_distill_and_structured_prune_stages(tmp_path, tiny_recipe):
     report = json.loads(result.report_json.read_text())
     assert len(report["stages"][2]["details"]["history"]) == 1
     assert (tmp_path / "stages" / "baseline.safetensors").is_file()
+
+
+def test_export_of_int8_model_writes_the_int8_graph(tmp_path, tiny_recipe):
+    tiny_recipe["stages"] = [
+        {"train": {"epochs": 1}},
+        {"quantize": {"type": "ptq", "backend": "onnxruntime", "calibration_batches": 2}},
+        {"export": {"format": "onnx"}},
+    ]
+    result = run_recipe(parse_recipe(tiny_recipe), tmp_path, progress=False, log=_quiet)
+    report = json.loads(result.report_json.read_text())
+    export = report["stages"][2]["details"]
+    onnx_file = tmp_path / "model.onnx"
+    assert export["int8"] and export["file_bytes"] == onnx_file.stat().st_size
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(onnx_file)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # the int8 QDQ graph, not fp32

@@ -1,0 +1,288 @@
+"""Measurements for the advisor: cheap ones before the search, and finished candidates.
+
+Before the search: the baseline (top-1, checkpoint bytes, latency, MACs), where the time goes
+(:func:`layer_latency_share`), and a *zero-shot* measurement of every candidate
+(:func:`zero_shot`): its technique stages applied without any training. Bytes, MACs and latency
+are set by a candidate's structure, so the zero-shot values predict the trained candidate's
+closely; its zero-shot accuracy is the pipeline-level sensitivity that orders the search.
+
+After a candidate ran as a recipe: :func:`measure_run` measures the deployable artifact.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import Config, compress_
+from ..metrics import count_macs, measure_latency
+from ..quantization.backends.ort import OrtInt8Module
+from .budget import Budget, Measurement
+
+TECHNIQUE_STAGES = ("prune", "quantize", "share", "decompose", "compact")
+
+
+@dataclasses.dataclass
+class LayerTime:
+    """Share of the eager forward time spent in one leaf module."""
+
+    name: str
+    type: str
+    ms: float
+    share: float
+
+
+def layer_latency_share(
+    model: nn.Module, example_inputs: torch.Tensor, *, threads: int = 1, runs: int = 10
+) -> list[LayerTime]:
+    """Time every leaf module with parameters in eager PyTorch; sorted by time, largest first.
+
+    Args:
+        model: the model (put in eval mode for the measurement, then restored).
+        example_inputs: one input batch.
+        threads: intra-op threads.
+        runs: timed forward passes (after two warm-up passes).
+
+    Example:
+        >>> rows = layer_latency_share(nn.Sequential(nn.Linear(8, 8)), torch.zeros(1, 8))
+        >>> rows[0].name, round(rows[0].share, 6) <= 1.0
+        ('0', True)
+    """
+    leaves = [(n, m) for n, m in model.named_modules()
+              if n and not list(m.children()) and any(True for _ in m.parameters(False))]  # fmt: skip
+    totals = {n: 0.0 for n, _ in leaves}
+    starts: dict[str, float] = {}
+    handles = []
+    for name, module in leaves:
+
+        def pre(_m, _i, name=name):
+            starts[name] = time.perf_counter()
+
+        def post(_m, _i, _o, name=name):
+            totals[name] += time.perf_counter() - starts[name]
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    was_training = model.training
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model.eval()
+    try:
+        with torch.no_grad():
+            for _ in range(2):
+                model(example_inputs)
+            for n in totals:
+                totals[n] = 0.0
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                model(example_inputs)
+            whole = time.perf_counter() - t0
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+        torch.set_num_threads(previous)
+    types = dict((n, type(m).__name__) for n, m in leaves)
+    rows = [LayerTime(n, types[n], 1e3 * t / runs, t / whole if whole > 0 else 0.0)
+            for n, t in totals.items()]  # fmt: skip
+    return sorted(rows, key=lambda r: -r.ms)
+
+
+def latency_ms(
+    model: nn.Module, budget: Budget, input_shape: Sequence[int], runs: int = 20
+) -> float:
+    """Median latency of ``model`` at the budget's batch size, threads and runtime.
+
+    An int8 model from PTQ is an ONNX Runtime session already; it is timed through its own
+    session with the budget's threads whatever ``budget.runtime`` says.
+    """
+    x = torch.zeros(budget.batch_size, *input_shape)
+    if isinstance(model, OrtInt8Module):
+        model.set_threads(budget.threads)
+        stats = measure_latency(model, x, runtime="eager", threads=budget.threads, runs=runs)
+    else:
+        stats = measure_latency(model, x, runtime=budget.runtime, threads=budget.threads, runs=runs)
+    return stats.median_ms
+
+
+def macs_per_sample(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """MACs for one sample."""
+    return int(count_macs(model, (torch.zeros(1, *input_shape),)))
+
+
+def top1(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy (fraction) on ``loader``."""
+    from ..train import evaluate
+
+    return float(evaluate(model, loader)["top1"])
+
+
+def measure_model(
+    model: nn.Module,
+    budget: Budget,
+    input_shape: Sequence[int],
+    *,
+    artifact: str | os.PathLike,
+    bytes_kind: str,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    accuracy: float | None = None,
+    macs: int | None = None,
+    latency: bool = True,
+    runs: int = 20,
+) -> Measurement:
+    """Measure one model: top-1 (or the given ``accuracy``), artifact bytes, latency, MACs.
+
+    Args:
+        model: the model as it runs (an ``OrtInt8Module`` for int8 PTQ).
+        budget: gives the latency batch size, threads and runtime.
+        input_shape: one sample's shape ``(C, H, W)``.
+        artifact: the file whose size is the model's bytes.
+        bytes_kind: ``"nns"``, ``"int8-onnx"`` or ``"checkpoint"``.
+        loader: evaluation data (when ``accuracy`` is not given).
+        accuracy: an already measured top-1.
+        macs: MACs per sample when known (an int8 session's MACs are its float graph's).
+        latency: measure latency.
+        runs: timed runs for the latency median.
+    """
+    if accuracy is None and loader is not None:
+        accuracy = top1(model, loader)
+    if macs is None:
+        macs = macs_per_sample(model, input_shape)
+    return Measurement(
+        top1=accuracy,
+        bytes=Path(artifact).stat().st_size,
+        bytes_kind=bytes_kind,
+        latency_ms=latency_ms(model, budget, input_shape, runs) if latency else None,
+        macs=int(macs),
+    )
+
+
+def artifact_of(out_dir: str | os.PathLike, model: nn.Module) -> tuple[Path, str]:
+    """The deployable file of a finished recipe run in ``out_dir`` and its kind.
+
+    ``model.nns`` when the run encoded; the int8 ONNX file (written here when missing) for a
+    PTQ-to-ONNX-Runtime model; otherwise the checkpoint of the last stage.
+    """
+    out = Path(out_dir)
+    if (out / "model.nns").is_file():
+        return out / "model.nns", "nns"
+    if isinstance(model, OrtInt8Module):
+        path = out / "model-int8.onnx"
+        if not path.is_file():
+            model.save(path)
+        return path, "int8-onnx"
+    stages = sorted((out / "stages").glob("[0-9][0-9]-*.safetensors"))
+    if not stages:
+        raise FileNotFoundError(f"{out}: no stage checkpoint found (was the recipe run there?)")
+    return stages[-1], "checkpoint"
+
+
+def measure_run(
+    result: Any, budget: Budget, input_shape: Sequence[int], *, latency: bool = True
+) -> tuple[Measurement, Path]:
+    """Measure a :class:`~nnshrink.recipes.RunResult`: its artifact, last row's top-1, MACs.
+
+    Returns ``(measurement, artifact path)``.
+    """
+    artifact, kind = artifact_of(result.out_dir, result.model)
+    macs = None
+    if isinstance(result.model, OrtInt8Module):
+        # The runner counts no MACs inside an ONNX Runtime session: use the float graph's.
+        macs = next((r["macs"] for r in reversed(result.rows) if r.get("macs")), None)
+    measurement = measure_model(
+        result.model, budget, input_shape, artifact=artifact, bytes_kind=kind,
+        accuracy=result.rows[-1].get("top1"), macs=macs, latency=latency,
+    )  # fmt: skip
+    return measurement, artifact
+
+
+def apply_stages(
+    model: nn.Module, stages: Sequence[dict[str, Any]], calibration: torch.Tensor
+) -> tuple[nn.Module, nn.Module, bool]:
+    """Apply the technique stages of a candidate to a copy of ``model``, skipping training.
+
+    Returns ``(model, last float model, encode)``: the result (maybe an int8 session), the last
+    PyTorch model before it (for MACs and encoding), and the ``encode`` stage's options (``None``
+    without one).
+    """
+    from ..recipes.schema import _register_techniques
+
+    _register_techniques()
+    model = copy.deepcopy(model)
+    last_float = model
+    encode: dict[str, Any] | None = None
+    for stage in stages:
+        ((name, body),) = stage.items()
+        if name == "encode":
+            encode = dict(body or {})
+        if name not in TECHNIQUE_STAGES:
+            continue
+        result = compress_(model, Config.from_dict(dict(body)), example_inputs=calibration)
+        replacement = result if isinstance(result, nn.Module) else getattr(result, "model", None)
+        if isinstance(replacement, nn.Module):
+            model = replacement
+        if not isinstance(model, OrtInt8Module):
+            last_float = model
+    return model, last_float, encode
+
+
+def zero_shot(
+    model: nn.Module,
+    stages: Sequence[dict[str, Any]],
+    budget: Budget,
+    input_shape: Sequence[int],
+    *,
+    calibration: torch.Tensor,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    latency: bool = True,
+    runs: int = 10,
+) -> Measurement:
+    """Measure a candidate with its technique stages applied and no training at all.
+
+    Args:
+        model: the trained baseline (not modified).
+        stages: the candidate's recipe stage dicts (training stages are skipped).
+        budget: latency settings.
+        input_shape: one sample's shape.
+        calibration: an input batch (PTQ calibration, structural tracing), as the recipe runner
+            passes it.
+        loader: small evaluation set for the zero-shot top-1 (``None``: not measured).
+        latency: measure latency (needed when the budget limits it).
+        runs: timed runs.
+    """
+    from ..quantization import strip_low_bit, strip_sharing
+    from ..recipes.schema import EncodeStage
+    from ..storage import save as save_nns
+
+    out, last_float, encode = apply_stages(model, stages, calibration)
+    with tempfile.TemporaryDirectory() as tmp:
+        if encode is not None:
+            # the same call as the recipe runner's encode stage
+            opts = EncodeStage.from_dict({"type": EncodeStage.kind, **encode})
+            path, kind = Path(tmp) / "model.nns", "nns"
+            save_nns(
+                strip_low_bit(strip_sharing(copy.deepcopy(last_float))),
+                path,
+                huffman=opts.huffman,
+                index_bits={"conv": opts.conv_index_bits, "fc": opts.fc_index_bits},
+            )
+        elif isinstance(out, OrtInt8Module):
+            path, kind = Path(tmp) / "model-int8.onnx", "int8-onnx"
+            out.save(path)
+        else:
+            from ..io import save_checkpoint
+
+            path, kind = Path(tmp) / "model.safetensors", "checkpoint"
+            save_checkpoint(out, path)
+        return measure_model(
+            out, budget, input_shape, artifact=path, bytes_kind=kind, loader=loader,
+            macs=macs_per_sample(last_float, input_shape), latency=latency, runs=runs,
+        )  # fmt: skip
