@@ -32,7 +32,12 @@ def main() -> None:
     parser.add_argument("--final-epochs", type=int, default=20, help="last round's retraining")
     parser.add_argument("--lr", type=float, default=0.05, help="dense and retraining peak LR")
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="during retraining")
-    parser.add_argument("--sparsity", type=float, default=0.935)
+    parser.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        help="fc sparsity (default: LeNet-300 fc1/fc2 0.935, LeNet-5 fc1 0.92)",
+    )
     parser.add_argument("--tag", default="", help="suffix of the result files (variants)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -47,14 +52,14 @@ def main() -> None:
                  seed=args.seed, progress=False)  # fmt: skip
     if args.model == "lenet300":
         per_layer = {"5": 0.74}  # the paper keeps 26% of the output layer
-        config = DeepCompression(sparsity=args.sparsity, per_layer=per_layer,
+        config = DeepCompression(sparsity=args.sparsity or 0.935, per_layer=per_layer,
                                  prune_rounds=args.rounds, retrain_epochs=args.retrain_epochs,
                                  final_epochs=args.final_epochs, weight_decay=args.weight_decay,
                                  fc_bits=5, lr=args.lr, optimizer="sgd", share_epochs=1)  # fmt: skip
     else:
-        per_layer = {r"features\.0": 0.34, r"features\.2": 0.88, r"classifier\.1": 0.92,
+        per_layer = {r"features\.0": 0.34, r"features\.2": 0.88, r"classifier\.1": args.sparsity or 0.92,
                      r"classifier\.3": 0.81}  # fmt: skip  # the paper's Table 3 per-layer rates
-        config = DeepCompression(sparsity=args.sparsity, per_layer=per_layer,
+        config = DeepCompression(sparsity=0.92, per_layer=per_layer,
                                  prune_rounds=args.rounds, retrain_epochs=args.retrain_epochs,
                                  final_epochs=args.final_epochs, weight_decay=args.weight_decay,
                                  conv_bits=8, fc_bits=5, lr=args.lr, optimizer="sgd",
