@@ -61,7 +61,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--global-ranking", action="store_true", help="structured: rank channels across layers"
     )
-    p.add_argument("--round-to", type=int, default=1, help="structured: keep multiples of N")
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        help="structured: keep multiples of N (use 8 for ONNX Runtime: odd channel "
+        "counts ran slower than the dense model there)",
+    )
     p.add_argument("--ignore", nargs="*", default=[], help="layer names/regexes to leave alone")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (SGD)")
