@@ -26,25 +26,6 @@ def _mlp() -> nn.Module:
     )
 
 
-def _batches(n: int = 6, batch: int = 8, features: int = 16, classes: int = 4):
-    g = torch.Generator().manual_seed(1)
-    return [
-        (
-            torch.randn(batch, features, generator=g),
-            torch.randint(0, classes, (batch,), generator=g),
-        )
-        for _ in range(n)
-    ]
-
-
-def _weights(model):
-    return {
-        n: m.weight.detach().numpy().copy()
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Linear | nn.Conv2d)
-    }
-
-
 def test_mask_from_scores_matches_numpy_threshold():
     w = torch.randn(37, 11)
     for sparsity in (0.0, 0.3, 0.5, 0.95):
