@@ -29,7 +29,9 @@ class ZeroPadShortcut(nn.Module):
     def forward(self, x):
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        extra = self.out_channels - x.shape[1]
+        # a Python int, not a traced size: ONNX export then writes a constant Pad instead of
+        # Shape/Gather/Sub/Concat, which kept ONNX Runtime's int8 graph out of NHWC form
+        extra = self.out_channels - int(x.shape[1])
         return F.pad(x, (0, 0, 0, 0, 0, extra)) if extra > 0 else x
 
     def extra_repr(self) -> str:

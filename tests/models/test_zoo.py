@@ -62,3 +62,16 @@ def test_spec_recorded_and_errors():
         create("resnet18")
     with pytest.raises(TypeError, match="does not take"):
         create("lenet5", widths=(1,))
+
+
+def test_option_a_shortcut_exports_a_static_pad():
+    """The zero-pad shortcut must not put Shape/Gather ops in the ONNX graph (ORT int8 speed)."""
+    import onnx
+
+    from nnshrink.export import export_onnx
+
+    model = create("resnet20", in_channels=3, input_size=32, shortcut="A").eval()
+    x = torch.randn(2, 3, 32, 32)
+    graph = onnx.load_from_string(export_onnx(model, x)).graph
+    ops = {node.op_type for node in graph.node}
+    assert "Pad" in ops and not ops & {"Shape", "Gather"}
