@@ -36,19 +36,6 @@ RESULTS = Path(__file__).parent / "results" / "at_fashion_resnet.json"
 STUDENTS = ("alone", "kd", "at", "at_kd")
 
 
-def device_loader(name, split, batch_size, *, train, device, limit=None, seed=0):
-    """A nnshrink TensorLoader whose tensors live on ``device`` (no host copies per batch)."""
-    ds = data.load(name, split)
-    images, labels = ds.images[:limit], ds.labels[:limit]
-    mean, std = data.normalization(name)
-    loader = data.TensorLoader(
-        images.to(device), labels.to(device), batch_size, shuffle=train, mean=mean, std=std,
-        seed=seed,
-    )  # fmt: skip
-    loader.mean, loader.std = loader.mean.to(device), loader.std.to(device)
-    return loader
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -71,11 +58,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     limit = args.limit or None
-    train = device_loader("fashion-mnist", "train", args.batch_size, train=True, device=device,
-                          limit=limit)  # fmt: skip
-    test = device_loader(
-        "fashion-mnist", "test", 1000, train=False, device=device, limit=args.test_limit
-    )
+    train = data.loader("fashion-mnist", "train", args.batch_size, train=True, limit=limit)
+    train = train.to(device)
+    test = data.loader("fashion-mnist", "test", 1000, train=False, limit=args.test_limit).to(device)
     x = next(iter(test))[0][:2]
     result = {
         "benchmark": "AT / KD on Fashion-MNIST, ResNet-56 -> ResNet-20",

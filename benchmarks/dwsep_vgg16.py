@@ -34,19 +34,6 @@ from nnshrink.train import evaluate, fit
 RESULTS = Path(__file__).parent / "results" / "dwsep_vgg16.json"
 
 
-def device_loader(name, split, batch_size, *, train, device, limit=None, seed=0):
-    """A nnshrink TensorLoader whose tensors live on ``device`` (no host copies per batch)."""
-    ds = data.load(name, split)
-    images, labels = ds.images[:limit], ds.labels[:limit]
-    mean, std = data.normalization(name)
-    loader = data.TensorLoader(
-        images.to(device), labels.to(device), batch_size, shuffle=train, mean=mean, std=std,
-        seed=seed,
-    )  # fmt: skip
-    loader.mean, loader.std = loader.mean.to(device), loader.std.to(device)
-    return loader
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -62,11 +49,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     limit = args.limit or None
-    train = device_loader("fashion-mnist", "train", args.batch_size, train=True, device=device,
-                          limit=limit)  # fmt: skip
-    test = device_loader(
-        "fashion-mnist", "test", 1000, train=False, device=device, limit=args.test_limit
-    )
+    train = data.loader("fashion-mnist", "train", args.batch_size, train=True, limit=limit)
+    train = train.to(device)
+    test = data.loader("fashion-mnist", "test", 1000, train=False, limit=args.test_limit).to(device)
     x = next(iter(test))[0][:1]
     result: dict = {
         "benchmark": "VGG-16 -> depthwise-separable VGG-16 on Fashion-MNIST",

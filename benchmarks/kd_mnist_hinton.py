@@ -35,16 +35,13 @@ RESULTS = Path(__file__).parent / "results" / "kd_mnist_hinton.json"
 
 
 def device_loader(name, split, batch_size, *, train, device, limit=None, jitter=0, seed=0):
-    """A nnshrink TensorLoader whose tensors live on ``device`` (no host copies per batch)."""
+    """``data.loader`` plus the ±``jitter``-pixel random shifts of Hinton et al.'s teacher, on ``device``."""
     ds = data.load(name, split)
-    images, labels = ds.images[:limit], ds.labels[:limit]
     mean, std = data.normalization(name)
-    loader = data.TensorLoader(
-        images.to(device), labels.to(device), batch_size, shuffle=train, mean=mean, std=std,
+    return data.TensorLoader(
+        ds.images[:limit], ds.labels[:limit], batch_size, shuffle=train, mean=mean, std=std,
         augment_pad=jitter, seed=seed,
-    )  # fmt: skip
-    loader.mean, loader.std = loader.mean.to(device), loader.std.to(device)
-    return loader
+    ).to(device)  # fmt: skip
 
 
 class ClipGradNorm(Callback):

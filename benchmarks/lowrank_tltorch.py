@@ -22,8 +22,8 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from lowrank_latency import interleaved  # the same interleaved timer (benchmarks/ is on sys.path)
 from torch import nn
 
 from nnshrink import compress_
@@ -39,25 +39,6 @@ SHAPES = [
     ("vgg16 256->256 @8", 256, 256, 8),
     ("vgg16 512->512 @4", 512, 512, 4),
 ]
-
-
-def interleaved(fns: dict, *, rounds: int, runs: int, warmup: int = 3) -> dict[str, dict]:
-    """Pooled median and 10th percentile (ms) per callable, timed in alternating short rounds
-    so that load from other processes falls on every variant alike."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {
-        k: {"median": float(np.median(v)), "p10": float(np.percentile(v, 10))}
-        for k, v in times.items()
-    }
 
 
 def ours_and_ranks(conv: nn.Conv2d, method: str, side: int) -> tuple[nn.Module, tuple[int, ...]]:
