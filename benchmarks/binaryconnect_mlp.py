@@ -68,23 +68,6 @@ def packed_model_bytes(model: nn.Module) -> dict[str, int]:
     return {"packed_weights": low_bit, "float_params": other, "total": low_bit + other}
 
 
-class _OnDevice:
-    """Moves a loader's batches to ``device`` (GPU runs of the same script)."""
-
-    def __init__(self, loader, device: torch.device) -> None:
-        self.loader, self.device = loader, device
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
-
-    def __iter__(self):
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-
 def main(argv: list[str] | None = None) -> dict[str, object]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=10)
@@ -107,8 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     train = data.loader("mnist", "train", args.batch_size, train=True, limit=args.limit)
     test = data.loader("mnist", "test", 1000)
-    if device.type != "cpu":
-        train, test = _OnDevice(train, device), _OnDevice(test, device)
+    train, test = train.to(device), test.to(device)
 
     runs = []
     float_bytes = sum(p.numel() * 4 for p in build(widths).parameters())

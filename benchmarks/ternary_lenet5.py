@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     train = data.loader("mnist", "train", 128, train=True, limit=args.limit)
     test = data.loader("mnist", "test", 1000)
-    if device.type != "cpu":
-        train, test = _OnDevice(train, device), _OnDevice(test, device)
+    train, test = train.to(device), test.to(device)
     model = models.create("lenet5").to(device)
     t0 = time.perf_counter()
     fit(model, train, epochs=args.fp_epochs, lr=args.lr, progress=False)
@@ -129,23 +128,6 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args.out.write_text(json.dumps(result, indent=2))
     print(markdown(result))
     return result
-
-
-class _OnDevice:
-    """Moves a loader's batches to ``device`` (GPU runs of the same script)."""
-
-    def __init__(self, loader, device: torch.device) -> None:
-        self.loader, self.device = loader, device
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
-
-    def __iter__(self):
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 def markdown(result: dict) -> str:
