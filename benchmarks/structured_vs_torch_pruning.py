@@ -49,7 +49,13 @@ def prune_nnshrink(model: nn.Module, x: torch.Tensor, target: int, round_to: int
 
 
 def _tp_prune(model: nn.Module, x: torch.Tensor, ratio: float, round_to: int) -> float:
-    import torch_pruning as tp
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise SystemExit(
+            "this benchmark compares with Torch-Pruning, a bench-only extra: "
+            "pip install torch-pruning==1.6.1"
+        ) from None
 
     t0 = time.perf_counter()
     pruner = tp.pruner.MetaPruner(

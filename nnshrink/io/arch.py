@@ -64,7 +64,10 @@ def layer_kwargs(m: nn.Module) -> dict[str, Any]:
         return {"in_features": m.in_features, "out_features": m.out_features,
                 "bias": m.bias is not None}  # fmt: skip
     if not hasattr(m, "in_channels"):
-        raise ArchitectureError(f"{type(m).__name__} is neither Linear- nor Conv-like")
+        raise ArchitectureError(
+            f"{type(m).__name__} is neither Linear- nor Conv-like; describe its constructor "
+            "with register_module(cls, init_kwargs) instead"
+        )
     out = {
         "in_channels": m.in_channels,
         "out_channels": m.out_channels,
