@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Config, compress_
+from ..core import Config, compress_, eval_mode
 from ..metrics import count_macs, measure_latency
 from ..quantization.backends.ort import OrtInt8Module
 from .budget import Budget, Measurement
@@ -71,12 +71,10 @@ def layer_latency_share(
             totals[name] += time.perf_counter() - starts[name]
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    was_training = model.training
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             for _ in range(2):
                 model(example_inputs)
             for n in totals:
@@ -88,7 +86,6 @@ def layer_latency_share(
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
         torch.set_num_threads(previous)
     types = dict((n, type(m).__name__) for n, m in leaves)
     rows = [LayerTime(n, types[n], 1e3 * t / runs, t / whole if whole > 0 else 0.0)

@@ -24,7 +24,14 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ..core import Config, ConfigError, as_input_tuple, register_handler, set_submodule
+from ..core import (
+    Config,
+    ConfigError,
+    as_input_tuple,
+    forward_with_hooks,
+    register_handler,
+    set_submodule,
+)
 from ..metrics import count_macs, count_params
 from .blocks import BLOCKS, DepthwiseSeparableConv, FactorizedConv, FireConv, ShuffleConv
 
@@ -200,15 +207,7 @@ def _trace_convs(model: nn.Module, inputs: tuple) -> dict[str, tuple[tuple, tupl
                 shapes.setdefault(name, (tuple(args[0].shape), tuple(out.shape)))
 
             handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, inputs, handles)
     return shapes
 
 

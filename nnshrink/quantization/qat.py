@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
+from ..core import (
+    Config,
+    ConfigError,
+    eval_mode,
+    named_layers,
+    register_handler,
+    set_submodule,
+)
 from ..io import layer_kwargs, register_module
 from .backends.fake import QuantizedLayer
 from .fold import fold_batchnorm
@@ -320,12 +327,9 @@ def _apply(
     """
     names = prepare_qat(model, config, filter_fn)
     if example_inputs is not None:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        with torch.no_grad(), eval_mode(model):
             model(*inputs)
-        model.train(was_training)
     return names
 
 
