@@ -137,19 +137,20 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--out", type=Path, default=RESULTS / "int8_resnet20.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = {
         "machine": environment(),
-        "setup": vars(args),
+        "setup": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "latency": latency_part(args),
     }
     if not args.skip_accuracy:
         out["accuracy"] = accuracy_part(args)
         for r in out["accuracy"]:
             print(r)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "int8_resnet20.json").write_text(json.dumps(out, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
