@@ -3,7 +3,8 @@
 Part 1 (accuracy): ResNet-20 (1x28x28) trained briefly on a Fashion-MNIST subset, then quantized
 with each path; top-1 on a test subset.
 Part 2 (latency): ResNet-20 at 3x32x32 (CIFAR shape, weights untrained — latency does not depend
-on their values), batch 1 and 64, ``--threads`` threads, medians, all in this process:
+on their values), batch 1 and 64, ``--threads`` threads, medians of alternating rounds (every path timed in
+turn, ``--rounds`` times), all in this process:
 fp32 eager, fp32 ONNX Runtime, nnshrink int8 (ORT QDQ with our observer ranges), torch.ao FX int8
 (x86 engine, through nnshrink's torch-fx backend) and ORT ``quantize_static`` with ORT's own
 MinMax calibration.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -34,21 +35,11 @@ from nnshrink.quantization.ptq import PTQ, iter_inputs, quantize_ptq
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 
+sys.path.insert(0, str(Path(__file__).parent))
+from lowrank_latency import interleaved  # noqa: E402  (the shared interleaved timer)
+
 RESULTS = Path(__file__).parent / "results"
 CKPT = Path("/tmp/nnshrink_resnet20_fmnist.pt")
-
-
-def median_ms(model, x, runs: int, warmup: int = 5) -> float:
-    """Median wall time of ``model(x)`` in milliseconds (no grad)."""
-    times = []
-    with torch.no_grad():
-        for _ in range(warmup):
-            model(x)
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def trained_model(args) -> torch.nn.Module:
@@ -109,20 +100,26 @@ def latency_part(args) -> list[dict]:
         if isinstance(m, OrtInt8Module):
             m.set_threads(args.threads)
     rows = []
-    for batch, runs in ((1, args.runs), (64, max(args.runs // 4, 5))):
+    for batch, runs in ((1, args.runs), (64, max(args.runs // 10, 2))):
         x = torch.randn(batch, 3, 32, 32)
-        base = None
-        for name, m in paths.items():
-            ms = median_ms(m, x, runs)
-            base = base or ms
-            rows.append(
-                {
-                    "path": name,
-                    "batch": batch,
-                    "median_ms": round(ms, 3),
-                    "speedup_vs_eager": round(base / ms, 2),
-                }
-            )
+        # alternating short rounds: load from other processes falls on every path alike
+        with torch.no_grad():
+            timed = interleaved({n: (lambda m=m, x=x: m(x)) for n, m in paths.items()},
+                                rounds=args.rounds, runs=runs)  # fmt: skip
+        base = timed["fp32 eager"]["median"]
+        for name, t in timed.items():
+            rows.append({
+                "path": name,
+                "batch": batch,
+                "median_ms": round(t["median"], 4),
+                "p10_ms": round(t["p10"], 4),
+                "speedup_vs_eager": round(base / t["median"], 2),
+            })  # fmt: skip
+            print(rows[-1])
+        ours = timed["nnshrink int8 ORT (minmax)"]["median"]
+        for ref in ("torch.ao FX int8", "ORT quantize_static int8"):
+            rows.append({"path": f"ratio nnshrink / {ref}", "batch": batch,
+                         "latency_ratio": round(ours / timed[ref]["median"], 3)})  # fmt: skip
             print(rows[-1])
     return rows
 
@@ -134,7 +131,8 @@ def main() -> None:
     p.add_argument("--test-limit", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-root", default=None, help="Fashion-MNIST directory (default location)")
-    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--runs", type=int, default=20, help="timed calls per path per round (b1)")
+    p.add_argument("--rounds", type=int, default=40, help="alternating rounds over the paths")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS / "int8_resnet20.json")

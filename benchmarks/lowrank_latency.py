@@ -11,6 +11,11 @@ calls are interleaved in rounds in the same process and the pooled median is rep
 from other processes hits both alike. Latency does not depend on the weight values, so the
 models are untrained and CP uses few ALS iterations (``--cp-iters``).
 
+``--round-to 16`` makes every rank a multiple of 16 (``LowRank(round_to=16)``): ONNX Runtime's
+blocked NCHWc kernels on this AVX-512 machine take channels in blocks of 16, and odd ranks
+(38, 74, 77, ...) fall back to slower kernels. The per-layer MAC ratio is then bisected so that
+the decomposed layers together still keep at most ``--macs-ratio`` of their MACs.
+
 Usage:
     python benchmarks/lowrank_latency.py                   # both models, ~10 min on 2 cores
     python benchmarks/lowrank_latency.py --models resnet20 --rounds 3
@@ -119,14 +124,41 @@ def not_stem(module: nn.Module, name: str) -> bool:
     return not (isinstance(module, nn.Conv2d) and module.in_channels <= 3)
 
 
+def decompose_at(dense: nn.Module, method: str, x1: torch.Tensor, args):
+    """Decompose a copy with ``rank="macs"``. The per-layer MAC ratio is ``--macs-ratio``, or
+    with ``--round-to`` > 1 the largest one (bisection) whose rounded ranks keep the 3x3 convs'
+    MACs together at most ``--macs-ratio`` of theirs: rounding ranks to multiples cuts more MACs
+    than asked, and the speed-up must be compared at the same MAC cut."""
+
+    def run(ratio: float):
+        model = copy.deepcopy(dense)
+        cfg = LowRank(method=method, rank="macs", macs_ratio=ratio, n_iter_max=args.cp_iters,
+                      round_to=args.round_to)  # fmt: skip
+        report = compress_(model, cfg, example_inputs=x1, filter_fn=not_stem)
+        before = sum(r.macs_before for r in report.rows if r.macs_before)
+        after = sum(r.macs_after for r in report.rows if r.macs_before)
+        return model, report, after / before
+
+    if args.round_to == 1:
+        return (*run(args.macs_ratio)[:2], args.macs_ratio)
+    lo, hi = args.macs_ratio, 1.0
+    best = (*run(lo)[:2], lo)
+    for _ in range(args.bisect_steps):
+        mid = (lo + hi) / 2
+        model, report, whole = run(mid)
+        if whole <= args.macs_ratio:
+            lo, best = mid, (model, report, mid)
+        else:
+            hi = mid
+    return best
+
+
 def run_model(name: str, method: str, args) -> dict:
     torch.manual_seed(0)
     dense = create(name, in_channels=3, input_size=32).eval()
     x1 = torch.randn(1, 3, 32, 32)
-    model = copy.deepcopy(dense)
     t0 = time.perf_counter()
-    cfg = LowRank(method=method, rank="macs", macs_ratio=0.5, n_iter_max=args.cp_iters)
-    report = compress_(model, cfg, example_inputs=x1, filter_fn=not_stem)
+    model, report, macs_ratio = decompose_at(dense, method, x1, args)
     decompose_s = time.perf_counter() - t0
     model.eval()
     names = [r.name for r in report.decomposed]
@@ -134,6 +166,8 @@ def run_model(name: str, method: str, args) -> dict:
         "model": name,
         "method": method,
         "decompose_s": round(decompose_s, 1),
+        "round_to": args.round_to,
+        "layer_macs_ratio": round(macs_ratio, 4),
         "macs_dense": count_macs(dense, x1),
         "macs_lowrank": count_macs(model, x1),
         "decomposed_macs_before": sum(r.macs_before for r in report.decomposed),
@@ -183,6 +217,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--runs", type=int, default=3, help="timed calls per round and variant")
     p.add_argument("--cp-iters", type=int, default=3, help="ALS iterations (latency only)")
+    p.add_argument("--macs-ratio", type=float, default=0.5, help="MACs kept per decomposed layer")
+    p.add_argument("--round-to", type=int, default=1, help="ranks in multiples of this")
+    p.add_argument("--bisect-steps", type=int, default=7)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

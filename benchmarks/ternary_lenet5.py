@@ -1,4 +1,7 @@
-"""LeNet-5 (Caffe 20-50-500-10) on MNIST: ternary weights with TWN and TTQ.
+"""LeNet-5 on MNIST: ternary weights with TWN and TTQ.
+
+Two LeNet-5s: ``--model lenet5`` (Caffe 20-50-500-10, Deep Compression's) and ``--model
+lenet5-twn`` (the TWN paper's 32-C5 MP2 64-C5 MP2 512-FC, here with batch norm).
 
 Paper numbers: TWN LeNet-5 99.35 % top-1 against 99.41 % in float (Li, Zhang, Liu 2016, from
 memory, unverified); target here >= 99.3 %.
@@ -55,7 +58,14 @@ def packed_model_bytes(model: nn.Module) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="lenet5", choices=["lenet5", "lenet5-twn"])
     p.add_argument("--fp-epochs", type=int, default=4)
+    p.add_argument(
+        "--fp-ckpt",
+        type=Path,
+        default=None,
+        help="reuse this trained float model if it exists, else save it there",
+    )
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.01)  # 0.05 diverges (no batch norm)
     # Adam for the ternary fine-tuning: TTQ's scale gradients sum over every weight of a layer
@@ -77,9 +87,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     train = data.loader("mnist", "train", 128, train=True, limit=args.limit)
     test = data.loader("mnist", "test", 1000)
     train, test = train.to(device), test.to(device)
-    model = models.create("lenet5").to(device)
+    model = models.create(args.model).to(device)
     t0 = time.perf_counter()
-    fit(model, train, epochs=args.fp_epochs, lr=args.lr, progress=False)
+    if args.fp_ckpt is not None and args.fp_ckpt.exists():
+        model.load_state_dict(torch.load(args.fp_ckpt, map_location=device))
+        print(f"float model from {args.fp_ckpt}")
+    else:
+        fit(model, train, epochs=args.fp_epochs, lr=args.lr, progress=False, seed=0)
+        if args.fp_ckpt is not None:
+            torch.save(model.state_dict(), args.fp_ckpt)
     fp = evaluate(model, test)
     fp_bytes = sum(p.numel() * 4 for p in model.parameters())
     runs = [{"method": "float32", "top1": fp["top1"], "bytes": fp_bytes, "compression": 1.0,

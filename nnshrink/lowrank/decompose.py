@@ -53,6 +53,10 @@ class LowRank(Config):
         tucker_method: ``"hosvd"`` (closed form) or ``"hooi"`` (tensorly ``partial_tucker``).
         n_iter_max: ALS / HOOI iterations.
         seed: random state for tensorly.
+        round_to: make every rank a multiple of this (rounded up, capped at the full size of
+            its mode; MAC targets are met with the rounded ranks). ONNX Runtime's blocked
+            (NCHWc) conv kernels take channel counts in multiples of 8 (AVX2) or 16 (AVX-512);
+            odd ranks fall back to slower kernels plus layout reorders around them.
 
     Example:
         >>> import nnshrink as ns  # doctest: +SKIP
@@ -71,8 +75,11 @@ class LowRank(Config):
     tucker_method: Literal["hosvd", "hooi"] = "hosvd"
     n_iter_max: int = 50
     seed: int = 0
+    round_to: int = 1
 
     def validate(self) -> None:
+        if self.round_to < 1:
+            raise ConfigError(f"low-rank.round_to must be >= 1, got {self.round_to}")
         for field in ("energy", "ratio", "macs_ratio"):
             value = getattr(self, field)
             if not 0.0 < value <= 1.0:
@@ -283,8 +290,35 @@ def _cp_rank_cap(plan: _Plan) -> int:
     return max(1, plan.macs_before // per_rank + 1)
 
 
+def _mode_sizes(plan: _Plan) -> tuple[int, ...]:
+    """The largest useful rank per factor: min(shape) for SVD, the channel counts for Tucker,
+    the CP rank at which the factorisation stops saving MACs for CP."""
+    if plan.method == "svd":
+        return (min(plan.module.weight.shape),)
+    if plan.method == "cp":
+        return (_cp_rank_cap(plan),)
+    return tuple(plan.module.weight.shape[:2])
+
+
+def _round_ranks(plan: _Plan, ranks: tuple[int, ...], multiple: int) -> tuple[int, ...]:
+    """Each rank rounded up to a multiple of ``multiple``, capped at its mode's size."""
+    if multiple == 1:
+        return tuple(ranks)
+    return tuple(
+        min(cap, multiple * math.ceil(r / multiple)) for r, cap in zip(ranks, _mode_sizes(plan))
+    )
+
+
 def _select(plan: _Plan, config: LowRank) -> tuple[int, ...]:
-    """Ranks for one layer under the per-layer rules (everything but ``budget``)."""
+    """Ranks for one layer under the per-layer rules (everything but ``budget``), rounded to
+    ``config.round_to``; MAC targets are searched with the rounded ranks."""
+    m = config.round_to
+    return _round_ranks(plan, _select_raw(plan, config, lambda r: _round_ranks(plan, r, m)), m)
+
+
+def _select_raw(
+    plan: _Plan, config: LowRank, rounded: Callable[[tuple[int, ...]], tuple[int, ...]]
+) -> tuple[int, ...]:
     w = plan.module.weight.detach()
     rule = config.rank
     if plan.method == "svd":
@@ -296,7 +330,7 @@ def _select(plan: _Plan, config: LowRank) -> tuple[int, ...]:
         if rule == "evbmf":
             return (R.evbmf_rank(w),)
         target = config.macs_ratio * plan.macs_before
-        return (R.largest_rank_within(lambda r: plan.macs_of((r,)), full, target),)
+        return (R.largest_rank_within(lambda r: plan.macs_of(rounded((r,))), full, target),)
     c_out, c_in = w.shape[:2]
     if rule in ("energy", "evbmf"):
         if rule == "energy":
@@ -308,19 +342,23 @@ def _select(plan: _Plan, config: LowRank) -> tuple[int, ...]:
         if rule == "ratio":
             return (R.ratio_rank(_cp_full_rank(plan.module), config.ratio),)
         target = config.macs_ratio * plan.macs_before
-        return (R.largest_rank_within(lambda r: plan.macs_of((r,)), _cp_rank_cap(plan), target),)
+        cap = _cp_rank_cap(plan)
+        return (R.largest_rank_within(lambda r: plan.macs_of(rounded((r,))), cap, target),)
     if rule == "ratio":
         return (R.ratio_rank(c_out, config.ratio), R.ratio_rank(c_in, config.ratio))
     steps = max(c_out, c_in)
     target = config.macs_ratio * plan.macs_before
     t = R.largest_rank_within(
-        lambda t: plan.macs_of(_tucker_ranks(c_out, c_in, t, steps)), steps, target
+        lambda t: plan.macs_of(rounded(_tucker_ranks(c_out, c_in, t, steps))), steps, target
     )
     return _tucker_ranks(c_out, c_in, t, steps)
 
 
-def _budget_curve(plan: _Plan) -> tuple[list[tuple[int, float]], list[tuple[int, ...]]]:
-    """Options ``(macs, estimated relative squared error)`` from dense to rank 1, with ranks.
+def _budget_curve(
+    plan: _Plan, round_to: int = 1
+) -> tuple[list[tuple[int, float]], list[tuple[int, ...]]]:
+    """Options ``(macs, estimated relative squared error)`` from dense to rank 1, with ranks
+    (rounded up to multiples of ``round_to``; repeated options are dropped).
 
     Error estimates: SVD exact (Eckart–Young); Tucker the HOSVD bound (sum of the two modes'
     discarded energies); CP the larger mode's discarded energy (a lower bound: a CP model of
@@ -338,15 +376,19 @@ def _budget_curve(plan: _Plan) -> tuple[list[tuple[int, float]], list[tuple[int,
         c_out, c_in = plan.module.weight.shape[:2]
         steps = max(c_out, c_in)
         candidates = [_tucker_ranks(c_out, c_in, t, steps) for t in range(steps, 0, -1)]
-        errors = [tail(0, ro) + tail(1, ri) for ro, ri in candidates]
     elif plan.method == "cp":
         cap = min(_cp_rank_cap(plan), 4 * _cp_full_rank(plan.module))
         candidates = [(r,) for r in range(cap, 0, -1)]
-        errors = [max(tail(0, r), tail(1, r)) for (r,) in candidates]
     else:
         candidates = [(r,) for r in range(min(plan.module.weight.shape), 0, -1)]
-        errors = [tail(0, r) for (r,) in candidates]
-    for cand, err in zip(candidates, errors):
+    for cand in candidates:
+        cand = _round_ranks(plan, cand, round_to)
+        if plan.method == "tucker":
+            err = tail(0, cand[0]) + tail(1, cand[1])
+        elif plan.method == "cp":
+            err = max(tail(0, cand[0]), tail(1, cand[0]))
+        else:
+            err = tail(0, cand[0])
         macs = plan.macs_of(cand)
         if macs < options[-1][0]:
             options.append((macs, err))
@@ -423,7 +465,7 @@ def _apply(
         plans.append(_plan(name, module, method, shapes[id(module)]))
 
     if config.rank == "budget":
-        curves = [_budget_curve(p) for p in plans]
+        curves = [_budget_curve(p, config.round_to) for p in plans]
         budget = config.macs_ratio * sum(p.macs_before for p in plans)
         picks = R.allocate_budget([c[0] for c in curves], budget)
         for plan, (_, ranks), pick in zip(plans, curves, picks):

@@ -19,12 +19,15 @@ def test_config_round_trip_and_validation():
         LowRank(),
         LowRank(method="cp", rank="budget", macs_ratio=0.3, linear=True, layers=("a.b", "c")),
         LowRank(method="svd", rank="evbmf", tucker_method="hooi", n_iter_max=7, seed=3),
+        LowRank(round_to=16),
     ]
     for cfg in configs:
         assert Config.from_dict(cfg.to_dict()) == cfg
     assert Config.from_dict({"type": "low-rank", "energy": 1}) == LowRank(energy=1.0)
     with pytest.raises(ConfigError, match="energy"):
         LowRank(energy=1.5)
+    with pytest.raises(ConfigError, match="round_to"):
+        LowRank(round_to=0)
     with pytest.raises(ConfigError):
         Config.from_dict({"type": "low-rank", "method": "qr"})
 
@@ -165,3 +168,42 @@ def test_decomposed_model_exports_to_onnx(tiny_convnet, method):
     session = ort_session(export_onnx(tiny_convnet, x), threads=1)
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     np.testing.assert_allclose(out, tiny_convnet(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("method", "rank"),
+    [("tucker", "macs"), ("tucker", "budget"), ("tucker", "energy"), ("cp", "macs"),
+     ("svd", "macs")],
+)  # fmt: skip
+def test_round_to_gives_rank_multiples_and_keeps_the_mac_target(method, rank):
+    torch.manual_seed(0)
+    model = create("vgg16", in_channels=3, input_size=32).eval()
+    x = torch.randn(1, 3, 32, 32)
+    cfg = LowRank(method=method, rank=rank, macs_ratio=0.5, energy=0.5, round_to=16,
+                  n_iter_max=2)  # fmt: skip
+    kwargs = {"filter_fn": lambda m, n: not (isinstance(m, nn.Conv2d) and m.in_channels <= 3)}
+    if method == "svd":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10))
+        x, kwargs = torch.randn(1, 300), {}
+    reference = copy.deepcopy(model)
+    report = compress_(model, cfg, example_inputs=x, **kwargs)
+    assert report.decomposed
+    for row in report.decomposed:
+        assert all(r % 16 == 0 for r in row.ranks), row
+    rows = [r for r in report.rows if r.macs_before > 0]
+    if rank == "macs":  # every layer within its own target, with the rounded ranks
+        assert all(r.macs_after <= 0.5 * r.macs_before for r in report.decomposed)
+    if rank == "budget":
+        assert sum(r.macs_after for r in rows) <= 0.5 * sum(r.macs_before for r in rows)
+    assert model(x).shape == reference(x).shape
+
+
+def test_round_to_caps_ranks_at_the_channel_count():
+    # a 16-channel layer cannot take a rank-32 factor: ranks are capped, and a layer whose
+    # rounded ranks would not reduce MACs is kept dense with a message
+    model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 24, 3))
+    report = compress_(model, LowRank(method="tucker", rank="ratio", ratio=0.5, round_to=32),
+                       example_inputs=torch.randn(1, 16, 8, 8))  # fmt: skip
+    for row in report.rows:
+        assert row.ranks in ((), (16, 16), (24, 16))
+        assert not row.decomposed or row.macs_after < row.macs_before

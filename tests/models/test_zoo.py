@@ -75,3 +75,12 @@ def test_option_a_shortcut_exports_a_static_pad():
     graph = onnx.load_from_string(export_onnx(model, x)).graph
     ops = {node.op_type for node in graph.node}
     assert "Pad" in ops and not ops & {"Shape", "Gather"}
+
+
+def test_lenet5_twn_has_the_papers_widths():
+    # TWN paper: 32-C5 + MP2 + 64-C5 + MP2 + 512FC (+ a 10-way output)
+    model = create("lenet5-twn")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(32, (5, 5)), (64, (5, 5))]
+    assert [(fc.in_features, fc.out_features) for fc in linears] == [(64 * 4 * 4, 512), (512, 10)]

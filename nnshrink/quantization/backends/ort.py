@@ -6,7 +6,9 @@ float tensor, feeding each tensor to one of *our* observers; write a QDQ graph w
 ``onnxruntime.quantization.quantize_static`` where every activation range is overridden by our
 observer's range (``TensorQuantOverrides`` ``rmin`` / ``rmax``) and weights get ORT's per-channel
 symmetric int8 scales (the same min-max rule as our fake backend). ORT fuses the
-``DequantizeLinear → Conv → QuantizeLinear`` units into integer kernels at session creation.
+``DequantizeLinear → Conv → QuantizeLinear`` units into integer kernels at session creation;
+zero pads, which it would run in float, are rewritten to int8 pads first
+(:func:`~nnshrink.quantization.backends.qdq_passes.quantize_zero_pads`).
 
 The result is an :class:`OrtInt8Module`: an ``nn.Module`` whose ``forward`` takes and returns torch
 tensors, with ``save(path)`` to write the quantized ``.onnx``.
@@ -39,6 +41,7 @@ from torch import nn
 
 from ..observers import Observer, make_observer
 from .base import Backend, Calibrator, register_backend
+from .qdq_passes import quantize_zero_pads
 
 
 class OrtInt8Module(nn.Module):
@@ -341,6 +344,10 @@ class OrtCalibrator(Calibrator):
             symmetric_activations=self.config.symmetric_activations,
             overrides=overrides,
         )
+        # ORT leaves zero pads (option-A shortcuts) in float; keep them in int8 (bit-exact)
+        graph = onnx.load_from_string(int8)
+        if quantize_zero_pads(graph):
+            int8 = graph.SerializeToString()
         return OrtInt8Module(int8, self.threads)
 
     def rows(self) -> list[dict[str, Any]]:  # noqa: D102
