@@ -78,6 +78,9 @@ def prune_torch_pruning(model: nn.Module, x: torch.Tensor, target: int, round_to
             hi, best = mid, (trial, mid, seconds)
         else:
             lo = mid
+    if best is None:
+        return None, {"error": f"no uniform ratio <= {hi} reached {target:,} MACs "
+                               f"with round_to={round_to}"}  # fmt: skip
     trial, ratio, seconds = best
     info = {"prune_seconds": round(seconds, 3), "ratio": round(ratio, 4),
             "search_seconds": round(time.perf_counter() - t_search, 2)}  # fmt: skip
@@ -116,6 +119,10 @@ def train_and_prune(args, record: dict) -> None:
             info = prune_nnshrink(model, x, macs // 2, args.round_to)
         else:
             model, info = prune_torch_pruning(model, x, macs // 2, args.round_to)
+            if model is None:
+                record[tool] = info
+                print(tool, info, flush=True)
+                continue
         info.update(macs=count_macs(model, x), params=count_params(model))
         info["top1_no_finetune"] = evaluate(model.to(device), test)["top1"]
         t0 = time.perf_counter()
@@ -132,7 +139,8 @@ def latency(args, record: dict) -> None:
     work = Path(args.work)
     dense, _ = load_checkpoint(work / "dense.safetensors")
     models = {"dense": dense.eval()}
-    for tool in TOOLS:
+    tools = [t for t in TOOLS if (work / f"{t}.pt").exists() and "error" not in record.get(t, {})]
+    for tool in tools:
         models[tool] = torch.load(work / f"{tool}.pt", weights_only=False).eval()
     timings = {}
     for runtime in ("eager", "onnxruntime"):
@@ -146,7 +154,7 @@ def latency(args, record: dict) -> None:
                     best[name] = min(best[name], stats.median_ms)
             key = f"{runtime}_b{batch}"
             timings[key] = {f"{name}_ms": round(ms, 4) for name, ms in best.items()}
-            for tool in TOOLS:
+            for tool in tools:
                 timings[key][f"{tool}_speedup"] = round(best["dense"] / best[tool], 3)
             print(key, timings[key], flush=True)
     record["latency"] = timings
