@@ -56,14 +56,30 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-class LeNet5(nn.Module):
+def _side_after_two_conv5_pools(input_size: int, name: str) -> int:
+    """Feature-map side after two (5x5 conv, 2x2 max-pool) stages."""
+    side = ((input_size - 4) // 2 - 4) // 2
+    if side < 1:
+        raise ValueError(f"{name} needs input_size >= 16, got {input_size}")
+    return side
+
+
+class _FeaturesClassifier(nn.Module):
+    """``classifier(features(x))``; subclasses build the two ``nn.Sequential`` parts."""
+
+    features: nn.Sequential
+    classifier: nn.Sequential
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class LeNet5(_FeaturesClassifier):
     """Caffe's LeNet-5 variant used by Deep Compression: conv20-pool-conv50-pool-fc500-fc10."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> None:
         super().__init__()
-        side = ((input_size - 4) // 2 - 4) // 2
-        if side < 1:
-            raise ValueError(f"lenet5 needs input_size >= 16, got {input_size}")
+        side = _side_after_two_conv5_pools(input_size, "lenet5")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 20, 5),
             nn.MaxPool2d(2),
@@ -77,9 +93,6 @@ class LeNet5(nn.Module):
             nn.Linear(500, num_classes),
         )
 
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
 
 @register_model("lenet5")
 def lenet5(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> nn.Module:
@@ -87,7 +100,7 @@ def lenet5(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) ->
     return LeNet5(num_classes, in_channels, input_size)
 
 
-class LeNet5TWN(nn.Module):
+class LeNet5TWN(_FeaturesClassifier):
     """The LeNet-5 of the TWN paper (Li, Zhang, Liu 2016): 32-C5, MP2, 64-C5, MP2, 512-FC, 10.
 
     The paper lists "32-C5 + MP2 + 64-C5 + MP2 + 512FC + SVM" (99.41% float, 99.35% TWN on MNIST).
@@ -97,9 +110,7 @@ class LeNet5TWN(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> None:
         super().__init__()
-        side = ((input_size - 4) // 2 - 4) // 2
-        if side < 1:
-            raise ValueError(f"lenet5-twn needs input_size >= 16, got {input_size}")
+        side = _side_after_two_conv5_pools(input_size, "lenet5-twn")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 5, bias=False),
             nn.BatchNorm2d(32),
@@ -117,9 +128,6 @@ class LeNet5TWN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(512, num_classes),
         )
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
 
 
 @register_model("lenet5-twn")
