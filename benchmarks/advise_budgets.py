@@ -27,7 +27,7 @@ import yaml
 from nnshrink.advise import Budget, advise, judge
 from nnshrink.advise.advisor import BASELINE_FILE
 from nnshrink.advise.measure import latency_ms, measure_run
-from nnshrink.data import input_shape, loader
+from nnshrink.data import VAL_SIZE, input_shape, loader
 from nnshrink.io import load_checkpoint, save_checkpoint
 from nnshrink.models import create
 from nnshrink.recipes import parse_recipe, run_recipe
@@ -55,15 +55,16 @@ TRAIN = {"lenet5": {"epochs": 2, "lr": 2e-3, "optimizer": "adam"},
 
 def baseline_checkpoint(name: str, data: str, work: Path, train_limit: int | None) -> Path:
     """Train the baseline once (reused on later runs)."""
-    path = work / f"{name}-{data}.safetensors"
+    # trained without the validation samples the advisor selects on (the last VAL_SIZE)
+    path = work / f"{name}-{data}-holdout{VAL_SIZE}.safetensors"
     if path.is_file():
         return path
     torch.manual_seed(0)
     c, h, _ = input_shape(data)
     model = create(name, in_channels=c, input_size=h)
     t0 = time.perf_counter()
-    fit(model, loader(data, "train", 128, train=True, limit=train_limit), progress=False,
-        **TRAIN[name])  # fmt: skip
+    fit(model, loader(data, "train", 128, train=True, limit=train_limit, holdout=VAL_SIZE),
+        progress=False, **TRAIN[name])  # fmt: skip
     metrics = evaluate(model, loader(data, "test", 1000))
     print(f"trained {name} on {data} in {time.perf_counter() - t0:.0f} s: {metrics}")
     work.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,8 @@ def run_preset(preset: str, case_dir: Path, data: dict, budget: Budget, base_top
     stages = [s for s in source["stages"] if next(iter(s)) != "train"]
     stages = [s for s in stages if next(iter(s)) != "export"]  # the export is not measured
     recipe = {"name": f"{preset}-from-checkpoint", "model": {"checkpoint": BASELINE_FILE},
-              "data": {**source["data"], **data}, "seed": 0,
+              "data": {**source["data"], **data, "eval_split": "val", "val_size": VAL_SIZE},
+              "seed": 0,
               "measure": {"latency": False, "threads": budget.threads, "batch_size": 1},
               "stages": stages}  # fmt: skip
     t0 = time.perf_counter()
@@ -111,7 +113,8 @@ def run_case(spec: dict, ckpt: Path, work: Path, args) -> dict:
     search_s = time.perf_counter() - t0
     record = {
         "case": spec["case"], "budget": budget.to_dict(), "baseline_latency_probe_ms": base_ms,
-        "baseline": res.baseline.to_dict(), "message": res.message,
+        "baseline": res.baseline.to_dict(), "baseline_test_top1": res.baseline_test_top1,
+        "message": res.message,
         "search_seconds": round(search_s, 1), "runs": len(res.evaluations),
         "chosen": res.chosen.to_dict() if res.chosen else None,
         "closest": res.closest.to_dict() if res.closest else None,
@@ -131,9 +134,23 @@ def _cell(m: dict | None, base: dict) -> str:
     return f"{100 * m['top1']:.2f}% ({drop:+.2f} pt), {m['bytes']:,} B ({m['bytes_kind']}), {lat}"
 
 
+def _test(top1: float | None, base: float | None) -> str:
+    if top1 is None or base is None:
+        return "-"
+    return f"{100 * top1:.2f}% ({100 * (top1 - base):+.2f} pt)"
+
+
+def _base_test(r: dict) -> str:
+    t = r.get("baseline_test_top1")
+    return "-" if t is None else f"{100 * t:.2f}%"
+
+
 def markdown(records: list[dict]) -> str:
-    lines = ["| case | baseline | advise: chosen (or closest) | meets | search | preset | "
-             "preset meets |", "|---|---|---|---|---:|---|---|"]  # fmt: skip
+    """Accuracies in the cells are val top-1 (what the search selects on); the test column is
+    measured once, after the choice."""
+    lines = ["| case | baseline (val) | advise: chosen (or closest), val | test top-1 (base -> "
+             "chosen) | meets | search | preset (val) | preset meets |",
+             "|---|---|---|---|---|---:|---|---|"]  # fmt: skip
     for r in records:
         pick = r["chosen"] or r["closest"] or {}
         label = pick.get("label", "-") + ("" if r["chosen"] else " (closest)")
@@ -141,7 +158,9 @@ def markdown(records: list[dict]) -> str:
         preset = r.get("preset") or {}
         lines.append(
             f"| {r['case']} | {_cell(base, base)} | {label}: "
-            f"{_cell(pick.get('measurement'), base)} | {'yes' if r['chosen'] else 'no'} | "
+            f"{_cell(pick.get('measurement'), base)} | "
+            f"{_base_test(r)} -> {_test(pick.get('test_top1'), r.get('baseline_test_top1'))} | "
+            f"{'yes' if r['chosen'] else 'no'} | "
             f"{r['search_seconds']:.0f} s, {r['runs']} runs | {preset.get('preset', '-')}: "
             f"{_cell(preset.get('measurement'), base)} | "
             f"{'yes' if preset.get('meets') else 'no: ' + '; '.join(preset.get('violations', []))} |"

@@ -9,6 +9,7 @@ Example:
 """
 
 from .advisor import AdviceResult, Screened, advise, candidate_recipe
+from .allocation import allocate, sensitivity_candidates
 from .budget import (
     Budget,
     BudgetError,
@@ -32,6 +33,7 @@ from .measure import (
 )
 from .report import pareto_indices, write_report
 from .search import Evaluation, choose, judge, rung_limits, successive_halving
+from .sensitivity import LayerSensitivity, Sensitivity, measure_sensitivity
 
 __all__ = [
     "AdviceResult",
@@ -39,12 +41,15 @@ __all__ = [
     "BudgetError",
     "Candidate",
     "Evaluation",
+    "LayerSensitivity",
     "LayerTime",
     "Measurement",
     "ModelTraits",
     "Screened",
+    "Sensitivity",
     "Violation",
     "advise",
+    "allocate",
     "artifact_of",
     "candidate_recipe",
     "choose",
@@ -56,12 +61,14 @@ __all__ = [
     "layer_latency_share",
     "measure_model",
     "measure_run",
+    "measure_sensitivity",
     "meets",
     "model_traits",
     "pareto_indices",
     "parse_size",
     "resource_ok",
     "rung_limits",
+    "sensitivity_candidates",
     "successive_halving",
     "violations",
     "write_report",

@@ -22,11 +22,27 @@ from torch import nn
 from ..data import input_shape as data_input_shape
 from ..data import load as load_dataset
 from ..data import loader as make_loader
+from ..data.datasets import VAL_SIZE
 from ..io import load_checkpoint, save_checkpoint
-from .budget import Budget, Measurement, resource_ok
-from .candidates import TRAINING_STAGES, Candidate, generate, interleave, model_traits
-from .measure import LayerTime, layer_latency_share, measure_model, measure_run, zero_shot
+from .allocation import sensitivity_candidates
+from .budget import Budget, BudgetError, Measurement, resource_ok
+from .candidates import (
+    TRAINING_STAGES,
+    Candidate,
+    _keep_fraction,
+    generate,
+    interleave,
+    model_traits,
+)
+from .measure import LayerTime, layer_latency_share, measure_model, measure_run, top1, zero_shot
 from .search import Evaluation, choose, judge, rung_limits, split_resource, successive_halving
+from .sensitivity import (
+    SENS_BITS,
+    SENS_CHANNELS,
+    SENS_SPARSITIES,
+    Sensitivity,
+    measure_sensitivity,
+)
 
 BASELINE_FILE = "baseline.safetensors"
 
@@ -52,7 +68,9 @@ class AdviceResult:
 
     Attributes:
         budget: the budget.
-        baseline: the trained model, measured like the candidates.
+        baseline: the trained model, measured like the candidates (top-1 on the selection
+            split: validation, or test with ``val_size=0``).
+        baseline_test_top1: the baseline's top-1 on the test split.
         chosen: the most accurate evaluation that meets the budget, or ``None``.
         closest: when nothing meets the budget, the evaluation closest to it.
         evaluations: every candidate run, in order.
@@ -62,6 +80,9 @@ class AdviceResult:
         recipe_path: the YAML recipe reproducing ``chosen`` (``None`` when nothing was chosen).
         report_md, report_json, plot: report files.
         seconds: wall time of the whole advice.
+        settings: the search settings (``eval_split`` says where candidates were selected,
+            ``sensitivity`` whether and how long the per-layer scan ran).
+        sensitivity: the per-layer sensitivity tables (``None`` when not measured).
     """
 
     budget: Budget
@@ -78,6 +99,8 @@ class AdviceResult:
     plot: Path | None = None
     seconds: float = 0.0
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    baseline_test_top1: float | None = None
+    sensitivity: Sensitivity | None = None
 
     @property
     def message(self) -> str:
@@ -146,6 +169,8 @@ def advise(
     rungs: int = 3,
     eta: int = 3,
     extra_rungs: int = 2,
+    val_size: int = VAL_SIZE,
+    sensitivity: bool = True,
     log=print,
 ) -> AdviceResult:
     """Choose compression methods for ``budget``: search, measure, report, emit a recipe.
@@ -158,8 +183,10 @@ def advise(
             ``baseline.safetensors`` and one run folder per evaluated candidate).
         seed: recipe seed.
         progress: show progress bars.
-        limit: test samples for every accuracy (``None``: the whole test split).
-        train_limit: at most this many training samples for recovery (``None``: all).
+        limit: evaluation samples for every accuracy, on the validation and on the test split
+            (``None``: the whole split).
+        train_limit: at most this many training samples for recovery (``None``: all those not
+            held out for validation).
         batch_size: training batch size of the recovery stages.
         data_root: data directory.
         epochs: epochs of each recovery stage.
@@ -169,6 +196,14 @@ def advise(
         eta: keep a ``1/eta`` fraction per rung and give it ``eta`` times more data.
         extra_rungs: rungs after the whole data set, each with ``eta`` times more epochs, run
             only while the time limit allows.
+        val_size: the last ``val_size`` training samples are held out as a validation split:
+            screening, successive halving and the choice compare top-1 on it (the baseline's
+            too), recovery trains on the samples before it, and only the chosen / closest
+            candidate and the baseline are measured on the test split, once, for the report.
+            ``0``: select on the test split (the old behaviour; its accuracy is optimistic).
+        sensitivity: measure each layer's sensitivity zero-shot (bits, sparsity, channels, on
+            the screening batches) and add candidates with per-layer settings allocated from it
+            (``*-sens``), when the scan's estimated time is within 20 % of the time limit.
         log: one-line progress messages (``None`` for silence).
 
     Example:
@@ -183,18 +218,22 @@ def advise(
             model, data_name, budget, out_dir=out_dir, seed=seed, progress=progress, limit=limit,
             train_limit=train_limit, batch_size=batch_size, data_root=data_root, epochs=epochs,
             lr=lr, max_candidates=max_candidates, rungs=rungs, eta=eta, extra_rungs=extra_rungs,
-            log=log,
+            val_size=val_size, sensitivity=sensitivity, log=log,
         )  # fmt: skip
 
 
 def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_limit, batch_size,
-            data_root, epochs, lr, max_candidates, rungs, eta, extra_rungs,
-            log) -> AdviceResult:  # fmt: skip
+            data_root, epochs, lr, max_candidates, rungs, eta, extra_rungs, val_size,
+            sensitivity, log) -> AdviceResult:  # fmt: skip
     from .report import write_report
 
     t_start = time.monotonic()
     say = log or (lambda _line: None)
     budget.require_limit()
+    n_train = len(load_dataset(data_name, "train", root=data_root))
+    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < n_train:
+        raise BudgetError(f"val_size must be an integer in [0, {n_train}) (training samples held "
+                          f"out for selection; 0 selects on the test split), got {val_size!r}")  # fmt: skip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(model, nn.Module):
@@ -202,15 +241,22 @@ def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_l
     ckpt = out / BASELINE_FILE
     save_checkpoint(model, ckpt)
     shape = data_input_shape(data_name)
+    # select on the validation split (the last val_size training samples), report on test
+    split = "val" if val_size else "test"
+    holdout = val_size if val_size else 0
+    vsize = val_size or VAL_SIZE
+    selection = make_loader(data_name, split, 1000, root=data_root, limit=limit, val_size=vsize)
     test = make_loader(data_name, "test", 1000, root=data_root, limit=limit)
     screen_n = min(limit or 1000, 1000)
-    screen = make_loader(data_name, "test", screen_n, root=data_root, limit=screen_n)
+    screen = make_loader(data_name, split, screen_n, root=data_root, limit=screen_n,
+                         val_size=vsize)  # fmt: skip
     calibration = next(iter(make_loader(data_name, "train", batch_size, root=data_root,
-                                        limit=train_limit)))[0]  # fmt: skip
+                                        limit=train_limit, holdout=holdout)))[0]  # fmt: skip
 
-    say("measuring the baseline")
+    say(f"measuring the baseline (top-1 on the {'validation' if val_size else 'test'} split)")
     baseline = measure_model(model, budget, shape, artifact=ckpt, bytes_kind="checkpoint",
-                             loader=test)  # fmt: skip
+                             loader=selection)  # fmt: skip
+    baseline_test = top1(model, test) if val_size else baseline.top1
     share = layer_latency_share(model, torch.zeros(budget.batch_size, *shape),
                                 threads=budget.threads)  # fmt: skip
     traits = model_traits(model, share)
@@ -234,6 +280,15 @@ def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_l
 
     say("choosing candidate strengths from zero-shot measurements (bytes, MACs, latency)")
     candidates = generate(budget, baseline, traits, epochs=epochs, lr=lr, probe=probe)
+    sens, sens_note = None, "off"
+    if sensitivity:
+        sens, sens_note = _sensitivity(model, budget, screen, calibration, split, say)
+    if sens is not None:
+        say("allocating per-layer settings from the sensitivity tables")
+        extra = sensitivity_candidates(budget, baseline, sens, epochs=epochs, lr=lr, probe=probe,
+                                       keep_fraction=_keep_fraction(budget, baseline))  # fmt: skip
+        names = {c.name for c in candidates}
+        candidates += [c for c in extra if c.name not in names]
     say(f"screening {len(candidates)} candidates zero-shot")
     screened = _screen(candidates, budget, baseline, measure_zero_shot, progress)
     kept = [s for s in screened if s.kept]
@@ -246,11 +301,14 @@ def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_l
         order = [s.candidate for s in near[:2]]
         say("no candidate fits the budget even before training; running the closest ones")
 
-    total = train_limit or len(load_dataset(data_name, "train", root=data_root).labels)
+    available = n_train - holdout
+    total = min(train_limit, available) if train_limit else available
     limits: list[int | None] = (
         rung_limits(total, rungs, eta, extra=extra_rungs) if budget.finetune else [train_limit]
     )
     data = {"name": data_name, "batch_size": batch_size, "limit": limit, "root": data_root}
+    if val_size:  # the recipe trains and measures exactly as the search did
+        data.update(eval_split="val", val_size=val_size)
     counter = iter(range(10**6))
 
     def evaluate(candidate: Candidate, rung: int, n: int | None) -> Evaluation:
@@ -280,17 +338,67 @@ def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_l
                                      time_limit_s=budget.time_limit_s, start=t_start,
                                      progress=progress)  # fmt: skip
     chosen, closest = choose(evaluations)
+    for e in (chosen, closest):
+        if e is not None:  # the only test-split measurements of the search
+            e.test_top1 = _test_top1(e, test, budget) if val_size else e.measurement.top1
     result = AdviceResult(
         budget=budget, baseline=baseline, chosen=chosen, closest=closest, evaluations=evaluations,
         screened=screened, latency_share=share, out_dir=out,
         settings={"data": data_name, "limit": limit, "train_limit": train_limit, "seed": seed,
                   "batch_size": batch_size, "epochs": epochs, "lr": lr, "rungs": limits,
-                  "eta": eta, "max_candidates": max_candidates},
+                  "eta": eta, "max_candidates": max_candidates, "eval_split": split,
+                  "val_size": val_size, "sensitivity": sens_note},
+        baseline_test_top1=baseline_test, sensitivity=sens,
     )  # fmt: skip
     result.seconds = time.monotonic() - t_start
     write_report(result)
     say(result.message)
     return result
+
+
+def _sensitivity(model, budget: Budget, screen, calibration, split: str, say):
+    """The per-layer scans the budget needs, if their estimated time fits; ``(tables, note)``."""
+    storage = budget.max_bytes is not None
+    speed = budget.max_macs is not None or budget.max_latency_ms is not None
+    scans = {
+        "bits": SENS_BITS if storage else (),
+        "sparsities": SENS_SPARSITIES if storage and budget.finetune else (),
+        "channels": SENS_CHANNELS if speed and budget.finetune else (),
+    }
+    per_layer = sum(len(v) for v in scans.values())
+    if not per_layer:
+        return None, "skipped: no per-layer setting applies to this budget"
+    t0 = time.monotonic()
+    top1(model, screen)
+    layers = sum(1 for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear))
+    estimate = (time.monotonic() - t0) * per_layer * layers
+    if estimate > 0.2 * budget.time_limit_s:
+        return None, (f"skipped: the scan would take ~{estimate:.0f} s, more than 20 % of the "
+                      "time limit")  # fmt: skip
+    say(
+        f"measuring per-layer sensitivity ({layers} layers x {per_layer} settings, ~{estimate:.0f} s)"
+    )
+    sens = measure_sensitivity(model, screen, calibration, **scans)
+    return sens, f"measured in {sens.seconds:.1f} s on {sens.samples} {split} samples"
+
+
+def _test_top1(evaluation: Evaluation, test, budget: Budget) -> float | None:
+    """Top-1 on the test split of the evaluation's deployable artifact, loaded back from disk."""
+    if evaluation.artifact is None:
+        return None
+    path = Path(evaluation.artifact)
+    kind = evaluation.measurement.bytes_kind
+    if kind == "nns":
+        from ..storage import load as load_nns
+
+        model = load_nns(path)
+    elif kind == "int8-onnx":
+        from ..quantization.backends.ort import OrtInt8Module
+
+        model = OrtInt8Module(path.read_bytes(), threads=budget.threads)
+    else:
+        model, _ = load_checkpoint(path)
+    return top1(model, test)
 
 
 def _describe(m: Measurement | None, base: Measurement) -> str:

@@ -48,12 +48,25 @@ def _fmt(value: Any, spec: str = ",") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _row(label: str, m: Measurement, base_top1: float | None, tail: str) -> str:
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _row(label: str, m: Measurement, base_top1: float | None, tail: str,
+         test: tuple[float | None, float | None] | None = None) -> str:  # fmt: skip
+    """One table row; ``test``: ``(test top-1, baseline test top-1)`` when a val split is used."""
     drop = drop_points(base_top1, m.top1)
-    top1 = "-" if m.top1 is None else f"{100 * m.top1:.2f}%"
-    return (f"| {label} | {top1} | {_fmt(drop, '+.2f')} | {_fmt(m.bytes)} "
+    cells = f"{_pct(m.top1)} | {_fmt(drop, '+.2f')} | "
+    if test is not None:
+        cells += f"{_pct(test[0])} | {_fmt(drop_points(test[1], test[0]), '+.2f')} | "
+    return (f"| {label} | {cells}{_fmt(m.bytes)} "
             f"({BYTES_KINDS.get(m.bytes_kind, m.bytes_kind)}) | {_fmt(m.latency_ms, '.3f')} | "
             f"{_fmt(m.macs)} | {tail} |")  # fmt: skip
+
+
+def uses_val(result: AdviceResult) -> bool:
+    """Whether the search selected on a validation split (not on the test split)."""
+    return result.settings.get("eval_split", "test") == "val"
 
 
 def render_markdown(result: AdviceResult) -> str:
@@ -73,22 +86,41 @@ def render_markdown(result: AdviceResult) -> str:
     if result.recipe_path is not None:
         lines += [f"Reproduce: `nnshrink run {result.recipe_path.name} --out run` "
                   f"(in `{result.out_dir}`).", ""]  # fmt: skip
+    val = uses_val(result)
+    if val:
+        n = result.settings.get("val_size")
+        lines += [f"Selection: top-1 on a validation split (the last {n:,} training samples, "
+                  "never trained on); the budget's drop is judged there. The chosen (or closest) "
+                  "candidate and the baseline were then measured once on the test split: that "
+                  "is the accuracy to report.", ""]  # fmt: skip
+        head = ("| candidate | val top-1 (selection) | val drop (pt) | test top-1 (reported) | "
+                "test drop (pt) | bytes | latency (ms) | MACs | budget |")  # fmt: skip
+        rule = "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    else:
+        lines += ["Selection on the test split (`val_size=0`): the chosen accuracy is the best "
+                  "of several on the same data, so it is optimistic.", ""]  # fmt: skip
+        head = "| candidate | test top-1 (selection) | drop (pt) | bytes | latency (ms) | MACs | budget |"
+        rule = "|---|---:|---:|---:|---:|---:|---|"
+    base_test = result.baseline_test_top1
+
+    def test_of(top: float | None) -> tuple[float | None, float | None] | None:
+        return (top, base_test) if val else None
+
     lines += [
         f"Search: {len(result.evaluations)} runs in {result.seconds:.0f} s; rungs (training "
-        f"samples): {result.settings.get('rungs')}.", "",
-        "| candidate | top-1 | drop (pt) | bytes | latency (ms) | MACs | budget |",
-        "|---|---:|---:|---:|---:|---:|---|",
-        _row("baseline", result.baseline, result.baseline.top1, "-"),
+        f"samples): {result.settings.get('rungs')}.", "", head, rule,
+        _row("baseline", result.baseline, result.baseline.top1, "-", test_of(base_test)),
     ]  # fmt: skip
     measured = [e for e in result.evaluations if e.measurement is not None]
     front = set(pareto_indices([e.measurement for e in measured]))
     for i, e in enumerate(measured):
         verdict = "meets" if e.meets else "; ".join(e.violations)
         mark = (" **chosen**" if e is result.chosen else "") + (" (Pareto)" if i in front else "")
-        lines.append(_row(e.label + mark, e.measurement, result.baseline.top1, verdict))
+        lines.append(_row(e.label + mark, e.measurement, result.baseline.top1, verdict,
+                          test_of(e.test_top1)))  # fmt: skip
     for e in result.evaluations:
         if e.measurement is None:
-            lines.append(f"| {e.label} | failed: {e.error} | | | | | |")
+            lines.append(f"| {e.label} | failed: {e.error} |" + " |" * (rule.count("|") - 3))
     lines += ["", "`@rN`: successive-halving rung N. Bytes: the deployable file (kind in "
               "brackets). Latency: median of 20 runs.", "",
               "## Zero-shot screening (technique stages only, no training)", "",
@@ -100,6 +132,16 @@ def render_markdown(result: AdviceResult) -> str:
         kept = "yes" if s.kept else f"no: {s.reason}"
         lines.append(f"| {s.candidate.name} | {s.candidate.family} | {top1} | {_fmt(m.bytes)} | "
                      f"{_fmt(m.latency_ms, '.3f')} | {_fmt(m.macs)} | {kept} |")  # fmt: skip
+    note = result.settings.get("sensitivity")
+    if result.sensitivity is not None:
+        lines += ["", "## Per-layer sensitivity (one layer compressed alone, no training)", "",
+                  f"Top-1 drop in points on the selection data ({note}); `N bit`: k-means "
+                  "sharing, `sp S`: magnitude pruning to sparsity S, `ch -R`: a fraction R of "
+                  "the output channels removed. The `*-sens` candidates take their per-layer "
+                  "settings from this table: the least summed drop that fits the budget.", "",
+                  result.sensitivity.to_markdown()]  # fmt: skip
+    elif note:
+        lines += ["", f"Per-layer sensitivity: {note}."]
     lines += ["", "## Where the baseline's time goes (eager, per layer)", "",
               "| layer | type | ms | share |", "|---|---|---:|---:|"]  # fmt: skip
     for r in result.latency_share[:12]:
@@ -117,6 +159,8 @@ def to_json(result: AdviceResult) -> dict[str, Any]:
         "message": result.message,
         "budget": result.budget.to_dict(),
         "baseline": result.baseline.to_dict(),
+        "baseline_test_top1": result.baseline_test_top1,
+        "selection_split": result.settings.get("eval_split", "test"),
         "chosen": result.chosen.to_dict() if result.chosen else None,
         "closest": result.closest.to_dict() if result.closest else None,
         "recipe": str(result.recipe_path) if result.recipe_path else None,
@@ -124,6 +168,7 @@ def to_json(result: AdviceResult) -> dict[str, Any]:
         "evaluations": [e.to_dict() for e in result.evaluations],
         "screened": [s.to_dict() for s in result.screened],
         "latency_share": [vars(r) for r in result.latency_share],
+        "sensitivity": result.sensitivity.to_dict() if result.sensitivity else None,
         "seconds": result.seconds,
         "settings": result.settings,
         "environment": environment(result.settings.get("seed")),
@@ -190,8 +235,11 @@ def write_report(result: AdviceResult) -> None:
         if e is None:
             continue
         m = e.measurement
+        accuracy = f"top-1 {100 * (m.top1 or 0):.2f}%"
+        if uses_val(result):
+            accuracy = f"val {accuracy} (selection), test top-1 {_pct(e.test_top1)}"
         header = (f"nnshrink advise: {what} candidate {e.label} ({e.candidate.family})\n"
-                  f"measured: top-1 {100 * (m.top1 or 0):.2f}%, {m.bytes:,} bytes "
+                  f"measured: {accuracy}, {m.bytes:,} bytes "
                   f"({BYTES_KINDS.get(m.bytes_kind, m.bytes_kind)}), latency "
                   f"{_fmt(m.latency_ms, '.3f')} ms, {m.macs:,} MACs\n"
                   f"run it with: nnshrink run {name} --out <dir>")  # fmt: skip

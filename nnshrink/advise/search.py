@@ -38,6 +38,10 @@ class Evaluation:
         recipe: the recipe (dict) that produced it.
         artifact: the file whose size is ``measurement.bytes``.
         error: why the run failed, if it did.
+        test_top1: top-1 on the test split, measured once after the choice for the chosen and
+            the closest candidate (``None`` for the others); ``measurement.top1`` is on the
+            split the search selects on (validation, unless the advisor ran with
+            ``val_size=0``).
     """
 
     candidate: Candidate
@@ -53,6 +57,7 @@ class Evaluation:
     error: str | None = None
     excess: float = math.inf
     resource_ok: bool = False
+    test_top1: float | None = None
 
     @property
     def label(self) -> str:
@@ -69,7 +74,7 @@ class Evaluation:
             "out_dir": self.out_dir, "artifact": self.artifact, "error": self.error,
             "recipe": self.recipe,
             "excess": None if math.isinf(self.excess) else self.excess,
-            "resource_ok": self.resource_ok,
+            "resource_ok": self.resource_ok, "test_top1": self.test_top1,
         }  # fmt: skip
 
 

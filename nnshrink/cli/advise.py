@@ -34,9 +34,16 @@ def register(subparsers) -> None:
     p.add_argument("--time-limit", type=float, default=600.0, help="search time limit (s)")
     p.add_argument("--no-finetune", action="store_true",
                    help="no training data: PTQ, SVD/Tucker and k-means without fine-tuning")  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, help="use only the first N test samples")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N validation / test samples")  # fmt: skip
+    p.add_argument("--val-size", type=int, default=5000,
+                   help="select on the last N training samples (held out from fine-tuning) and "
+                   "report the choice on the test split; 0 selects on the test split")  # fmt: skip
     p.add_argument("--train-limit", type=int, default=None,
                    help="use at most N training samples for fine-tuning")  # fmt: skip
+    p.add_argument("--no-sensitivity", action="store_true",
+                   help="skip the per-layer sensitivity scan and its per-layer (*-sens) "
+                   "candidates")  # fmt: skip
     p.add_argument("--train-batch-size", type=int, default=64, help="fine-tuning batch size")
     p.add_argument("--max-candidates", type=int, default=8, help="candidates in the first rung")
     p.add_argument("--seed", type=int, default=0, help="recipe seed")
@@ -60,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             max_drop=args.max_drop, time_limit_s=args.time_limit, finetune=not args.no_finetune,
         )  # fmt: skip
         budget.require_limit()
+        if args.val_size < 0:
+            raise BudgetError(f"--val-size must be >= 0, got {args.val_size}")
     except BudgetError as exc:
         raise CLIError(str(exc)) from None
     model, _ = load_model_arg(args.checkpoint)
@@ -71,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
         result = advise(
             model, args.data, budget, out_dir=args.out, seed=args.seed, progress=not args.json,
             limit=args.limit, train_limit=args.train_limit, batch_size=args.train_batch_size,
-            data_root=args.data_root, max_candidates=args.max_candidates, log=log,
+            data_root=args.data_root, max_candidates=args.max_candidates,
+            val_size=args.val_size, sensitivity=not args.no_sensitivity, log=log,
         )  # fmt: skip
-    except DataNotFoundError as exc:
+    except (DataNotFoundError, BudgetError) as exc:
         raise CLIError(str(exc)) from None
     import json
 

@@ -1,6 +1,7 @@
 """Data sets from local files (never downloaded), held in memory as tensors."""
 
 from .datasets import (
+    VAL_SIZE,
     Dataset,
     TensorLoader,
     augment,
@@ -13,6 +14,7 @@ from .datasets import (
 from .readers import DataNotFoundError, read_cifar10, read_fashion_mnist, read_idx, read_mnist
 
 __all__ = [
+    "VAL_SIZE",
     "DataNotFoundError",
     "Dataset",
     "TensorLoader",

@@ -25,6 +25,10 @@ _STATS = {
 }
 _SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 _CACHE: dict[tuple[str, str, str], Dataset] = {}
+SPLITS = ("train", "test", "val")
+# The validation split is the *last* VAL_SIZE training samples (no shuffle in the carve): a
+# loader with ``holdout=VAL_SIZE`` trains on the rest, so the two never overlap.
+VAL_SIZE = 5000
 
 
 @dataclasses.dataclass
@@ -63,27 +67,52 @@ def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return _STATS[name]
 
 
-def load(name: str, split: str = "train", root: str | os.PathLike | None = None) -> Dataset:
+def load(
+    name: str,
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    *,
+    val_size: int = VAL_SIZE,
+) -> Dataset:
     """Load a whole split into memory (cached per process).
 
     Args:
         name: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
-        split: ``"train"`` (60k / 50k samples) or ``"test"`` (10k).
+        split: ``"train"`` (all 60k / 50k training samples), ``"test"`` (10k) or ``"val"`` (the
+            last ``val_size`` training samples, held out from training with
+            ``loader(..., holdout=val_size)``).
         root: directory with the data files; ``None`` uses the default location of each set.
+        val_size: samples in the ``"val"`` split.
 
     Example:
         >>> ds = load("mnist", "test")  # doctest: +SKIP
         >>> ds.images.shape
         torch.Size([10000, 1, 28, 28])
+        >>> len(load("mnist", "val", val_size=5000))  # doctest: +SKIP
+        5000
     """
     _check_name(name)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "val":
+        train = load(name, "train", root)
+        if isinstance(val_size, int) and val_size == 0:
+            raise ValueError("val_size must be >= 1 for the 'val' split")
+        lo = len(train) - _check_holdout(val_size, len(train), "val_size")
+        # tensor slices are views: no copy, and the cache keeps one copy of the training set
+        return Dataset(name, "val", train.images[lo:], train.labels[lo:], train.num_classes)
     key = (name, split, str(root))
     if key not in _CACHE:
         images, labels = _READERS[name](split, root)
         _CACHE[key] = Dataset(name, split, torch.from_numpy(images), torch.from_numpy(labels))
     return _CACHE[key]
+
+
+def _check_holdout(value: int, total: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < total:
+        raise ValueError(f"{what} must be an integer in [0, {total}) (training samples), got "
+                         f"{value!r}")  # fmt: skip
+    return value
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
@@ -222,6 +251,8 @@ def loader(
     limit: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    holdout: int = 0,
+    val_size: int = VAL_SIZE,
 ) -> TensorLoader:
     """A normalized loader over a whole split; ``train=True`` shuffles and augments.
 
@@ -230,19 +261,32 @@ def loader(
 
     Args:
         name: data set name (see :func:`names`).
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"test"`` or ``"val"`` (the last ``val_size`` training samples).
         batch_size: samples per batch.
         train: shuffle every epoch and augment.
         root: data directory override.
         seed: shuffle/augmentation seed.
         limit: use only the first ``limit`` samples (quick runs and tests).
         rank, world_size: shard for distributed data parallel training.
+        holdout: with ``split="train"``, leave out the last ``holdout`` samples (pass the
+            ``val_size`` of the ``"val"`` loader: training then never sees a validation sample).
+            ``limit`` counts from the start of what is left.
+        val_size: samples of the ``"val"`` split.
 
     Example:
         >>> test = loader("mnist", "test", 256, limit=1000)  # doctest: +SKIP
+        >>> train = loader("mnist", "train", holdout=5000, train=True)  # doctest: +SKIP
+        >>> val = loader("mnist", "val", 1000, val_size=5000)  # doctest: +SKIP
+        >>> train.num_samples + val.num_samples  # doctest: +SKIP
+        60000
     """
-    ds = load(name, split, root)
+    ds = load(name, split, root, val_size=val_size)
     images, labels = ds.images, ds.labels
+    if holdout:
+        if split != "train":
+            raise ValueError(f"holdout applies to the 'train' split only, not {split!r}")
+        keep = len(labels) - _check_holdout(holdout, len(labels), "holdout")
+        images, labels = images[:keep], labels[:keep]
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     mean, std = _STATS[name]

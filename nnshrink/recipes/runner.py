@@ -18,6 +18,7 @@ from torch import nn
 
 from ..core.registry import compress_
 from ..data import DataNotFoundError, input_shape, loader
+from ..data.datasets import VAL_SIZE
 from ..io import ArchitectureError, load_checkpoint, save_checkpoint
 from ..metrics import file_bytes, snapshot
 from ..models import create
@@ -79,18 +80,23 @@ class _Run:
         # Under torchrun every rank runs the recipe; training data is sharded by rank,
         # gradients are averaged by DDP, and only rank 0 writes files.
         self.dist = init_distributed()
+        # eval_split "val": measure on the last val_size training samples, train on the rest
+        val = data.get("eval_split", "test") == "val"
+        split = {"holdout": data.get("val_size", VAL_SIZE)} if val else {}
+        self.eval_split = "val" if val else "test"
         try:
             self.train_loader = loader(
                 data["name"], "train", data.get("batch_size", 128), train=True,
                 root=data.get("root"), seed=recipe.seed, limit=data.get("train_limit"),
-                rank=self.dist.rank, world_size=self.dist.world_size,
+                rank=self.dist.rank, world_size=self.dist.world_size, **split,
             )  # fmt: skip
             self.test_loader = loader(
-                data["name"], "test", 1000, root=data.get("root"), limit=data.get("limit")
-            )
+                data["name"], self.eval_split, 1000, root=data.get("root"),
+                limit=data.get("limit"), val_size=data.get("val_size", VAL_SIZE),
+            )  # fmt: skip
             calib = loader(data["name"], "train", data.get("batch_size", 128), root=data.get("root"),
-                           limit=data.get("train_limit"))  # fmt: skip
-        except DataNotFoundError as exc:
+                           limit=data.get("train_limit"), **split)  # fmt: skip
+        except (DataNotFoundError, ValueError) as exc:  # ValueError: val_size >= training set
             raise RecipeError(f"data: {exc}") from None
         self.example_batch = next(iter(calib))[0]
         self.latency_input = torch.zeros(self.latency_batch, *input_shape(data["name"]))
@@ -324,6 +330,7 @@ def _write_reports(recipe: Recipe, out: Path, model: nn.Module, state) -> RunRes
     report = {
         "recipe": recipe.source,
         "environment": environment(recipe.seed),
+        "eval_split": recipe.data.get("eval_split", "test"),
         "rows": rows,
         "stages": state["finished"],
         "plots": [p.name for p in plots],
@@ -331,7 +338,12 @@ def _write_reports(recipe: Recipe, out: Path, model: nn.Module, state) -> RunRes
     report_json = out / "report.json"
     atomic_write_bytes(report_json, json.dumps(_json_safe(report), indent=1).encode())
     report_md = out / "report.md"
-    atomic_write_bytes(report_md, render_markdown(recipe.name, rows, state, plots).encode())
+    text = render_markdown(recipe.name, rows, state, plots)
+    if report["eval_split"] == "val":
+        val_size = recipe.data.get("val_size", VAL_SIZE)
+        text += (f"\nTop-1 is on the validation split: the last {val_size:,} training samples, "
+                 "which training did not see.\n")  # fmt: skip
+    atomic_write_bytes(report_md, text.encode())
     return RunResult(model, rows, out, report_json, report_md)
 
 

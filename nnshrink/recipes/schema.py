@@ -14,6 +14,11 @@ A recipe names a model, a data set and an ordered list of stages::
       - encode: {}
       - export: {format: onnx}
 
+``data`` may also hold ``limit`` (evaluation samples), ``train_limit`` (training samples),
+``eval_split: test | val`` (default ``test``) and ``val_size`` (default 5000): with
+``eval_split: val`` every top-1 is measured on the last ``val_size`` training samples and the
+training / calibration data are the training samples before them (no overlap).
+
 Technique stages (``prune``, ``quantize``, ``share``, ``decompose``, ``compact``) hold a technique
 config: ``type`` is its registered kind and the other keys its fields, checked by
 :meth:`nnshrink.core.Config.from_dict`. The other stages have their own small schemas below.
@@ -149,7 +154,8 @@ class Recipe:
 
 _TOP_KEYS = {"name", "model", "data", "stages", "seed", "measure"}
 _MODEL_KEYS = {"name", "checkpoint", "kwargs"}
-_DATA_KEYS = {"name", "root", "batch_size", "limit", "train_limit"}
+_DATA_KEYS = {"name", "root", "batch_size", "limit", "train_limit", "eval_split", "val_size"}
+EVAL_SPLITS = ("test", "val")
 _MEASURE_KEYS = {"latency", "runs", "threads", "batch_size"}
 
 
@@ -213,7 +219,14 @@ def parse_recipe(source: dict[str, Any], base_dir: str | os.PathLike | None = No
     _check_keys("data", data, _DATA_KEYS)
     if data.get("name") not in data_names():
         raise RecipeError(f"data.name: {data.get('name')!r} is not one of {data_names()}")
-    for key in ("batch_size", "limit", "train_limit"):
+    if data.get("eval_split", "test") not in EVAL_SPLITS:
+        raise RecipeError(
+            f"data.eval_split: expected one of {list(EVAL_SPLITS)} ('val': measure top-1 on the "
+            f"last val_size training samples and train on the rest), got {data['eval_split']!r}"
+        )
+    if "val_size" in data and data.get("eval_split", "test") != "val":
+        raise RecipeError("data.val_size: only used with eval_split: val (add it or drop val_size)")
+    for key in ("batch_size", "limit", "train_limit", "val_size"):
         value = data.get(key)
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or value < 1

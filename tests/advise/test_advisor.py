@@ -1,13 +1,14 @@
 """advise() end to end on a small trained model: the issue's tests.
 
 Oracles: the chosen artifact is loaded back and measured again independently (top-1 on the same
-test slice, the file's size, MACs counted on the loaded model) and compared with the budget by
-plain comparisons; the emitted recipe is run again with ``run_recipe`` and must give the same
+validation slice the search selected on and on the test slice it reports, the file's size, MACs
+counted on the loaded model) and compared with the budget by plain comparisons; the emitted recipe is run again with ``run_recipe`` and must give the same
 bytes and the same accuracy (within a small tolerance).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,14 +40,15 @@ def trained(tmp_path_factory):
     return path
 
 
-def _top1(model):
-    return evaluate(model, loader("mnist", "test", 1000, limit=LIMIT))["top1"]
+def _top1(model, split="test"):
+    return evaluate(model, loader("mnist", split, 1000, limit=LIMIT))["top1"]
 
 
 @needs_mnist
 @pytest.mark.slow
 def test_storage_budget_chosen_meets_it_and_recipe_reproduces_it(trained, tmp_path):
-    baseline_top1 = _top1(load_checkpoint(trained)[0])
+    baseline = load_checkpoint(trained)[0]
+    baseline_val, baseline_test = _top1(baseline, "val"), _top1(baseline)
     budget = Budget(max_bytes=60_000, max_drop=6.0, time_limit_s=60, threads=1)
     res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
                  train_limit=TRAIN_LIMIT, max_candidates=2, rungs=2, extra_rungs=0, progress=False,
@@ -58,19 +60,42 @@ def test_storage_budget_chosen_meets_it_and_recipe_reproduces_it(trained, tmp_pa
     artifact = Path(res.chosen.artifact)
     assert artifact.name == "model.nns" and artifact.parent == Path(res.chosen.out_dir)
     assert artifact.stat().st_size == chosen.bytes <= 60_000
-    top1 = _top1(load_nns(artifact))
-    assert top1 == pytest.approx(chosen.top1, abs=1e-9)
-    assert 100 * (baseline_top1 - top1) <= 6.0
+    # selected on validation (the drop is judged there), reported on test
+    assert res.settings["eval_split"] == "val" and res.settings["val_size"] == 5000
+    assert res.baseline.top1 == pytest.approx(baseline_val, abs=1e-9)
+    assert res.baseline_test_top1 == pytest.approx(baseline_test, abs=1e-9)
+    val_top1 = _top1(load_nns(artifact), "val")
+    assert val_top1 == pytest.approx(chosen.top1, abs=1e-9)
+    assert 100 * (baseline_val - val_top1) <= 6.0
+    assert _top1(load_nns(artifact)) == pytest.approx(res.chosen.test_top1, abs=1e-9)
+    assert res.chosen.test_top1 != chosen.top1  # two different slices of data
+    assert all(e.recipe["data"]["eval_split"] == "val" for e in res.evaluations)
     # the emitted recipe reproduces it (bit for bit at one thread: with more intra-op threads
     # the k-means centroid fine-tune's scatter-add sums in a varying order)
     recipe = load_recipe(res.recipe_path)
     assert recipe.model["checkpoint"].endswith("baseline.safetensors")
+    assert recipe.data["eval_split"] == "val" and recipe.data["val_size"] == 5000
     rerun = run_recipe(recipe, tmp_path / "rerun", progress=False, log=lambda _l: None)
     again = tmp_path / "rerun" / "model.nns"
     assert again.stat().st_size == chosen.bytes
     assert rerun.rows[-1]["top1"] == pytest.approx(chosen.top1, abs=0.005)
     for name in ("advice.md", "advice.json", "pareto.png", "recipe.yaml"):
         assert (tmp_path / "adv" / name).is_file()
+    md = (tmp_path / "adv" / "advice.md").read_text()
+    assert "val top-1 (selection)" in md and "test top-1 (reported)" in md
+    assert f"{100 * res.chosen.test_top1:.2f}%" in md
+    # the per-layer sensitivity was measured (on val) and produced a candidate with per-layer
+    # settings, screened with the others; its table is in the report
+    assert res.sensitivity is not None
+    assert [r.name for r in res.sensitivity.layers] == ["1", "3", "5"]
+    sens = [s for s in res.screened if s.candidate.name.endswith("-sens")]
+    assert sens and "per_layer" in sens[0].candidate.stages[-3]["share"]
+    assert "## Per-layer sensitivity" in md and "| 1 | 235,200 |" in md
+    report = json.loads((tmp_path / "adv" / "advice.json").read_text())
+    assert report["sensitivity"]["samples"] == LIMIT
+    assert report["selection_split"] == "val"
+    assert report["chosen"]["test_top1"] == res.chosen.test_top1
+    assert report["chosen"]["measurement"]["top1"] == chosen.top1
 
 
 @needs_mnist
@@ -79,19 +104,22 @@ def test_macs_budget_without_data_uses_data_free_methods(trained, tmp_path):
     base_macs = count_macs(load_checkpoint(trained)[0], (torch.zeros(1, 1, 28, 28),))
     budget = Budget(max_macs=int(0.6 * base_macs), time_limit_s=30, finetune=False, threads=1)
     res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
-                 max_candidates=2, progress=False, log=None)  # fmt: skip
+                 max_candidates=2, sensitivity=False, progress=False, log=None)  # fmt: skip
+    assert res.sensitivity is None and res.settings["sensitivity"] == "off"
     assert res.chosen is not None, res.message
     assert all(not e.candidate.trains for e in res.evaluations)
     model, _ = load_checkpoint(res.chosen.artifact)
     assert count_macs(model, (torch.zeros(1, 1, 28, 28),)) <= 0.6 * base_macs
-    assert _top1(model) == pytest.approx(res.chosen.measurement.top1, abs=1e-9)
+    assert _top1(model, "val") == pytest.approx(res.chosen.measurement.top1, abs=1e-9)
+    assert _top1(model) == pytest.approx(res.chosen.test_top1, abs=1e-9)
 
 
 @needs_mnist
 def test_impossible_budget_is_reported_not_chosen(trained, tmp_path):
     budget = Budget(max_bytes=10, time_limit_s=20, threads=1)
     res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
-                 train_limit=TRAIN_LIMIT, max_candidates=1, rungs=1, progress=False, log=None)  # fmt: skip
+                 train_limit=TRAIN_LIMIT, max_candidates=1, rungs=1, sensitivity=False,
+                 progress=False, log=None)  # fmt: skip
     assert res.chosen is None and res.recipe_path is None
     assert res.closest is not None and not res.closest.meets
     assert res.closest.measurement.bytes > 10
@@ -99,3 +127,27 @@ def test_impossible_budget_is_reported_not_chosen(trained, tmp_path):
     assert "no candidate meets the budget" in (tmp_path / "adv" / "advice.md").read_text()
     assert not (tmp_path / "adv" / "recipe.yaml").exists()
     assert (tmp_path / "adv" / "closest-recipe.yaml").is_file()
+
+
+@needs_mnist
+def test_val_size_zero_selects_on_the_test_split(trained, tmp_path):
+    budget = Budget(max_bytes=10, time_limit_s=20, threads=1)
+    res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
+                 train_limit=TRAIN_LIMIT, max_candidates=1, rungs=1, val_size=0,
+                 sensitivity=False, progress=False, log=None)  # fmt: skip
+    assert res.settings["eval_split"] == "test"
+    assert res.baseline.top1 == pytest.approx(_top1(load_checkpoint(trained)[0]), abs=1e-9)
+    assert res.closest.test_top1 == res.closest.measurement.top1
+    assert "eval_split" not in res.closest.recipe["data"]
+    md = (tmp_path / "adv" / "advice.md").read_text()
+    assert "Selection on the test split" in md and "test top-1 (reported)" not in md
+
+
+@needs_mnist
+def test_bad_val_size_is_refused_before_any_work(tmp_path):
+    from nnshrink.advise import BudgetError
+
+    with pytest.raises(BudgetError, match="val_size"):
+        advise(create("lenet300"), "mnist", Budget(max_bytes=10), out_dir=tmp_path / "a",
+               val_size=-1, progress=False, log=None)  # fmt: skip
+    assert not (tmp_path / "a").exists()

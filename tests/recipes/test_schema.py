@@ -62,3 +62,23 @@ def test_yaml_file_and_presets(tmp_path):
 def test_every_shipped_preset_validates(name):
     recipe = load_recipe(name)
     assert recipe.stages
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"eval_split": "valid"}, r"data.eval_split: expected one of \['test', 'val'\]"),
+        ({"eval_split": "val", "val_size": 0}, "data.val_size: expected a positive integer"),
+        ({"eval_split": "val", "val_size": "5k"}, "data.val_size: expected a positive integer"),
+        ({"val_size": 5000}, "data.val_size: only used with eval_split: val"),
+    ],
+)
+def test_eval_split_keys_are_validated(tiny_recipe, data, message):
+    tiny_recipe["data"].update(data)
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(tiny_recipe)
+
+
+def test_eval_split_val_parses(tiny_recipe):
+    tiny_recipe["data"].update(eval_split="val", val_size=1000)
+    assert parse_recipe(tiny_recipe).data["eval_split"] == "val"
