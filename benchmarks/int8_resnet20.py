@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -133,6 +134,7 @@ def main() -> None:
     p.add_argument("--data-root", default=None, help="Fashion-MNIST directory (default location)")
     p.add_argument("--runs", type=int, default=20, help="timed calls per path per round (b1)")
     p.add_argument("--rounds", type=int, default=40, help="alternating rounds over the paths")
+    p.add_argument("--repeats", type=int, default=1, help="repeat the whole latency part")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS / "int8_resnet20.json")
@@ -141,8 +143,19 @@ def main() -> None:
     out = {
         "machine": environment(),
         "setup": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "latency": latency_part(args),
     }
+    # whole latency measurement repeated: the spread of the ratios between repeats is the noise
+    repeats = [latency_part(args) for _ in range(args.repeats)]
+    out["latency"] = repeats[0]
+    out["latency_repeats"] = repeats
+    out["ratio_medians"] = {
+        f"{r['path']} b{r['batch']}": statistics.median(
+            x["latency_ratio"] for rep in repeats for x in rep
+            if x["path"] == r["path"] and x["batch"] == r["batch"]
+        )
+        for r in repeats[0] if "latency_ratio" in r
+    }  # fmt: skip
+    print(out["ratio_medians"])
     if not args.skip_accuracy:
         out["accuracy"] = accuracy_part(args)
         for r in out["accuracy"]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import time
 from pathlib import Path
 
@@ -44,15 +45,26 @@ from nnshrink.utils import environment
 RESULTS = Path(__file__).parent / "results" / "lowrank_latency.json"
 
 
-def interleaved(fns: dict, *, rounds: int, runs: int, warmup: int = 3) -> dict[str, dict]:
+def interleaved(
+    fns: dict, *, rounds: int, runs: int, warmup: int = 3, seed: int = 0
+) -> dict[str, dict]:
     """Pooled median and 10th percentile (ms) per callable, timed in alternating short rounds
-    so that load from other processes falls on every variant alike."""
+    so that load from other processes falls on every variant alike.
+
+    The order of the variants is shuffled every round (seeded): a runtime whose worker threads
+    keep spinning after a call (ONNX Runtime, OpenMP) slows whatever runs right after it, and a
+    fixed order would always hand that penalty to the same variant.
+    """
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    rng = random.Random(seed)
+    order = list(fns)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        rng.shuffle(order)
+        for name in order:
+            fn = fns[name]
             for _ in range(runs):
                 t0 = time.perf_counter()
                 fn()

@@ -41,9 +41,12 @@ RESULTS = Path(__file__).parent / "results" / "structured_vs_torch_pruning.json"
 TOOLS = ("nnshrink", "torch-pruning")
 
 
-def prune_nnshrink(model: nn.Module, x: torch.Tensor, target: int, round_to: int) -> dict:
+def prune_nnshrink(
+    model: nn.Module, x: torch.Tensor, target: int, round_to: int, global_ranking: bool = False
+) -> dict:
     t0 = time.perf_counter()
-    config = ns.StructuredPruning(criterion="l2", target_macs=target, round_to=round_to)
+    config = ns.StructuredPruning(criterion="l2", target_macs=target, round_to=round_to,
+                                  global_ranking=global_ranking)  # fmt: skip
     summary = ns.compress_(model, config, example_inputs=x)
     return {"prune_seconds": round(time.perf_counter() - t0, 3), "steps": summary.steps}
 
@@ -116,7 +119,7 @@ def train_and_prune(args, record: dict) -> None:
     for tool in TOOLS:
         model = copy.deepcopy(dense)
         if tool == "nnshrink":
-            info = prune_nnshrink(model, x, macs // 2, args.round_to)
+            info = prune_nnshrink(model, x, macs // 2, args.round_to, args.global_ranking)
         else:
             model, info = prune_torch_pruning(model, x, macs // 2, args.round_to)
             if model is None:
@@ -171,6 +174,12 @@ def main() -> None:
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.1, help="dense peak LR; fine-tune uses lr/10")
     p.add_argument("--round-to", type=int, default=1)
+    p.add_argument(
+        "--global-ranking",
+        action="store_true",
+        help="nnshrink: rank channels across layers (lands closer to the MAC target "
+        "when --round-to makes the steps coarse)",
+    )
     p.add_argument("--limit", type=int, default=0, help="first N training images (0 = all)")
     p.add_argument("--test-limit", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
