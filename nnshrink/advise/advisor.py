@@ -39,6 +39,7 @@ from .search import Evaluation, choose, judge, rung_limits, split_resource, succ
 from .sensitivity import (
     SENS_BITS,
     SENS_CHANNELS,
+    SENS_RANKS,
     SENS_SPARSITIES,
     Sensitivity,
     measure_sensitivity,
@@ -364,6 +365,7 @@ def _sensitivity(model, budget: Budget, screen, calibration, split: str, say):
         "bits": SENS_BITS if storage else (),
         "sparsities": SENS_SPARSITIES if storage and budget.finetune else (),
         "channels": SENS_CHANNELS if speed and budget.finetune else (),
+        "ranks": SENS_RANKS if speed else (),
     }
     per_layer = sum(len(v) for v in scans.values())
     if not per_layer:

@@ -175,6 +175,52 @@ def struct_stages(
     return (prune, _finetune(epochs, lr, keep_zeros=False)) if finetune else (prune,)
 
 
+def lowrank_stages(
+    ratios: Mapping[str, float],
+    methods: Mapping[str, str],
+    finetune: bool,
+    epochs: int,
+    lr: float,
+) -> tuple[dict[str, Any], ...]:
+    """Recipe stages: one ``decompose`` stage per (method, MAC fraction) with its ``layers``
+    (+ fine-tune). Layers at 1.0 stay dense."""
+    groups: dict[tuple[str, float], list[str]] = {}
+    for name, r in ratios.items():
+        if r < 1.0:
+            groups.setdefault((methods[name], r), []).append(name)
+    stages: list[dict[str, Any]] = [
+        {"decompose": {"type": "low-rank", "method": method, "rank": "macs", "macs_ratio": r,
+                       "layers": names}}
+        for (method, r), names in sorted(groups.items())
+    ]  # fmt: skip
+    if finetune:
+        stages.append(_finetune(epochs, lr, keep_zeros=False))
+    return tuple(stages)
+
+
+def _speed_options(
+    rows: Sequence[LayerSensitivity], model_macs: int, table: str, dense: float
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[float]], float]:
+    """Allocator options for a MAC target from one per-layer table (``channels`` or ``rank``).
+
+    Returns ``(options, settings, fixed)``: per layer ``[(MACs not saved against its strongest
+    option, drop)]``, the setting of each option (``dense`` first), and the MACs no option can
+    remove (subtract them from the target).
+    """
+    opts, settings = {}, {}
+    stronger_first = table == "rank"  # a smaller kept fraction is stronger
+    for r in rows:
+        drops_table = getattr(r, table)
+        macs_table = getattr(r, "channel_macs" if table == "channels" else "rank_macs")
+        saved = {dense: 0, **{c: model_macs - m for c, m in macs_table.items()}}
+        drops = {dense: 0.0, **monotone(drops_table, stronger_first=stronger_first)}
+        top = max(saved.values())
+        opts[r.name] = [(top - saved[c], drops[c]) for c in saved]
+        settings[r.name] = list(saved)
+    fixed = model_macs - sum(max(c for c, _ in o) for o in opts.values())
+    return opts, settings, fixed
+
+
 def _scaled_search(
     make: Callable[[float], tuple[dict[str, Any], ...] | None],
     probe: Probe | None,
@@ -290,6 +336,20 @@ def sensitivity_candidates(
                                  "per-layer sparsity and k-means bits from the per-layer "
                                  "sensitivity scan (least summed val drop for the size)"))  # fmt: skip
     speed = budget.max_macs is not None or budget.max_latency_ms is not None
+
+    def value(m: Measurement) -> float | None:
+        # the tighter of the MAC and latency limits, as a fraction of the allowance
+        parts = []
+        if budget.max_macs is not None and m.macs is not None:
+            parts.append(m.macs / budget.max_macs)
+        if budget.max_latency_ms is not None:
+            if m.latency_ms is None:
+                return None
+            # 5 % margin: the refinement pushes towards the limit, and a trained run's
+            # latency is measured again (noise would otherwise fail it by a hair)
+            parts.append(m.latency_ms / (0.95 * budget.max_latency_ms))
+        return max(parts) if parts else None
+
     if speed and ft and any(r.channels for r in sens.layers) and baseline.macs:
         rows = [r for r in sens.layers if r.channels]
         target_macs = keep_fraction * baseline.macs
@@ -297,16 +357,8 @@ def sensitivity_candidates(
             target_macs = min(target_macs, budget.max_macs)
 
         def make_struct(target: float):
-            # cost: the MACs a layer's option does *not* save, against its strongest option
-            opts, settings = {}, {}
-            for r in rows:
-                saved = {0.0: 0, **{c: sens.macs - m for c, m in r.channel_macs.items()}}
-                drops = {0.0: 0.0, **monotone(r.channels)}
-                top = max(saved.values())
-                opts[r.name] = [(top - saved[c], drops[c]) for c in saved]
-                settings[r.name] = list(saved)
-            room = target - (sens.macs - sum(max(c for c, _ in o) for o in opts.values()))
-            picks = allocate(opts, room)
+            opts, settings, fixed = _speed_options(rows, sens.macs, "channels", 0.0)
+            picks = allocate(opts, target - fixed)
             if picks is None:
                 return None
             ratios = {r.name: settings[r.name][picks[r.name]] if r.name in picks else 0.0
@@ -315,22 +367,32 @@ def sensitivity_candidates(
                 return None
             return struct_stages(ratios, ft, epochs, lr)
 
-        def value(m: Measurement) -> float | None:
-            # the tighter of the MAC and latency limits, as a fraction of the allowance
-            parts = []
-            if budget.max_macs is not None and m.macs is not None:
-                parts.append(m.macs / budget.max_macs)
-            if budget.max_latency_ms is not None:
-                if m.latency_ms is None:
-                    return None
-                # 5 % margin: the refinement pushes towards the limit, and a trained run's
-                # latency is measured again (noise would otherwise fail it by a hair)
-                parts.append(m.latency_ms / (0.95 * budget.max_latency_ms))
-            return max(parts) if parts else None
-
         stages = _scaled_search(make_struct, probe, value, 1.0, target_macs)
         if stages is not None:
             out.append(Candidate("struct-sens-ft", "structured-sens", stages,
                                  "per-layer channel ratios from the per-layer structured "
+                                 "sensitivity scan (least summed val drop for the MACs)"))  # fmt: skip
+    if speed and any(r.rank for r in sens.layers) and baseline.macs:
+        rank_rows = [r for r in sens.layers if r.rank]
+        methods = {r.name: "tucker" if r.type == "Conv2d" else "svd" for r in rank_rows}
+        target_macs = keep_fraction * baseline.macs
+        if budget.max_macs is not None:
+            target_macs = min(target_macs, budget.max_macs)
+
+        def make_rank(target: float):
+            opts, settings, fixed = _speed_options(rank_rows, sens.macs, "rank", 1.0)
+            picks = allocate(opts, target - fixed)
+            if picks is None:
+                return None
+            ratios = {n: settings[n][i] for n, i in picks.items()}
+            if all(r >= 1.0 for r in ratios.values()):
+                return None
+            return lowrank_stages(ratios, methods, ft, epochs, lr)
+
+        stages = _scaled_search(make_rank, probe, value, 1.0, target_macs)
+        if stages is not None:
+            name = "lowrank-sens" + ("-ft" if ft else "")
+            out.append(Candidate(name, "low-rank-sens", stages,
+                                 "per-layer low-rank MAC fractions from the per-layer rank "
                                  "sensitivity scan (least summed val drop for the MACs)"))  # fmt: skip
     return out

@@ -9,7 +9,10 @@ measures the top-1 drop on a few validation batches:
 * **sparsity**: magnitude pruning of the layer alone
   (:func:`nnshrink.pruning.layer_sensitivity`);
 * **channels**: the layer's output channels removed by structured pruning (the same function
-  with ``structured=True``), with the MACs left after that edit.
+  with ``structured=True``), with the MACs left after that edit;
+* **rank**: the layer alone factorised at a fraction of its MACs (Tucker-2 for a grouped-free
+  conv larger than 1x1, SVD for a Linear; :class:`~nnshrink.lowrank.LowRank` with
+  ``rank="macs"``), with the model's MACs after that edit.
 
 :mod:`.allocation` turns the tables into candidates with per-layer settings.
 """
@@ -31,6 +34,7 @@ from ..core import eval_mode
 SENS_BITS = (8, 6, 5, 4, 3, 2)
 SENS_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
 SENS_CHANNELS = (0.2, 0.4, 0.6, 0.8)
+SENS_RANKS = (0.7, 0.5, 0.35, 0.25)  # fraction of the layer's MACs kept by the factorisation
 
 
 @dataclasses.dataclass
@@ -47,6 +51,9 @@ class LayerSensitivity:
         channels: ``{fraction of output channels removed: drop}`` (empty when the layer's
             channels cannot change alone, e.g. the output layer).
         channel_macs: ``{fraction: model MACs per sample after that edit}``.
+        rank: ``{fraction of the layer's MACs kept by a low-rank factorisation: drop}`` (empty
+            for layers that cannot be factorised: 1x1 or grouped convs).
+        rank_macs: ``{fraction: model MACs per sample after that factorisation}``.
     """
 
     name: str
@@ -57,6 +64,8 @@ class LayerSensitivity:
     sparsity: dict[float, float] = dataclasses.field(default_factory=dict)
     channels: dict[float, float] = dataclasses.field(default_factory=dict)
     channel_macs: dict[float, int] = dataclasses.field(default_factory=dict)
+    rank: dict[float, float] = dataclasses.field(default_factory=dict)
+    rank_macs: dict[float, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -76,17 +85,20 @@ class Sensitivity:
             "seconds": self.seconds,
             "layers": [{**dataclasses.asdict(r),
                         **{k: {str(x): v for x, v in getattr(r, k).items()}
-                           for k in ("bits", "sparsity", "channels", "channel_macs")}}
+                           for k in ("bits", "sparsity", "channels", "channel_macs", "rank",
+                                     "rank_macs")}}
                        for r in self.layers],
         }  # fmt: skip
 
     def to_markdown(self) -> str:
-        """One row per layer: the top-1 drop (points) at each bit width, sparsity, channel ratio."""
+        """One row per layer: the top-1 drop (points) at each bit width, sparsity, channel ratio
+        and low-rank MAC fraction."""
         bits = sorted({b for r in self.layers for b in r.bits}, reverse=True)
         sps = sorted({s for r in self.layers for s in r.sparsity})
         chs = sorted({c for r in self.layers for c in r.channels})
+        rks = sorted({k for r in self.layers for k in r.rank}, reverse=True)
         head = (["layer", "weights"] + [f"{b} bit" for b in bits] + [f"sp {s:g}" for s in sps]
-                + [f"ch -{c:g}" for c in chs])  # fmt: skip
+                + [f"ch -{c:g}" for c in chs] + [f"rank {k:g}" for k in rks])  # fmt: skip
         lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
 
         def cell(table: Mapping[Any, float], key: Any) -> str:
@@ -94,7 +106,8 @@ class Sensitivity:
 
         for r in self.layers:
             cells = ([r.name, f"{r.weights:,}"] + [cell(r.bits, b) for b in bits]
-                     + [cell(r.sparsity, s) for s in sps] + [cell(r.channels, c) for c in chs])  # fmt: skip
+                     + [cell(r.sparsity, s) for s in sps] + [cell(r.channels, c) for c in chs]
+                     + [cell(r.rank, k) for k in rks])  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -162,6 +175,7 @@ def measure_sensitivity(
     bits: Sequence[int] = SENS_BITS,
     sparsities: Sequence[float] = SENS_SPARSITIES,
     channels: Sequence[float] = SENS_CHANNELS,
+    ranks: Sequence[float] = (),
 ) -> Sensitivity:
     """Compress each Conv2d / Linear layer alone, without training, and measure the top-1 drop.
 
@@ -172,6 +186,8 @@ def measure_sensitivity(
         bits: k-means bit widths to try (empty: skip).
         sparsities: magnitude-pruning sparsities to try (empty: skip).
         channels: fractions of output channels to remove (empty: skip).
+        ranks: fractions of each layer's MACs kept by a low-rank factorisation (empty: skip;
+            :data:`SENS_RANKS` is the advisor's set).
 
     Example:
         >>> sens = measure_sensitivity(model, val_batches, x, channels=())  # doctest: +SKIP
@@ -206,6 +222,8 @@ def measure_sensitivity(
                     rows[n].sparsity = {s: base - v for s, v in zip(res.ratios, values)}
         if channels:
             _channel_scan(work, top1, example_inputs, channels, rows)
+        if ranks:
+            _rank_scan(work, top1, base, example, ranks, layers, rows)
         macs = int(count_macs(work, (example,)))
     return Sensitivity(base, macs, list(rows.values()), samples, time.monotonic() - t0)
 
@@ -239,3 +257,37 @@ def _channel_scan(model, top1, example_inputs, ratios, rows) -> None:
             if name in rows:
                 rows[name].channels[r] = res.baseline - value
                 rows[name].channel_macs[r] = macs
+
+
+def factorisation_method(module: nn.Module) -> str | None:
+    """``"tucker"`` for a conv that Tucker-2 can factorise, ``"svd"`` for a Linear, else ``None``.
+
+    Example:
+        >>> factorisation_method(nn.Conv2d(8, 8, 3)), factorisation_method(nn.Conv2d(8, 8, 1))
+        ('tucker', None)
+    """
+    if type(module) is nn.Linear:
+        return "svd"
+    if type(module) is nn.Conv2d and module.groups == 1 and module.kernel_size != (1, 1):
+        return "tucker"
+    return None
+
+
+def _rank_scan(model, top1, base, example, ratios, layers, rows) -> None:
+    """Each factorisable layer alone at each MAC fraction, on a copy of the model."""
+    from ..core import compress_
+    from ..lowrank import LowRank
+    from ..metrics import count_macs
+
+    for name, module in layers:
+        method = factorisation_method(module)
+        if method is None:
+            continue
+        for ratio in ratios:
+            trial = copy.deepcopy(model)
+            config = LowRank(method=method, rank="macs", macs_ratio=ratio, layers=(name,))
+            report = compress_(trial, config, example_inputs=example)
+            if not report.decomposed:  # no rank saves MACs at this ratio
+                continue
+            rows[name].rank[ratio] = base - top1(trial)
+            rows[name].rank_macs[ratio] = int(count_macs(trial, (example,)))

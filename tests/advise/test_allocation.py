@@ -168,3 +168,38 @@ def test_struct_candidate_prunes_each_layer_as_allocated(tiny_convnet):
         before = getattr(model, name).out_channels
         assert getattr(trial, name).out_channels == before - int(round(ratio * before)), name
     assert count_macs(trial, (torch.zeros(1, 1, 8, 8),)) <= budget.max_macs
+
+
+def test_lowrank_candidate_factorises_each_layer_as_allocated(tiny_convnet):
+    from nnshrink.core import Config
+    from nnshrink.metrics import count_macs
+    from nnshrink.recipes import parse_recipe
+
+    torch.manual_seed(0)
+    model = tiny_convnet.eval()
+    x = torch.randn(8, 1, 8, 8)
+    g = torch.Generator().manual_seed(3)
+    val = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))]
+    sens = measure_sensitivity(model, val, x, bits=(), sparsities=(), channels=(),
+                               ranks=(0.7, 0.5, 0.35))  # fmt: skip
+    rows = {r.name: r for r in sens.layers}
+    # conv1 has one input channel: Tucker-2 cannot save MACs there at any of these fractions
+    assert set(rows["conv2"].rank) == {0.7, 0.5, 0.35} and rows["fc"].rank
+    assert all(m < sens.macs for m in rows["conv2"].rank_macs.values())
+    budget = Budget(max_macs=int(0.8 * sens.macs), threads=1)
+
+    def probe(stages):
+        return zero_shot(model, stages, budget, (1, 8, 8), calibration=x, latency=False)
+
+    cands = sensitivity_candidates(budget, Measurement(macs=sens.macs), sens, probe=probe,
+                                   keep_fraction=0.8)  # fmt: skip
+    (cand,) = [c for c in cands if c.name == "lowrank-sens-ft"]
+    decompose = [s["decompose"] for s in cand.stages if "decompose" in s]
+    assert decompose and next(iter(cand.stages[-1])) == "finetune"
+    parse_recipe({"name": "t", "model": {"name": "lenet5"}, "data": {"name": "mnist"},
+                  "stages": list(cand.stages)})  # fmt: skip  (valid recipe stages)
+    trial = copy.deepcopy(model)
+    for body in decompose:
+        assert body["rank"] == "macs" and body["macs_ratio"] in rows[body["layers"][0]].rank
+        compress_(trial, Config.from_dict(body), example_inputs=x)
+    assert count_macs(trial, (torch.zeros(1, 1, 8, 8),)) <= budget.max_macs
