@@ -72,10 +72,23 @@ def baseline_checkpoint(name: str, data: str, work: Path, train_limit: int | Non
     return path
 
 
-def run_preset(preset: str, case_dir: Path, data: dict, budget: Budget, base_top1: float) -> dict:
-    """The preset's stages after its ``train`` stage, from the advisor's baseline checkpoint."""
+def run_preset(
+    preset: str,
+    case_dir: Path,
+    data: dict,
+    budget: Budget,
+    base_top1: float,
+    structure_only: bool = False,
+) -> dict:
+    """The preset's stages after its ``train`` stage, from the advisor's baseline checkpoint.
+
+    ``structure_only`` also drops its recovery stages (fine-tune, distill): bytes, MACs and
+    latency are set by the structure, so a preset that misses a resource limit is shown missing
+    it without the hours its recovery would take on this machine; its top-1 is then untrained.
+    """
     source = yaml.safe_load((PRESET_DIR / f"{preset}.yaml").read_text())
-    stages = [s for s in source["stages"] if next(iter(s)) != "train"]
+    skip = {"train"} | ({"finetune", "distill"} if structure_only else set())
+    stages = [s for s in source["stages"] if next(iter(s)) not in skip]
     stages = [s for s in stages if next(iter(s)) != "export"]  # the export is not measured
     recipe = {"name": f"{preset}-from-checkpoint", "model": {"checkpoint": BASELINE_FILE},
               "data": {**source["data"], **data, "eval_split": "val", "val_size": VAL_SIZE},
@@ -87,7 +100,8 @@ def run_preset(preset: str, case_dir: Path, data: dict, budget: Budget, base_top
                         progress=False, log=lambda _l: None)  # fmt: skip
     shape = input_shape(recipe["data"]["name"])
     m, artifact = measure_run(result, budget, shape)
-    return {"preset": preset, "stages": stages, "seconds": round(time.perf_counter() - t0, 1),
+    return {"preset": preset, "structure_only": structure_only, "stages": stages,
+            "seconds": round(time.perf_counter() - t0, 1),
             "measurement": m.to_dict(), "artifact": str(artifact),
             **judge(budget, m, base_top1)}  # fmt: skip
 
@@ -122,7 +136,8 @@ def run_case(spec: dict, ckpt: Path, work: Path, args) -> dict:
     }  # fmt: skip
     if not args.no_preset:
         data = {k: v for k, v in (("train_limit", args.train_limit), ("limit", args.limit)) if v}
-        record["preset"] = run_preset(spec["preset"], case_dir, data, budget, res.baseline.top1)
+        record["preset"] = run_preset(spec["preset"], case_dir, data, budget, res.baseline.top1,
+                                      structure_only=args.preset_structure_only)  # fmt: skip
     return record
 
 
@@ -177,7 +192,13 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="test samples (all)")
     p.add_argument("--max-candidates", type=int, default=8)
     p.add_argument("--work", default="runs/advise_budgets", help="checkpoints and run folders")
+    p.add_argument("--cases", default="", help="comma list of case names (default: all)")
     p.add_argument("--no-preset", action="store_true", help="skip the preset comparison")
+    p.add_argument(
+        "--preset-structure-only",
+        action="store_true",
+        help="run the preset without its recovery stages (resources only)",
+    )
     p.add_argument("--out", default=str(RESULTS / "advise_budgets.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -185,6 +206,8 @@ def main() -> None:
     records = []
     for name in args.models.split(","):
         for spec in CASES[name]:
+            if args.cases and spec["case"] not in args.cases.split(","):
+                continue
             ckpt = baseline_checkpoint(name, spec["data"], work, args.train_limit)
             record = run_case(spec, ckpt, work, args)
             print(json.dumps({k: record[k] for k in ("case", "message", "search_seconds")}))

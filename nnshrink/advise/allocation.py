@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics.latency import channel_block
 from .budget import Budget, Measurement
 from .candidates import Candidate, Probe, _finetune
 from .sensitivity import LayerSensitivity, Sensitivity
@@ -161,7 +162,7 @@ def storage_stages(
 
 
 def struct_stages(
-    ratios: Mapping[str, float], finetune: bool, epochs: int, lr: float
+    ratios: Mapping[str, float], finetune: bool, epochs: int, lr: float, round_to: int = 1
 ) -> tuple[dict[str, Any], ...]:
     """Recipe stages: structured pruning with per-layer channel ratios (+ fine-tune).
 
@@ -171,7 +172,8 @@ def struct_stages(
     claim its group) before its consumers.
     """
     prune = {"prune": {"type": "structured-pruning", "ratio": 0.0, "criterion": "l2",
-                       "per_layer": {_pattern(n): r for n, r in ratios.items()}}}  # fmt: skip
+                       "per_layer": {_pattern(n): r for n, r in ratios.items()},
+                       **({"round_to": round_to} if round_to > 1 else {})}}  # fmt: skip
     return (prune, _finetune(epochs, lr, keep_zeros=False)) if finetune else (prune,)
 
 
@@ -181,16 +183,17 @@ def lowrank_stages(
     finetune: bool,
     epochs: int,
     lr: float,
+    round_to: int = 1,
 ) -> tuple[dict[str, Any], ...]:
     """Recipe stages: one ``decompose`` stage per (method, MAC fraction) with its ``layers``
-    (+ fine-tune). Layers at 1.0 stay dense."""
+    (+ fine-tune; ranks in multiples of ``round_to``). Layers at 1.0 stay dense."""
     groups: dict[tuple[str, float], list[str]] = {}
     for name, r in ratios.items():
         if r < 1.0:
             groups.setdefault((methods[name], r), []).append(name)
     stages: list[dict[str, Any]] = [
         {"decompose": {"type": "low-rank", "method": method, "rank": "macs", "macs_ratio": r,
-                       "layers": names}}
+                       "layers": names, **({"round_to": round_to} if round_to > 1 else {})}}
         for (method, r), names in sorted(groups.items())
     ]  # fmt: skip
     if finetune:
@@ -336,6 +339,10 @@ def sensitivity_candidates(
                                  "per-layer sparsity and k-means bits from the per-layer "
                                  "sensitivity scan (least summed val drop for the size)"))  # fmt: skip
     speed = budget.max_macs is not None or budget.max_latency_ms is not None
+    # channel counts / ranks in the CPU's vector block for an ONNX Runtime latency budget (as
+    # the uniform candidates, see candidates._speed)
+    ort_latency = budget.max_latency_ms is not None and budget.runtime == "onnxruntime"
+    block = channel_block() if ort_latency else 1
 
     def value(m: Measurement) -> float | None:
         # the tighter of the MAC and latency limits, as a fraction of the allowance
@@ -365,7 +372,7 @@ def sensitivity_candidates(
                       for r in sens.layers}  # fmt: skip
             if not any(ratios.values()):
                 return None
-            return struct_stages(ratios, ft, epochs, lr)
+            return struct_stages(ratios, ft, epochs, lr, block)
 
         stages = _scaled_search(make_struct, probe, value, 1.0, target_macs)
         if stages is not None:
@@ -387,7 +394,7 @@ def sensitivity_candidates(
             ratios = {n: settings[n][i] for n, i in picks.items()}
             if all(r >= 1.0 for r in ratios.values()):
                 return None
-            return lowrank_stages(ratios, methods, ft, epochs, lr)
+            return lowrank_stages(ratios, methods, ft, epochs, lr, block)
 
         stages = _scaled_search(make_rank, probe, value, 1.0, target_macs)
         if stages is not None:

@@ -196,8 +196,14 @@ def test_lowrank_candidate_factorises_each_layer_as_allocated(tiny_convnet):
     (cand,) = [c for c in cands if c.name == "lowrank-sens-ft"]
     decompose = [s["decompose"] for s in cand.stages if "decompose" in s]
     assert decompose and next(iter(cand.stages[-1])) == "finetune"
-    parse_recipe({"name": "t", "model": {"name": "lenet5"}, "data": {"name": "mnist"},
-                  "stages": list(cand.stages)})  # fmt: skip  (valid recipe stages)
+    parse_recipe(
+        {
+            "name": "t",
+            "model": {"name": "lenet5"},
+            "data": {"name": "mnist"},
+            "stages": list(cand.stages),
+        }
+    )  # fmt: skip  (valid recipe stages)
     trial = copy.deepcopy(model)
     for body in decompose:
         assert body["rank"] == "macs" and body["macs_ratio"] in rows[body["layers"][0]].rank

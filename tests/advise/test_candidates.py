@@ -170,3 +170,18 @@ def test_speed_strengths_from_a_measuring_probe():
     none = generate(Budget(max_macs=10), BASE, CNN, probe=probe)
     assert {b["ratio"] for c in none for st in c.stages for b in st.values()
             if b.get("type") == "structured-pruning"} == {0.8}  # fmt: skip
+
+
+def test_onnxruntime_latency_candidates_keep_channels_in_the_cpu_block():
+    from nnshrink.metrics.latency import channel_block
+
+    def structural(cands):
+        return [body for c in cands for s in c.stages for body in s.values()
+                if body.get("type") in ("structured-pruning", "low-rank")]  # fmt: skip
+
+    ort = structural(generate(Budget(max_latency_ms=0.5), BASE, CNN))
+    assert ort and all(body["round_to"] == channel_block() for body in ort)
+    assert channel_block() in (8, 16)
+    # eager, or a MAC budget: no rounding (it would only take away choices)
+    for budget in (Budget(max_latency_ms=0.5, runtime="eager"), Budget(max_macs=800_000)):
+        assert all("round_to" not in body for body in structural(generate(budget, BASE, CNN)))
