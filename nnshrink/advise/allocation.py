@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics.latency import channel_block
 from .budget import Budget, Measurement
 from .candidates import Candidate, Probe, _finetune
 from .sensitivity import LayerSensitivity, Sensitivity
@@ -339,10 +338,9 @@ def sensitivity_candidates(
                                  "per-layer sparsity and k-means bits from the per-layer "
                                  "sensitivity scan (least summed val drop for the size)"))  # fmt: skip
     speed = budget.max_macs is not None or budget.max_latency_ms is not None
-    # channel counts / ranks in the CPU's vector block for an ONNX Runtime latency budget (as
-    # the uniform candidates, see candidates._speed)
-    ort_latency = budget.max_latency_ms is not None and budget.runtime == "onnxruntime"
-    block = channel_block() if ort_latency else 1
+    # per-layer allocations keep exact channel counts / ranks (the scan measured those); the
+    # uniform candidates add rounded variants for ONNX Runtime (candidates._speed)
+    block = 1
 
     def value(m: Measurement) -> float | None:
         # the tighter of the MAC and latency limits, as a fraction of the allowance

@@ -258,24 +258,10 @@ def _strengths(values: Sequence[float], estimate_ok: Callable[[float], bool],
     return list(values[first : first + count]) if first is not None else [values[-1]]
 
 
-def _speed(
-    budget: Budget,
-    base: Measurement,
-    traits: ModelTraits,
-    epochs: int,
-    lr: float,
-    probe: Probe | None,
-):
-    keep = _keep_fraction(budget, base)
+def _structural(budget, traits, keep, epochs, lr, probe, rounding, tag, ortq) -> list[Candidate]:
+    """Channel-pruning and low-rank candidates, channels/ranks rounded as ``rounding`` says."""
     out: list[Candidate] = []
     ft = budget.finetune
-    ortq = budget.max_latency_ms is not None and budget.runtime == "onnxruntime"
-
-    # ONNX Runtime runs channel counts in multiples of the CPU's vector block much faster
-    # (docs/results.md: a half-MAC ResNet-56 1.0x / 1.4x / 2.0x faster than dense at odd /
-    # 8 / 16 channels), so structural edits for an ORT latency budget keep to that multiple
-    block = channel_block() if ortq else 1
-    rounding = {"round_to": block} if block > 1 else {}
 
     def struct(r: float) -> Stages:
         return ({"prune": {"type": "structured-pruning", "ratio": r, "criterion": "l2",
@@ -288,17 +274,17 @@ def _speed(
                              budget, probe, 3)  # fmt: skip
         for i, r in enumerate(fitting):
             (prune,) = struct(r)
-            out.append(Candidate(f"struct{r:g}-ft", "structured",
+            out.append(Candidate(f"struct{r:g}{tag}-ft", "structured" + tag,
                                  (prune, _finetune(epochs, lr, keep_zeros=False)),
                                  "latency/MAC-bound: structured channel pruning + fine-tune"))  # fmt: skip
             if i == 0:
-                out.append(Candidate(f"struct{r:g}-kd", "structured", (prune, _distill(epochs, lr)),
+                out.append(Candidate(f"struct{r:g}{tag}-kd", "structured" + tag,
+                                     (prune, _distill(epochs, lr)),
                                      "structured pruning, distillation from the baseline as "
                                      "recovery"))  # fmt: skip
-        if ortq:
+        if ortq and not tag:
             r = max(0.1, round(fitting[0] - 0.2, 1))
-            prune = {"prune": {"type": "structured-pruning", "ratio": r, "criterion": "l2",
-                               **rounding}}  # fmt: skip
+            prune = {"prune": {"type": "structured-pruning", "ratio": r, "criterion": "l2"}}
             out.append(Candidate(f"struct{r:g}-ft-int8", "structured+int8",
                                  (prune, _finetune(epochs, lr, keep_zeros=False), _ptq()),
                                  "latency-bound in ONNX Runtime: lighter channel pruning, then "
@@ -317,13 +303,40 @@ def _speed(
                             lambda m: ({"decompose": lowrank(m)},), budget, probe, 2)  # fmt: skip
     for m in ratios:
         body = lowrank(m)
-        family, label = "low-rank", f"{body['method']}{m:g}"
+        family, label = "low-rank" + tag, f"{body['method']}{m:g}{tag}"
         stages: Stages = ({"decompose": body},)
         if ft:
             stages += (_finetune(epochs, lr, keep_zeros=False),)
         why = ("latency/MAC-bound: low-rank factorisation" + (" + fine-tune" if ft
                else " without fine-tune (no data)"))  # fmt: skip
         out.append(Candidate(label + ("-ft" if ft else ""), family, stages, why))
+    return out
+
+
+def _speed(
+    budget: Budget,
+    base: Measurement,
+    traits: ModelTraits,
+    epochs: int,
+    lr: float,
+    probe: Probe | None,
+):
+    keep = _keep_fraction(budget, base)
+    out: list[Candidate] = []
+    ft = budget.finetune
+    ortq = budget.max_latency_ms is not None and budget.runtime == "onnxruntime"
+
+    # ONNX Runtime runs channel counts in multiples of the CPU's vector block much faster
+    # (docs/results.md: a half-MAC ResNet-56 1.0x / 1.4x / 2.0x faster than dense at odd /
+    # 8 / 16 channels), but a narrow model cannot shrink in steps of 16 (ResNet-20's 16-channel
+    # stage): for an ORT latency budget both variants are proposed, and measured
+    block = channel_block() if ortq else 1
+    roundings: list[dict[str, int]] = [{}] + ([{"round_to": block}] if block > 1 else [])
+
+    for rounding in roundings:
+        tag = f"-c{rounding['round_to']}" if rounding else ""
+        out += _structural(budget, traits, keep, epochs, lr, probe, rounding, tag, ortq)
+
     if ft and traits.has_conv:
         out.append(Candidate("dwsep-ft", "compact",
                              ({"compact": {"type": "compact", "block": "dwsep"}},
