@@ -355,11 +355,12 @@ def sensitivity_candidates(
             parts.append(m.latency_ms / (0.95 * budget.max_latency_ms))
         return max(parts) if parts else None
 
+    target_macs = keep_fraction * (baseline.macs or 0)
+    if budget.max_macs is not None:
+        target_macs = min(target_macs, budget.max_macs)
+
     if speed and ft and any(r.channels for r in sens.layers) and baseline.macs:
         rows = [r for r in sens.layers if r.channels]
-        target_macs = keep_fraction * baseline.macs
-        if budget.max_macs is not None:
-            target_macs = min(target_macs, budget.max_macs)
 
         def make_struct(target: float):
             opts, settings, fixed = _speed_options(rows, sens.macs, "channels", 0.0)
@@ -380,9 +381,6 @@ def sensitivity_candidates(
     if speed and any(r.rank for r in sens.layers) and baseline.macs:
         rank_rows = [r for r in sens.layers if r.rank]
         methods = {r.name: "tucker" if r.type == "Conv2d" else "svd" for r in rank_rows}
-        target_macs = keep_fraction * baseline.macs
-        if budget.max_macs is not None:
-            target_macs = min(target_macs, budget.max_macs)
 
         def make_rank(target: float):
             opts, settings, fixed = _speed_options(rank_rows, sens.macs, "rank", 1.0)
