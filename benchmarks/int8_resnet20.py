@@ -20,13 +20,13 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from nnshrink import data, models
+from nnshrink.metrics.latency import interleaved
 from nnshrink.quantization.backends.ort import (
     OrtInt8Module,
     export_fp32_onnx,
@@ -35,9 +35,6 @@ from nnshrink.quantization.backends.ort import (
 from nnshrink.quantization.ptq import PTQ, iter_inputs, quantize_ptq
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
-
-sys.path.insert(0, str(Path(__file__).parent))
-from lowrank_latency import interleaved  # noqa: E402  (the shared interleaved timer)
 
 RESULTS = Path(__file__).parent / "results"
 CKPT = Path("/tmp/nnshrink_resnet20_fmnist.pt")

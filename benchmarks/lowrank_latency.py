@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -38,41 +36,11 @@ from nnshrink import compress_
 from nnshrink.export.onnx import export_onnx
 from nnshrink.lowrank import LowRank
 from nnshrink.metrics import count_macs
-from nnshrink.metrics.latency import ort_session
+from nnshrink.metrics.latency import interleaved, ort_session
 from nnshrink.models import create
 from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results" / "lowrank_latency.json"
-
-
-def interleaved(
-    fns: dict, *, rounds: int, runs: int, warmup: int = 3, seed: int = 0
-) -> dict[str, dict]:
-    """Pooled median and 10th percentile (ms) per callable, timed in alternating short rounds
-    so that load from other processes falls on every variant alike.
-
-    The order of the variants is shuffled every round (seeded): a runtime whose worker threads
-    keep spinning after a call (ONNX Runtime, OpenMP) slows whatever runs right after it, and a
-    fixed order would always hand that penalty to the same variant.
-    """
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    rng = random.Random(seed)
-    order = list(fns)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for name in order:
-            fn = fns[name]
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {
-        k: {"median": float(np.median(v)), "p10": float(np.percentile(v, 10))}
-        for k, v in times.items()
-    }
 
 
 def ort_callable(module: nn.Module, x: torch.Tensor):

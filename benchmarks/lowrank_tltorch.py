@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import torch
-from lowrank_latency import interleaved  # the same interleaved timer (benchmarks/ is on sys.path)
 from torch import nn
 
 from nnshrink import compress_
 from nnshrink.lowrank import LowRank
+from nnshrink.metrics.latency import interleaved
 from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results" / "lowrank_tltorch.json"

@@ -161,7 +161,7 @@ def storage_stages(
 
 
 def struct_stages(
-    ratios: Mapping[str, float], finetune: bool, epochs: int, lr: float, round_to: int = 1
+    ratios: Mapping[str, float], finetune: bool, epochs: int, lr: float
 ) -> tuple[dict[str, Any], ...]:
     """Recipe stages: structured pruning with per-layer channel ratios (+ fine-tune).
 
@@ -171,8 +171,7 @@ def struct_stages(
     claim its group) before its consumers.
     """
     prune = {"prune": {"type": "structured-pruning", "ratio": 0.0, "criterion": "l2",
-                       "per_layer": {_pattern(n): r for n, r in ratios.items()},
-                       **({"round_to": round_to} if round_to > 1 else {})}}  # fmt: skip
+                       "per_layer": {_pattern(n): r for n, r in ratios.items()}}}  # fmt: skip
     return (prune, _finetune(epochs, lr, keep_zeros=False)) if finetune else (prune,)
 
 
@@ -182,17 +181,17 @@ def lowrank_stages(
     finetune: bool,
     epochs: int,
     lr: float,
-    round_to: int = 1,
 ) -> tuple[dict[str, Any], ...]:
     """Recipe stages: one ``decompose`` stage per (method, MAC fraction) with its ``layers``
-    (+ fine-tune; ranks in multiples of ``round_to``). Layers at 1.0 stay dense."""
+    (+ fine-tune). Layers at 1.0 stay dense (the per-layer scan measured exact ranks, so they
+    are not rounded; the uniform candidates add rounded variants for ONNX Runtime)."""
     groups: dict[tuple[str, float], list[str]] = {}
     for name, r in ratios.items():
         if r < 1.0:
             groups.setdefault((methods[name], r), []).append(name)
     stages: list[dict[str, Any]] = [
         {"decompose": {"type": "low-rank", "method": method, "rank": "macs", "macs_ratio": r,
-                       "layers": names, **({"round_to": round_to} if round_to > 1 else {})}}
+                       "layers": names}}
         for (method, r), names in sorted(groups.items())
     ]  # fmt: skip
     if finetune:
@@ -338,9 +337,6 @@ def sensitivity_candidates(
                                  "per-layer sparsity and k-means bits from the per-layer "
                                  "sensitivity scan (least summed val drop for the size)"))  # fmt: skip
     speed = budget.max_macs is not None or budget.max_latency_ms is not None
-    # per-layer allocations keep exact channel counts / ranks (the scan measured those); the
-    # uniform candidates add rounded variants for ONNX Runtime (candidates._speed)
-    block = 1
 
     def value(m: Measurement) -> float | None:
         # the tighter of the MAC and latency limits, as a fraction of the allowance
@@ -371,7 +367,7 @@ def sensitivity_candidates(
                       for r in sens.layers}  # fmt: skip
             if not any(ratios.values()):
                 return None
-            return struct_stages(ratios, ft, epochs, lr, block)
+            return struct_stages(ratios, ft, epochs, lr)
 
         stages = _scaled_search(make_struct, probe, value, 1.0, target_macs)
         if stages is not None:
@@ -390,7 +386,7 @@ def sensitivity_candidates(
             ratios = {n: settings[n][i] for n, i in picks.items()}
             if all(r >= 1.0 for r in ratios.values()):
                 return None
-            return lowrank_stages(ratios, methods, ft, epochs, lr, block)
+            return lowrank_stages(ratios, methods, ft, epochs, lr)
 
         stages = _scaled_search(make_rank, probe, value, 1.0, target_macs)
         if stages is not None:

@@ -258,8 +258,19 @@ def _strengths(values: Sequence[float], estimate_ok: Callable[[float], bool],
     return list(values[first : first + count]) if first is not None else [values[-1]]
 
 
-def _structural(budget, traits, keep, epochs, lr, probe, rounding, tag, ortq) -> list[Candidate]:
-    """Channel-pruning and low-rank candidates, channels/ranks rounded as ``rounding`` says."""
+def _structural(
+    budget: Budget,
+    traits: ModelTraits,
+    keep: float,
+    epochs: int,
+    lr: float,
+    probe: Probe | None,
+    rounding: dict[str, int],
+    tag: str,
+    ortq: bool,
+) -> list[Candidate]:
+    """Channel-pruning and low-rank candidates; ``rounding`` (``{}`` or ``{"round_to": n}``)
+    goes into every structural stage and ``tag`` into the names and families."""
     out: list[Candidate] = []
     ft = budget.finetune
 

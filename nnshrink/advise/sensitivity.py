@@ -266,9 +266,13 @@ def factorisation_method(module: nn.Module) -> str | None:
         >>> factorisation_method(nn.Conv2d(8, 8, 3)), factorisation_method(nn.Conv2d(8, 8, 1))
         ('tucker', None)
     """
+    # the same checks LowRank applies when it picks layers (plain, non-grouped, larger than 1x1)
+    from ..lowrank._conv import unsupported_conv_reason
+    from ..lowrank.decompose import _one_by_one
+
     if type(module) is nn.Linear:
         return "svd"
-    if type(module) is nn.Conv2d and module.groups == 1 and module.kernel_size != (1, 1):
+    if unsupported_conv_reason(module) is None and _one_by_one(module) is None:
         return "tucker"
     return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,48 @@ def time_callable(fn: Callable[[], Any], *, warmup: int = 10, runs: int = 50) ->
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def interleaved(
+    fns: dict, *, rounds: int, runs: int, warmup: int = 3, seed: int = 0
+) -> dict[str, dict]:
+    """Pooled median and 10th percentile (ms) per callable, timed in alternating short rounds
+    so that load from other processes falls on every variant alike.
+
+    The order of the variants is shuffled every round (seeded): a runtime whose worker threads
+    keep spinning after a call (ONNX Runtime, OpenMP) slows whatever runs right after it, and a
+    fixed order would always hand that penalty to the same variant.
+
+    Args:
+        fns: ``{name: callable}`` to compare.
+        rounds: alternating rounds over all callables.
+        runs: timed calls per callable and round.
+        warmup: untimed calls per callable first.
+        seed: seed of the per-round shuffle.
+
+    Example:
+        >>> stats = interleaved({"a": lambda: None, "b": lambda: None}, rounds=2, runs=3)
+        >>> sorted(stats), sorted(stats["a"])
+        (['a', 'b'], ['median', 'p10'])
+    """
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rng = random.Random(seed)
+    order = list(fns)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            fn = fns[name]
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {
+        k: {"median": float(np.median(v)), "p10": float(np.percentile(v, 10))}
+        for k, v in times.items()
+    }
 
 
 def summarize(times_ms: list[float], runtime: str, batch_size: int, threads: int) -> LatencyStats:

@@ -39,3 +39,16 @@ def test_threads_restored_and_bad_runtime():
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="unknown runtime"):
         measure_latency(create("lenet300"), torch.zeros(1, 784), runtime="tvm")
+
+
+def test_interleaved_times_every_callable_in_shuffled_rounds():
+    from nnshrink.metrics.latency import interleaved
+
+    order: list[str] = []
+    fns = {k: (lambda k=k: order.append(k)) for k in "abc"}
+    stats = interleaved(fns, rounds=6, runs=2, warmup=1, seed=0)
+    assert set(stats) == set("abc") and all(0 <= s["p10"] <= s["median"] for s in stats.values())
+    assert {k: order.count(k) for k in "abc"} == {k: 1 + 6 * 2 for k in "abc"}
+    timed = order[3:]  # after the warm-up calls
+    firsts = {timed[i * 6] for i in range(6)}  # the first callable of each round
+    assert len(firsts) > 1  # the order is shuffled between rounds
