@@ -267,12 +267,11 @@ def factorisation_method(module: nn.Module) -> str | None:
         ('tucker', None)
     """
     # the same checks LowRank applies when it picks layers (plain, non-grouped, larger than 1x1)
-    from ..lowrank._conv import unsupported_conv_reason
-    from ..lowrank.decompose import _one_by_one
+    from ..lowrank.decompose import factorisable_conv_reason
 
     if type(module) is nn.Linear:
         return "svd"
-    if unsupported_conv_reason(module) is None and _one_by_one(module) is None:
+    if isinstance(module, nn.Conv2d) and factorisable_conv_reason(module) is None:
         return "tucker"
     return None
 

@@ -28,6 +28,7 @@ from ..core import (
     Config,
     ConfigError,
     as_input_tuple,
+    check_regexes,
     forward_with_hooks,
     register_handler,
     set_submodule,
@@ -76,11 +77,7 @@ class CompactReplace(Config):
             raise ConfigError(f"compact.groups must be >= 1, got {self.groups}")
         if not 0 < self.squeeze_ratio <= 1:
             raise ConfigError(f"compact.squeeze_ratio must be in (0, 1], got {self.squeeze_ratio}")
-        for pattern in (*self.include, *self.exclude):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"compact: bad regex {pattern!r}: {exc}") from None
+        check_regexes(self.kind, (*self.include, *self.exclude))
 
 
 @dataclasses.dataclass

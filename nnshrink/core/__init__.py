@@ -1,6 +1,6 @@
 """Core API: config base, handler registry and the in-place entry point ``compress_``."""
 
-from .config import Config, ConfigError, config_types
+from .config import Config, ConfigError, check_regexes, config_types
 from .modules import (
     as_input_tuple,
     eval_mode,
@@ -14,6 +14,7 @@ from .registry import compress_, handler_for, register_handler
 __all__ = [
     "Config",
     "ConfigError",
+    "check_regexes",
     "as_input_tuple",
     "compress_",
     "config_types",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import typing
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 _CONFIG_TYPES: dict[str, type[Config]] = {}
@@ -17,6 +19,23 @@ _CONFIG_TYPES: dict[str, type[Config]] = {}
 
 class ConfigError(ValueError):
     """A config (or recipe stage) has an unknown key, a wrong type or a bad value."""
+
+
+def check_regexes(kind: str, patterns: Iterable[str]) -> None:
+    r"""Raise :class:`ConfigError` naming ``kind`` and the pattern if one is not a valid regex.
+
+    Example:
+        >>> check_regexes("demo", [r"^layer\d+", "fc"])
+        >>> check_regexes("demo", ["("])
+        Traceback (most recent call last):
+        ...
+        nnshrink.core.config.ConfigError: demo: bad regex '(': missing ), unterminated subpattern at position 0
+    """
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{kind}: bad regex {pattern!r}: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -189,7 +189,7 @@ def _targets(
                         f"low-rank.layers: {name!r} is a Conv2d; method='svd' decomposes nn.Linear "
                         "only, use method='tucker' or 'cp'"
                     )
-                reason = unsupported_conv_reason(module) or _one_by_one(module)
+                reason = factorisable_conv_reason(module)
                 if reason:
                     raise ConfigError(f"low-rank.layers: {name!r}: {reason}")
             else:
@@ -211,7 +211,7 @@ def _targets(
             continue
         if not wants_conv:
             continue
-        reason = unsupported_conv_reason(module) or _one_by_one(module)
+        reason = factorisable_conv_reason(module)
         if reason:
             p = sum(t.numel() for t in module.parameters())
             skipped.append(LayerDecomposition(name, config.method, (), 0, 0, p, p, None, reason))
@@ -220,10 +220,22 @@ def _targets(
     return chosen, skipped
 
 
-def _one_by_one(conv: nn.Conv2d) -> str | None:
-    if tuple(conv.kernel_size) == (1, 1):
+def factorisable_conv_reason(conv: nn.Conv2d) -> str | None:
+    """Why CP/Tucker cannot factor ``conv`` (grouped, unsupported options, or 1x1), or ``None``.
+
+    Args:
+        conv: the convolution to check.
+
+    Example:
+        >>> factorisable_conv_reason(nn.Conv2d(8, 8, 3)) is None
+        True
+        >>> factorisable_conv_reason(nn.Conv2d(8, 8, 1))
+        '1x1 conv has no spatial mode to factor (CP/Tucker); it is a matrix: use svd'
+    """
+    reason = unsupported_conv_reason(conv)
+    if reason is None and tuple(conv.kernel_size) == (1, 1):
         return "1x1 conv has no spatial mode to factor (CP/Tucker); it is a matrix: use svd"
-    return None
+    return reason
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from nnshrink.core import Config, ConfigError, register_handler
+from nnshrink.core import Config, ConfigError, check_regexes, register_handler
 from nnshrink.train import Callback
 
 from .masks import (
@@ -109,11 +109,7 @@ class MagnitudePruning(Config):
                 f"magnitude-pruning: layer_types {list(self.layer_types)} invalid; "
                 f"choose from {sorted(LAYER_TYPES)}"
             )
-        for pattern in (*self.per_layer, *self.ignore):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"magnitude-pruning: bad regex {pattern!r}: {exc}") from None
+        check_regexes(self.kind, (*self.per_layer, *self.ignore))
 
 
 @dataclasses.dataclass(frozen=True)

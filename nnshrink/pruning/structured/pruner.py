@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from nnshrink.core import Config, ConfigError, as_input_tuple, register_handler
+from nnshrink.core import Config, ConfigError, as_input_tuple, check_regexes, register_handler
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.train import Callback
 
@@ -88,11 +88,7 @@ class StructuredPruning(Config):
         for name, value in self.per_layer.items():
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{self.kind}.per_layer[{name!r}] must be in [0, 1)")
-        for pattern in (*self.ignore, *self.per_layer):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"{self.kind}: bad regex {pattern!r}: {exc}") from None
+        check_regexes(self.kind, (*self.ignore, *self.per_layer))
 
 
 @dataclasses.dataclass
