@@ -7,7 +7,10 @@ Methods of ``prune``:
 * ``l1``, ``l2``, ``bn`` (BN scale, network slimming), ``taylor``, ``fpgm``, and ``magnitude`` (=
   ``l1``) / ``random`` with ``--structured``: remove whole channels (``StructuredPruning``); the
   layers shrink, so ``params``, ``macs`` and latency drop. ``--target-macs`` prunes until the model
-  is at most that many MACs per sample.
+  is at most that many MACs per sample;
+* ``blocks``: remove whole residual blocks (``BlockPruning``, depth pruning) — ``--blocks N`` of
+  them, or ``--ratio`` of the removable ones — ranked by how little they change their input on a
+  training batch. For small models at batch 1, where per-layer overhead dominates the time.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from .common import (
     model_kwargs_for_data,
 )
 
-METHODS = ("magnitude", "random", "l1", "l2", "bn", "taylor", "fpgm")
+METHODS = ("magnitude", "random", "l1", "l2", "bn", "taylor", "fpgm", "blocks")
 _UNSTRUCTURED = ("magnitude", "random")
 _STRUCTURED_CRITERION = {"magnitude": "l1", "bn": "bn_scale"}
 
@@ -52,6 +55,7 @@ def register(subparsers) -> None:
         "--ratio", type=float, help="sparsity (unstructured) or fraction of channels removed"
     )
     amount.add_argument("--target-macs", type=int, help="structured: prune until MACs/sample <= N")
+    amount.add_argument("--blocks", type=int, help="--method blocks: residual blocks to remove")
     p.add_argument(
         "--scope",
         choices=("layer", "global"),
@@ -109,9 +113,17 @@ def _is_structured(args: argparse.Namespace) -> bool:
 
 def _build_config(args: argparse.Namespace):
     from ..core import ConfigError
-    from ..pruning import MagnitudePruning, StructuredPruning
+    from ..pruning import BlockPruning, MagnitudePruning, StructuredPruning
 
     try:
+        if args.method == "blocks" or args.blocks is not None:
+            if args.method != "blocks" or args.target_macs is not None:
+                raise CLIError(
+                    "--blocks goes with --method blocks (and --method blocks takes --blocks N or "
+                    "--ratio R, not --target-macs)"
+                )
+            ratio = {} if args.ratio is None else {"ratio": args.ratio}
+            return BlockPruning(remove=args.blocks, seed=args.seed, **ratio)
         if not _is_structured(args):
             if args.target_macs is not None:
                 raise CLIError(
@@ -176,10 +188,12 @@ def run(args: argparse.Namespace) -> int:
         before = _measure(model, x, test, args)
     except RuntimeError as exc:
         raise CLIError(f"{args.checkpoint} does not run on {args.data} inputs: {exc}") from None
-    if structured and config.criterion == "taylor":
+    if structured and getattr(config, "criterion", None) == "taylor":
         _taylor_gradients(model, train)
+    # depth pruning ranks blocks by what they do to real inputs: a training batch, not zeros
+    inputs = next(iter(train))[0] if args.method == "blocks" else x
     try:
-        summary = compress_(model, config, example_inputs=x)
+        summary = compress_(model, config, example_inputs=inputs)
     except ValueError as exc:  # e.g. no prunable layer, an unsupported module in the graph
         raise CLIError(str(exc)) from None
     model.zero_grad(set_to_none=True)

@@ -1,6 +1,7 @@
 """Pruning: unstructured masks, structured (channel) pruning, schedules, sensitivity analysis."""
 
 from . import criteria, schedules, select, structured
+from .depth import BlockPruning, BlockPruningResult, residual_blocks
 from .schedules import agp, iterative, one_shot
 from .sensitivity import SensitivityResult, layer_sensitivity
 from .structured import (
@@ -31,6 +32,8 @@ from .unstructured import (
 __all__ = [
     "AGPCallback",
     "BNSlimmingCallback",
+    "BlockPruning",
+    "BlockPruningResult",
     "MagnitudePruning",
     "MaskCallback",
     "PruningSummary",
@@ -55,6 +58,7 @@ __all__ = [
     "prune_",
     "prune_iteratively",
     "random_scores",
+    "residual_blocks",
     "schedules",
     "select",
     "structured",

@@ -58,6 +58,28 @@ def test_prune_structured_l1_shrinks_layers(tmp_path, capsys, checkpoint):
 
 
 @needs_mnist
+def test_prune_blocks_removes_residual_blocks(tmp_path, capsys):
+    from torch import nn
+
+    source = tmp_path / "resnet20.safetensors"
+    save_checkpoint(create("resnet20", in_channels=1, input_size=28), source)
+    out = tmp_path / "shallow.safetensors"
+    report = _run(capsys, ["prune", str(source), "--method", "blocks", "--blocks", "3",
+                           "--out", str(out), *QUICK])  # fmt: skip
+    assert len(report["details"]["summary"]["blocks"]) == 7
+    removed = [b["name"] for b in report["details"]["summary"]["blocks"] if b["removed"]]
+    assert len(removed) == 3
+    assert report["macs"]["after"] < report["macs"]["before"]
+    model, _ = load_checkpoint(out)  # the saved model loads with the blocks gone
+    modules = dict(model.named_modules())
+    assert all(isinstance(modules[name], nn.Identity) for name in removed)
+    assert count_params(model) == report["params"]["after"]
+    bad = ["prune", str(source), "--method", "l2", "--blocks", "2", "--out", str(out), *QUICK]
+    assert main(bad) == 2
+    assert "--method blocks" in capsys.readouterr().err
+
+
+@needs_mnist
 def test_prune_user_errors(tmp_path, capsys, checkpoint):
     out = str(tmp_path / "x.safetensors")
     args = ["prune", str(checkpoint), "--method", "magnitude", "--target-macs", "1000",
