@@ -13,6 +13,10 @@ on a fresh copy); its reported prune time is that of one build + prune at the fi
 the bisection's total is reported separately. Torch-Pruning is a bench-only extra
 (``pip install torch-pruning==1.6.1``).
 
+``--tools nnshrink-depth,...`` adds nnshrink with depth pruning: residual blocks removed first
+(``BlockPruning``, ranked on a training batch), then channels if the target is not reached yet.
+``--init CKPT`` starts from a dense checkpoint trained elsewhere.
+
 Stages (so the GPU part and the CPU timing can run apart):
     python benchmarks/structured_vs_torch_pruning.py --device cuda --work W --stage train-prune
     python benchmarks/structured_vs_torch_pruning.py --work W --stage latency --threads 2
@@ -34,11 +38,12 @@ import nnshrink as ns
 from nnshrink import data
 from nnshrink.io import load_checkpoint, save_checkpoint
 from nnshrink.metrics import count_macs, count_params, measure_latency
+from nnshrink.pruning import BlockPruning
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results" / "structured_vs_torch_pruning.json"
-TOOLS = ("nnshrink", "torch-pruning")
+TOOLS = ("nnshrink", "nnshrink-depth", "torch-pruning")
 
 
 def prune_nnshrink(
@@ -49,6 +54,29 @@ def prune_nnshrink(
                                   global_ranking=global_ranking)  # fmt: skip
     summary = ns.compress_(model, config, example_inputs=x)
     return {"prune_seconds": round(time.perf_counter() - t0, 3), "steps": summary.steps}
+
+
+def prune_nnshrink_depth(
+    model: nn.Module, x: torch.Tensor, batch: torch.Tensor, target: int, depth_share: float
+) -> dict:
+    """Residual blocks first (``BlockPruning``, ranked on a training batch), then channels.
+
+    ``depth_share`` of the MAC cut comes from removing blocks (1.0: blocks only, when they
+    reach the target); channel pruning (``StructuredPruning(target_macs)``) does the rest.
+    """
+    t0 = time.perf_counter()
+    dense = count_macs(model, x)
+    per_sample = dense - depth_share * (dense - target)
+    scale = batch.shape[0]  # BlockPruning counts MACs on the batch it is given
+    blocks = ns.compress_(model, BlockPruning(target_macs=int(per_sample * scale)),
+                          example_inputs=batch)  # fmt: skip
+    info = {"blocks_removed": blocks.removed, "macs_after_blocks": count_macs(model, x)}
+    if count_macs(model, x) > target:
+        summary = ns.compress_(model, ns.StructuredPruning(criterion="l2", target_macs=target),
+                               example_inputs=x)  # fmt: skip
+        info["channel_steps"] = summary.steps
+    info["prune_seconds"] = round(time.perf_counter() - t0, 3)
+    return info
 
 
 def _tp_prune(model: nn.Module, x: torch.Tensor, ratio: float, round_to: int) -> float:
@@ -99,6 +127,8 @@ def train_and_prune(args, record: dict) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     dense_path = work / "dense.safetensors"
+    if args.init is not None and not dense_path.exists():
+        dense_path.write_bytes(Path(args.init).read_bytes())
     if dense_path.exists():
         dense, _ = load_checkpoint(dense_path)
     else:
@@ -116,10 +146,15 @@ def train_and_prune(args, record: dict) -> None:
                        "top1": evaluate(dense.to(device), test)["top1"]}  # fmt: skip
     dense.cpu()
     print("dense", record["dense"], flush=True)
-    for tool in TOOLS:
+    tools = args.tools.split(",")
+    record["tools"] = tools
+    batch = next(iter(data.loader("fashion-mnist", "train", 256, train=True, seed=args.seed)))[0]
+    for tool in tools:
         model = copy.deepcopy(dense)
         if tool == "nnshrink":
             info = prune_nnshrink(model, x, macs // 2, args.round_to, args.global_ranking)
+        elif tool == "nnshrink-depth":
+            info = prune_nnshrink_depth(model, x, batch, macs // 2, args.depth_share)
         else:
             model, info = prune_torch_pruning(model, x, macs // 2, args.round_to)
             if model is None:
@@ -142,7 +177,8 @@ def latency(args, record: dict) -> None:
     work = Path(args.work)
     dense, _ = load_checkpoint(work / "dense.safetensors")
     models = {"dense": dense.eval()}
-    tools = [t for t in TOOLS if (work / f"{t}.pt").exists() and "error" not in record.get(t, {})]
+    tools = [t for t in record.get("tools", TOOLS)
+             if (work / f"{t}.pt").exists() and "error" not in record.get(t, {})]  # fmt: skip
     for tool in tools:
         models[tool] = torch.load(work / f"{tool}.pt", weights_only=False).eval()
     timings = {}
@@ -180,6 +216,12 @@ def main() -> None:
         help="nnshrink: rank channels across layers (lands closer to the MAC target "
         "when --round-to makes the steps coarse)",
     )
+    p.add_argument("--tools", default="nnshrink,torch-pruning",
+                   help=f"comma list from {','.join(TOOLS)}")  # fmt: skip
+    p.add_argument("--depth-share", type=float, default=1.0,
+                   help="nnshrink-depth: share of the MAC cut taken by removing blocks")  # fmt: skip
+    p.add_argument("--init", type=Path, default=None,
+                   help="dense checkpoint to start from (copied to WORK/dense.safetensors)")  # fmt: skip
     p.add_argument("--limit", type=int, default=0, help="first N training images (0 = all)")
     p.add_argument("--test-limit", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

@@ -34,7 +34,14 @@ from .candidates import (
     interleave,
     model_traits,
 )
-from .measure import LayerTime, layer_latency_share, measure_model, measure_run, top1, zero_shot
+from .measure import (
+    LayerTime,
+    layer_latency_share,
+    measure_model,
+    measure_run,
+    top1,
+    zero_shot,
+)
 from .search import Evaluation, choose, judge, rung_limits, split_resource, successive_halving
 from .sensitivity import (
     SENS_BITS,
@@ -260,7 +267,7 @@ def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_l
     baseline_test = top1(model, test) if val_size else baseline.top1
     share = layer_latency_share(model, torch.zeros(budget.batch_size, *shape),
                                 threads=budget.threads)  # fmt: skip
-    traits = model_traits(model, share)
+    traits = model_traits(model, share, calibration[:1])
     cache: dict[str, Measurement] = {}
 
     def measure_zero_shot(stages) -> Measurement:

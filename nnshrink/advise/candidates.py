@@ -9,8 +9,9 @@ and seed. Which pipelines are proposed follows the rules of thumb of Cheng et al
   ``.nns`` (Deep Compression); k-means alone for mild targets; int8 PTQ (4x) when that is enough.
 * **latency/MAC-bound** (``max_latency_ms``, ``max_macs``) on dense hardware: structured (channel)
   pruning, low-rank factorisation (Tucker-2 for convolutions, SVD for linear layers), compact
-  depthwise-separable blocks, int8 PTQ run by ONNX Runtime (latency only, when the runtime is
-  ONNX Runtime), and structured pruning followed by int8.
+  depthwise-separable blocks, residual blocks removed (depth pruning, alone and with channel
+  pruning) when the model has removable blocks, int8 PTQ run by ONNX Runtime (latency only,
+  when the runtime is ONNX Runtime), and structured pruning followed by int8.
 * **no data** (``finetune=False``): only PTQ, SVD/Tucker and k-means, without any training.
 * **recovery**: a fine-tune after each lossy step; knowledge distillation from the baseline as an
   alternative recovery for structural edits (not after unstructured pruning, whose zeros a
@@ -93,16 +94,23 @@ class ModelTraits:
         has_conv: the model has ``nn.Conv2d`` layers with kernels larger than 1x1.
         has_linear: the model has ``nn.Linear`` layers.
         conv_time_share: fraction of the layer time (eager) spent in convolutions.
+        residual_blocks: residual blocks with an identity shortcut (removable by depth pruning).
     """
 
     params: int
     has_conv: bool
     has_linear: bool
     conv_time_share: float = 0.5
+    residual_blocks: int = 0
 
 
-def model_traits(model: nn.Module, latency_rows: Sequence[LayerTime] = ()) -> ModelTraits:
-    """Describe ``model`` for :func:`generate` (``latency_rows`` from ``layer_latency_share``)."""
+def model_traits(
+    model: nn.Module, latency_rows: Sequence[LayerTime] = (), example_inputs: Any = None
+) -> ModelTraits:
+    """Describe ``model`` for :func:`generate` (``latency_rows`` from ``layer_latency_share``;
+    ``example_inputs`` to count the removable residual blocks)."""
+    from ..pruning.depth import residual_blocks
+
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     spatial = [m for m in convs if max(m.kernel_size) > 1 and m.groups == 1]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -110,7 +118,8 @@ def model_traits(model: nn.Module, latency_rows: Sequence[LayerTime] = ()) -> Mo
     conv_ms = sum(r.ms for r in latency_rows if r.type == "Conv2d")
     share = conv_ms / total if total > 0 else (1.0 if spatial else 0.0)
     params = sum(p.numel() for p in model.parameters())
-    return ModelTraits(params, bool(spatial), bool(linears), share)
+    blocks = len(residual_blocks(model, example_inputs)) if example_inputs is not None else 0
+    return ModelTraits(params, bool(spatial), bool(linears), share, blocks)
 
 
 def estimate_share_bytes(params: int, sparsity: float, bits: int) -> float:
@@ -324,6 +333,58 @@ def _structural(
     return out
 
 
+def _depth(
+    budget: Budget,
+    traits: ModelTraits,
+    keep: float,
+    epochs: int,
+    lr: float,
+    probe: Probe | None,
+    ortq: bool,
+) -> list[Candidate]:
+    """Residual blocks removed (depth pruning), alone, with half the channels, or (in ONNX Runtime)
+    followed by int8; distilled from the baseline.
+
+    The rule of thumb behind it: a small model at batch 1 is bound by per-operator overhead, not
+    arithmetic, so thinner layers barely help and fewer layers do (docs/results.md: a ResNet-20
+    with 14x fewer MACs still took half its ONNX Runtime time). Half the channels keeps
+    power-of-two widths at multiples of 8, which ONNX Runtime runs well.
+    """
+    n = traits.residual_blocks
+    counts = list(range(1, n + 1))
+
+    def estimate(k: float) -> bool:
+        # without a probe: time ~ the number of blocks left (+ stem and head ~ one block)
+        return (n + 1 - k) / (n + 1) <= keep
+
+    def depth(k: float, channels: float = 0.0) -> Stages:
+        stages: Stages = ({"prune": {"type": "block-pruning", "remove": int(k)}},)
+        if channels:
+            stages += ({"prune": {"type": "structured-pruning", "ratio": channels,
+                                  "criterion": "l2"}},)  # fmt: skip
+        return stages
+
+    why = ("latency-bound, overhead-dominated model: remove residual blocks (depth pruning), "
+           "distillation from the baseline as recovery")  # fmt: skip
+    out = []
+    for k in _strengths(counts, estimate, depth, budget, probe, 2):
+        out.append(Candidate(f"depth{k:g}-kd", "depth", (*depth(k), _distill(epochs, lr)), why))
+    both = _strengths(counts, lambda k: estimate(k / 2), lambda k: depth(k, 0.5), budget, probe, 1)
+    for k in both:
+        out.append(Candidate(f"depth{k:g}-struct0.5-kd", "depth+structured",
+                             (*depth(k, 0.5), _distill(epochs, lr)),
+                             why + ", with half the channels"))  # fmt: skip
+    if ortq:
+        # int8 kernels take ~1/1.6 of the fp32 time at batch 1 (ResNet-20), so few blocks go
+        int8 = _strengths(counts, lambda k: (n + 1 - k) / (n + 1) / 1.6 <= keep,
+                          lambda k: (*depth(k), _ptq()), budget, probe, 1)  # fmt: skip
+        for k in int8:
+            out.append(Candidate(f"depth{k:g}-kd-int8", "depth+int8",
+                                 (*depth(k), _distill(epochs, lr), _ptq()),
+                                 why + ", then int8 PTQ run by ONNX Runtime"))  # fmt: skip
+    return out
+
+
 def _speed(
     budget: Budget,
     base: Measurement,
@@ -348,6 +409,8 @@ def _speed(
         tag = f"-c{rounding['round_to']}" if rounding else ""
         out += _structural(budget, traits, keep, epochs, lr, probe, rounding, tag, ortq)
 
+    if ft and traits.residual_blocks:
+        out += _depth(budget, traits, keep, epochs, lr, probe, ortq)
     if ft and traits.has_conv:
         out.append(Candidate("dwsep-ft", "compact",
                              ({"compact": {"type": "compact", "block": "dwsep"}},

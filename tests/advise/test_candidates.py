@@ -190,3 +190,44 @@ def test_onnxruntime_latency_candidates_keep_channels_in_the_cpu_block():
     # eager, or a MAC budget: no rounding (it would only take away choices)
     for budget in (Budget(max_latency_ms=0.5, runtime="eager"), Budget(max_macs=800_000)):
         assert all("round_to" not in body for body in structural(generate(budget, BASE, CNN)))
+
+
+def test_depth_candidates_for_models_with_residual_blocks(tmp_path):
+    import torch
+
+    model = create("resnet20", in_channels=1, input_size=28)
+    traits = model_traits(model, (), torch.zeros(1, 1, 28, 28))
+    assert traits.residual_blocks == 7
+    assert model_traits(model).residual_blocks == 0  # not counted without inputs
+
+    def probe(stages):  # fake latency: each removed block saves 1/8, half the channels 1/2,
+        left = 1.0  # int8 divides by 1.6
+        for s in stages:
+            body = s.get("prune", s.get("quantize", {}))
+            if body.get("type") == "block-pruning":
+                left -= body["remove"] / 8
+            elif body.get("type") == "structured-pruning":
+                left *= 1 - body["ratio"]
+            elif body.get("type") == "ptq":
+                left /= 1.6
+        return Measurement(latency_ms=BASE.latency_ms * left, macs=BASE.macs)
+
+    budget = Budget(max_latency_ms=0.5 * BASE.latency_ms)
+    cands = generate(budget, BASE, traits, probe=probe)
+    depth = {c.name: c for c in cands if c.family.startswith("depth")}
+    # 4 of 8 removed is the first that fits alone; with half the channels one (the least) does;
+    # before int8 (0.5 * 1.6 = 0.8 of the time left): 2
+    assert set(depth) == {"depth4-kd", "depth5-kd", "depth1-struct0.5-kd", "depth2-kd-int8"}
+    assert all(_kinds(c)[-1] == "distill" for c in depth.values() if c.family != "depth+int8")
+    assert _kinds(depth["depth2-kd-int8"]) == ["prune", "distill", "quantize"]
+    eager = generate(Budget(max_latency_ms=0.5, runtime="eager"), BASE, traits, probe=probe)
+    assert not any(c.family == "depth+int8" for c in eager)  # int8 only where ORT runs it
+    save_checkpoint(model, tmp_path / "baseline.safetensors")
+    for c in depth.values():
+        source = candidate_recipe(c, data={"name": "mnist", "batch_size": 32, "limit": None},
+                                  seed=0, budget=budget, train_limit=128, latency=False)  # fmt: skip
+        assert len(parse_recipe(source, base_dir=tmp_path).stages) == len(c.stages)
+    # no residual blocks, or no fine-tuning data: no depth candidates
+    assert not any(c.family.startswith("depth") for c in generate(budget, BASE, CNN, probe=probe))
+    nofit = generate(Budget(max_latency_ms=0.5, finetune=False), BASE, traits, probe=probe)
+    assert not any(c.family.startswith("depth") for c in nofit)

@@ -124,3 +124,13 @@ def test_measure_run_of_an_int8_recipe(tmp_path):
     assert m.bytes == artifact.stat().st_size == result.model.size_bytes()
     assert m.macs == 266_200  # the float graph's MACs
     assert m.top1 == result.rows[-1]["top1"] and m.latency_ms > 0
+
+
+def test_latency_is_the_best_round_and_restores_the_mode():
+    budget = Budget(max_latency_ms=1.0, runtime="eager", batch_size=64, threads=1)
+    small = nn.Linear(512, 8).train()
+    big = nn.Sequential(*[nn.Linear(512, 512) for _ in range(8)])
+    fast = latency_ms(small, budget, (512,), runs=5, rounds=3)
+    slow = latency_ms(big, budget, (512,), runs=5, rounds=3)
+    assert 0 < fast < slow  # ~500x the MACs
+    assert small.training
