@@ -151,3 +151,22 @@ def test_bad_val_size_is_refused_before_any_work(tmp_path):
         advise(create("lenet300"), "mnist", Budget(max_bytes=10), out_dir=tmp_path / "a",
                val_size=-1, progress=False, log=None)  # fmt: skip
     assert not (tmp_path / "a").exists()
+
+
+@needs_mnist
+def test_latency_of_a_structure_is_its_lowest_measurement(trained, tmp_path):
+    """Noise only adds time and training does not change the architecture: every rung reports
+    at most the candidate's zero-shot latency and at most its own earlier rungs'."""
+    budget = Budget(max_latency_ms=10.0, max_drop=100, time_limit_s=60, threads=1)
+    res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
+                 train_limit=TRAIN_LIMIT, max_candidates=2, rungs=2, eta=1, sensitivity=False,
+                 progress=False, log=None)  # fmt: skip
+    zero = {s.candidate.name: s.measurement.latency_ms for s in res.screened if s.measurement}
+    seen: dict[str, float] = {}
+    runs = [e for e in res.evaluations if e.measurement is not None]
+    assert max(e.rung for e in runs) >= 1  # some candidate measured at several rungs
+    for e in sorted(runs, key=lambda e: e.rung):
+        name = e.candidate.name
+        assert e.measurement.latency_ms <= zero[name]
+        assert e.measurement.latency_ms <= seen.get(name, float("inf"))
+        seen[name] = e.measurement.latency_ms
