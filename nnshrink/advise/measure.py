@@ -27,7 +27,7 @@ from torch import nn
 
 from ..core import Config, compress_, eval_mode
 from ..metrics import count_macs
-from ..metrics.latency import torch_threads
+from ..metrics.latency import time_callable, torch_threads
 from ..quantization.backends.ort import OrtInt8Module
 from .budget import Budget, Measurement
 
@@ -122,14 +122,7 @@ def _eager_call(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
 
 
 def _median_ms(fn: Callable[[], Any], runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return statistics.median(time_callable(fn, warmup=warmup, runs=runs))
 
 
 def latency_ms(
