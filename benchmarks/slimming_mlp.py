@@ -10,6 +10,8 @@ Recipe:
    strength ``--penalty``) from ``BNSlimmingCallback`` (``on_after_backward``);
 3. prune ``--ratio`` of the units of each hidden layer by |gamma| (``StructuredPruning`` with
    ``criterion="bn_scale"``; 0.8 gives the paper's 784-100-60-10) — the layers really shrink;
+   With ``--passes N`` the pruning is done in N steps, each followed by another ``--epochs`` of
+   sparsity training (the paper's multi-pass scheme);
 4. fine-tune ``--finetune-epochs`` (a fresh cosine schedule from the dense peak LR); with
    ``--kd`` the fine-tune is Hinton distillation from the dense model of step 1 (``distill``,
    T=4, alpha=0.9) — the surveys' recovery step after pruning, and what closes the gap here.
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--finetune-lr", type=float, default=None, help="default: --lr")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--kd", action="store_true", help="fine-tune by distillation from the dense")
+    p.add_argument("--passes", type=int, default=1, help="prune / sparsity-train passes")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -101,9 +104,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     print(f"sparsity-trained: error {sparse_err:.2f}% {elapsed()}")
 
+    # multi-pass slimming (Liu et al. Sec. 4.5): prune part of the way, sparsity-train the
+    # slimmer network again, prune again; each pass removes the same share of what is left
+    per_pass = 1 - (1 - args.ratio) ** (1 / args.passes)
     cfg = StructuredPruning(
-        ratio=args.ratio, criterion="bn_scale", global_ranking=args.global_ranking
+        ratio=per_pass, criterion="bn_scale", global_ranking=args.global_ranking
     )
+    for extra in range(args.passes - 1):
+        compress_(model, cfg, example_inputs=x)
+        print(f"pass {extra + 1}: {hidden_widths(model)} {elapsed()}")
+        fit(model, train, epochs=args.epochs, lr=args.lr, seed=args.seed + 2 + extra,
+            callbacks=[BNSlimmingCallback(args.penalty)], progress=False)  # fmt: skip
     compress_(model, cfg, example_inputs=x)
     pruned_err_before_ft = 100 * (1 - evaluate(model, test)["top1"])
     print(f"pruned to {hidden_widths(model)}: error {pruned_err_before_ft:.2f}% {elapsed()}")
