@@ -54,6 +54,7 @@ from .sensitivity import (
 )
 
 BASELINE_FILE = "baseline.safetensors"
+RETIME_ROUNDS, RETIME_RUNS = 10, 50  # the final latency check: interleaved rounds x calls
 
 
 @dataclasses.dataclass
@@ -362,6 +363,8 @@ def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_l
     evaluations = successive_halving(order, evaluate, limits=limits, eta=eta,
                                      time_limit_s=budget.time_limit_s, start=t_start,
                                      progress=progress)  # fmt: skip
+    if budget.max_latency_ms is not None and baseline.latency_ms and evaluations:
+        evaluations = _confirm(evaluations, model, baseline, budget, shape, say)
     chosen, closest = choose(evaluations)
     for e in (chosen, closest):
         if e is not None:  # the only test-split measurements of the search
@@ -412,6 +415,11 @@ def _test_top1(evaluation: Evaluation, test, budget: Budget) -> float | None:
     """Top-1 on the test split of the evaluation's deployable artifact, loaded back from disk."""
     if evaluation.artifact is None:
         return None
+    return top1(_load_artifact(evaluation, budget), test)
+
+
+def _load_artifact(evaluation: Evaluation, budget: Budget) -> nn.Module:
+    """The evaluation's deployable artifact, loaded back from disk as a runnable model."""
     path = Path(evaluation.artifact)
     kind = evaluation.measurement.bytes_kind
     if kind == "nns":
@@ -424,7 +432,47 @@ def _test_top1(evaluation: Evaluation, test, budget: Budget) -> float | None:
         model = OrtInt8Module(path.read_bytes(), threads=budget.threads)
     else:
         model, _ = load_checkpoint(path)
-    return top1(model, test)
+    return model
+
+
+def _retime(evaluation: Evaluation, baseline_model: nn.Module, baseline: Measurement,
+            budget: Budget, shape, say) -> Evaluation:  # fmt: skip
+    """The evaluation with its latency re-timed beside the baseline, and judged again.
+
+    Why: in the search each candidate keeps its lowest latency measured (noise only adds time),
+    which favours candidates against a limit set from fewer baseline measurements (a LeNet-5
+    choice at 0.050 ms against 0.054 ran at 0.56 of the baseline's time when re-timed). Here the
+    deployable artifact and the baseline run in interleaved, shuffled rounds in one process; the
+    latency is their median ratio times the baseline's measured latency.
+    """
+    from ..metrics.latency import interleaved
+    from .measure import _timer
+
+    calls = {"baseline": _timer(baseline_model, budget, shape),
+             "candidate": _timer(_load_artifact(evaluation, budget), budget, shape)}  # fmt: skip
+    stats = interleaved(calls, rounds=RETIME_ROUNDS, runs=RETIME_RUNS)
+    ratio = stats["candidate"]["median"] / stats["baseline"]["median"]
+    m = dataclasses.replace(evaluation.measurement, latency_ms=ratio * baseline.latency_ms)
+    say(f"re-timed {evaluation.label} beside the baseline: {ratio:.3f} of its time "
+        f"({m.latency_ms:.3f} ms)")  # fmt: skip
+    return dataclasses.replace(evaluation, measurement=m, retimed_ratio=ratio,
+                               **judge(budget, m, baseline.top1))  # fmt: skip
+
+
+def _confirm(evaluations: list[Evaluation], baseline_model: nn.Module, baseline: Measurement,
+             budget: Budget, shape, say) -> list[Evaluation]:  # fmt: skip
+    """Re-time the chosen evaluation beside the baseline until one still meets the budget (or
+    none is left); the closest one is re-timed too, so the report shows confirmed numbers."""
+    evaluations = list(evaluations)
+    done: set[int] = set()
+    while True:
+        chosen, closest = choose(evaluations)
+        pick = chosen or closest
+        if pick is None or id(pick) in done or pick.artifact is None:
+            return evaluations
+        confirmed = _retime(pick, baseline_model, baseline, budget, shape, say)
+        done.add(id(confirmed))
+        evaluations[evaluations.index(pick)] = confirmed
 
 
 def _describe(m: Measurement | None, base: Measurement) -> str:

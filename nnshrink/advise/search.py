@@ -42,6 +42,9 @@ class Evaluation:
             the closest candidate (``None`` for the others); ``measurement.top1`` is on the
             split the search selects on (validation, unless the advisor ran with
             ``val_size=0``).
+        retimed_ratio: for the final choice of a latency budget, its latency over the
+            baseline's when the two were re-timed side by side after the search (``None``
+            otherwise); ``measurement.latency_ms`` is then that ratio times the baseline's.
     """
 
     candidate: Candidate
@@ -58,6 +61,7 @@ class Evaluation:
     excess: float = math.inf
     resource_ok: bool = False
     test_top1: float | None = None
+    retimed_ratio: float | None = None
 
     @property
     def label(self) -> str:
@@ -75,6 +79,7 @@ class Evaluation:
             "recipe": self.recipe,
             "excess": None if math.isinf(self.excess) else self.excess,
             "resource_ok": self.resource_ok, "test_top1": self.test_top1,
+            "retimed_ratio": self.retimed_ratio,
         }  # fmt: skip
 
 

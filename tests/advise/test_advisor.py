@@ -166,7 +166,46 @@ def test_latency_of_a_structure_is_its_lowest_measurement(trained, tmp_path):
     runs = [e for e in res.evaluations if e.measurement is not None]
     assert max(e.rung for e in runs) >= 1  # some candidate measured at several rungs
     for e in sorted(runs, key=lambda e: e.rung):
+        if e.retimed_ratio is not None:
+            continue  # the final check below
         name = e.candidate.name
         assert e.measurement.latency_ms <= zero[name]
         assert e.measurement.latency_ms <= seen.get(name, float("inf"))
         seen[name] = e.measurement.latency_ms
+    # the final choice is re-timed beside the baseline: its latency is that ratio x baseline's
+    final = res.chosen or res.closest
+    assert final.retimed_ratio is not None and final.retimed_ratio > 0
+    assert final.measurement.latency_ms == pytest.approx(
+        final.retimed_ratio * res.baseline.latency_ms
+    )
+    assert final in res.evaluations
+    assert final.meets == (final.measurement.latency_ms <= budget.max_latency_ms
+                           and not final.violations)  # fmt: skip
+
+
+@needs_mnist
+def test_a_choice_that_fails_its_retiming_is_not_chosen(trained, tmp_path, monkeypatch):
+    """A re-timing that always fails (10x the limit) leaves nothing chosen."""
+    import nnshrink.advise.advisor as advisor
+
+    def slow(evaluation, baseline_model, baseline, budget, shape, say):
+        import dataclasses
+
+        from nnshrink.advise.search import judge
+
+        m = dataclasses.replace(evaluation.measurement, latency_ms=10 * budget.max_latency_ms)
+        return dataclasses.replace(evaluation, measurement=m, retimed_ratio=-1.0,
+                                   **judge(budget, m, baseline.top1))  # fmt: skip
+
+    monkeypatch.setattr(advisor, "_retime", slow)
+    budget = Budget(max_latency_ms=10.0, max_drop=100, time_limit_s=30, threads=1)
+    res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
+                 train_limit=TRAIN_LIMIT, max_candidates=2, rungs=1, sensitivity=False,
+                 progress=False, log=None)  # fmt: skip
+    assert res.chosen is None
+    assert res.closest is not None and res.closest.retimed_ratio == -1.0
+    # every evaluation that met the budget in the search was re-timed (and failed) before the
+    # advisor gave up: none meets any more
+    assert not any(e.meets for e in res.evaluations)
+    assert sum(e.retimed_ratio == -1.0 for e in res.evaluations) >= 1
+    assert "no candidate meets the budget" in res.message
