@@ -21,25 +21,19 @@ from pathlib import Path
 
 import torch
 
-from nnshrink.data import VAL_SIZE
-from nnshrink.export.onnx import export_onnx
+from nnshrink.data import VAL_SIZE, input_shape
 from nnshrink.io import load_checkpoint
-from nnshrink.metrics.latency import interleaved, ort_session
+from nnshrink.metrics.latency import forward_call, interleaved
 from nnshrink.utils import environment
 
 
-def onnx_of(path: Path, x: torch.Tensor) -> bytes:
-    """ONNX bytes of an artifact: an int8 ONNX file as is, a checkpoint exported."""
+def call_of(path: Path, x: torch.Tensor, threads: int):
+    """One ONNX Runtime call of an artifact: an int8 ONNX file as is, a checkpoint exported."""
     if path.suffix == ".onnx":
-        return path.read_bytes()
+        return forward_call(None, x, runtime="onnxruntime", threads=threads,
+                            onnx_bytes=path.read_bytes())  # fmt: skip
     model, _ = load_checkpoint(path)
-    return export_onnx(model.eval(), (x,))
-
-
-def runner(session, x: torch.Tensor):
-    """One call of ``session`` on ``x``, as a zero-argument function."""
-    feeds = {session.get_inputs()[0].name: x.numpy()}
-    return lambda: session.run(None, feeds)
+    return forward_call(model.eval(), x, runtime="onnxruntime", threads=threads)
 
 
 def main() -> None:
@@ -61,10 +55,9 @@ def main() -> None:
         name = case["case"].split("-")[0]
         base = args.baseline or work / f"{name}-{data}-holdout{VAL_SIZE}.safetensors"
         threads = budget["threads"]
-        x = torch.zeros(budget["batch_size"], 1, 28, 28)
-        sessions = {k: ort_session(onnx_of(Path(v), x), threads)
-                    for k, v in (("baseline", base), ("chosen", pick["artifact"]))}  # fmt: skip
-        fns = {k: runner(s, x) for k, s in sessions.items()}
+        x = torch.zeros(budget["batch_size"], *input_shape(data))
+        fns = {k: call_of(Path(v), x, threads)
+               for k, v in (("baseline", base), ("chosen", pick["artifact"]))}  # fmt: skip
         repeats = []
         for seed in range(args.repeats):
             stats = interleaved(fns, rounds=args.rounds, runs=args.runs, seed=seed)

@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 from nnshrink import compress_, models
-from nnshrink.export.onnx import export_onnx
 from nnshrink.metrics import count_macs, count_params
-from nnshrink.metrics.latency import interleaved, ort_session, torch_threads
+from nnshrink.metrics.latency import forward_call, interleaved, torch_threads
 from nnshrink.pruning import BlockPruning, StructuredPruning
 from nnshrink.utils import environment
 
@@ -66,9 +65,7 @@ def main() -> None:
     x1 = torch.zeros(1, 1, 28, 28)
     fns = {}
     for name, model in models_.items():
-        session = ort_session(export_onnx(model, (x1,)), args.threads)
-        feeds = {session.get_inputs()[0].name: x1.numpy()}
-        fns[f"ort:{name}"] = lambda s=session, f=feeds: s.run(None, f)
+        fns[f"ort:{name}"] = forward_call(model, x1, runtime="onnxruntime", threads=args.threads)
 
         def eager(m=model):
             with torch_threads(args.threads), torch.inference_mode():

@@ -35,14 +35,7 @@ from .candidates import (
     interleave,
     model_traits,
 )
-from .measure import (
-    LayerTime,
-    layer_latency_share,
-    measure_model,
-    measure_run,
-    top1,
-    zero_shot,
-)
+from .measure import LayerTime, layer_latency_share, measure_model, measure_run, top1, zero_shot
 from .search import Evaluation, choose, judge, rung_limits, split_resource, successive_halving
 from .sensitivity import (
     SENS_BITS,
@@ -446,10 +439,10 @@ def _retime(evaluation: Evaluation, baseline_model: nn.Module, baseline: Measure
     latency is their median ratio times the baseline's measured latency.
     """
     from ..metrics.latency import interleaved
-    from .measure import _timer
+    from .measure import deployed_call
 
-    calls = {"baseline": _timer(baseline_model, budget, shape),
-             "candidate": _timer(_load_artifact(evaluation, budget), budget, shape)}  # fmt: skip
+    calls = {"baseline": deployed_call(baseline_model, budget, shape),
+             "candidate": deployed_call(_load_artifact(evaluation, budget), budget, shape)}  # fmt: skip
     stats = interleaved(calls, rounds=RETIME_ROUNDS, runs=RETIME_RUNS)
     ratio = stats["candidate"]["median"] / stats["baseline"]["median"]
     m = dataclasses.replace(evaluation.measurement, latency_ms=ratio * baseline.latency_ms)

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..core import Config, compress_, eval_mode
 from ..metrics import count_macs
-from ..metrics.latency import time_callable, torch_threads
+from ..metrics.latency import forward_call, time_callable, torch_threads
 from ..quantization.backends.ort import OrtInt8Module
 from .budget import Budget, Measurement
 
@@ -96,29 +96,26 @@ def layer_latency_share(
     return sorted(rows, key=lambda r: -r.ms)
 
 
-def _timer(model: nn.Module, budget: Budget, input_shape: Sequence[int]) -> Callable[[], Any]:
-    """A zero-argument call that runs ``model`` once as the budget deploys it."""
+def deployed_call(
+    model: nn.Module, budget: Budget, input_shape: Sequence[int]
+) -> Callable[[], Any]:
+    """A zero-argument call that runs ``model`` once as the budget deploys it (batch, threads,
+    runtime). An int8 model from PTQ is an ONNX Runtime session already: it runs as it is,
+    with the budget's threads, whatever ``budget.runtime`` says. Eager models are put in eval
+    mode.
+
+    Example:
+        >>> run = deployed_call(nn.Linear(4, 2), Budget(max_latency_ms=1, runtime="eager"), (4,))
+        >>> tuple(run().shape)
+        (1, 2)
+    """
     x = torch.zeros(budget.batch_size, *input_shape)
     if isinstance(model, OrtInt8Module):
-        # an int8 model from PTQ is an ONNX Runtime session already, whatever budget.runtime says
         model.set_threads(budget.threads)
-        return _eager_call(model.eval(), x)
-    if budget.runtime == "onnxruntime":
-        from ..export.onnx import export_onnx
-        from ..metrics.latency import ort_session
-
-        session = ort_session(export_onnx(model, (x,)), budget.threads)
-        feeds = {session.get_inputs()[0].name: x.numpy()}
-        return lambda: session.run(None, feeds)
-    return _eager_call(model.eval(), x)
-
-
-def _eager_call(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
-    def call() -> Any:
-        with torch.inference_mode():
-            return model(x)
-
-    return call
+        return forward_call(model.eval(), x, runtime="eager")
+    if budget.runtime == "eager":
+        model.eval()
+    return forward_call(model, x, runtime=budget.runtime, threads=budget.threads)
 
 
 def _median_ms(fn: Callable[[], Any], runs: int, warmup: int = 5) -> float:
@@ -150,7 +147,7 @@ def latency_ms(
     was_training = model.training
     with torch_threads(budget.threads):
         gc.collect()  # sessions of dropped candidates: their threads must not run beside this one
-        call = _timer(model, budget, input_shape)
+        call = deployed_call(model, budget, input_shape)
         medians = []
         for _ in range(max(1, rounds)):
             time.sleep(0.02)
@@ -206,7 +203,7 @@ def measure_model(
         top1=accuracy,
         bytes=Path(artifact).stat().st_size,
         bytes_kind=bytes_kind,
-        latency_ms=(latency_ms(model, budget, input_shape, runs) if latency else None),  # fmt: skip
+        latency_ms=latency_ms(model, budget, input_shape, runs) if latency else None,
         macs=int(macs),
     )
 
@@ -232,11 +229,7 @@ def artifact_of(out_dir: str | os.PathLike, model: nn.Module) -> tuple[Path, str
 
 
 def measure_run(
-    result: Any,
-    budget: Budget,
-    input_shape: Sequence[int],
-    *,
-    latency: bool = True,
+    result: Any, budget: Budget, input_shape: Sequence[int], *, latency: bool = True
 ) -> tuple[Measurement, Path]:
     """Measure a :class:`~nnshrink.recipes.RunResult`: its artifact, last row's top-1, MACs.
 

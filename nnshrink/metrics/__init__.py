@@ -1,7 +1,14 @@
 """Evaluation criteria from the surveys: parameters, MACs, size, latency, accuracy, reports."""
 
 from ..train.evaluate import evaluate
-from .latency import RUNTIMES, LatencyStats, measure_latency, ort_session, time_callable
+from .latency import (
+    RUNTIMES,
+    LatencyStats,
+    forward_call,
+    measure_latency,
+    ort_session,
+    time_callable,
+)
 from .macs import LayerMacs, count_macs, profile_macs, register_mac_counter
 from .params import count_nonzero_params, count_params
 from .report import METRICS, Report
@@ -20,6 +27,7 @@ __all__ = [
     "dense_bytes",
     "evaluate",
     "file_bytes",
+    "forward_call",
     "measure_latency",
     "ort_session",
     "profile_macs",

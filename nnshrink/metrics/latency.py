@@ -150,6 +150,52 @@ def ort_session(onnx_bytes: bytes, threads: int):
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
+def forward_call(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    runtime: str = "eager",
+    threads: int = 2,
+    onnx_bytes: bytes | None = None,
+) -> Callable[[], Any]:
+    """A zero-argument call that runs one forward pass of ``model`` on ``example_inputs``.
+
+    ``"eager"`` runs the module under ``inference_mode`` as it is (put it in eval mode and pin
+    the threads around the timing); ``"onnxruntime"`` exports it (or takes ``onnx_bytes``) and
+    runs a session with ``threads`` intra-op threads. What :func:`measure_latency` and
+    :func:`interleaved` time.
+
+    Args:
+        model: the model.
+        example_inputs: a tensor or tuple of tensors.
+        runtime: ``"eager"`` or ``"onnxruntime"``.
+        threads: intra-op threads of the ONNX Runtime session.
+        onnx_bytes: a ready ONNX model for ``onnxruntime``.
+
+    Example:
+        >>> run = forward_call(nn.Linear(2, 2), torch.zeros(1, 2))
+        >>> tuple(run().shape)
+        (1, 2)
+    """
+    args = as_input_tuple(example_inputs)
+    if runtime == "eager":
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return model(*args)
+
+        return call
+    if runtime == "onnxruntime":
+        if onnx_bytes is None:
+            from ..export.onnx import export_onnx
+
+            onnx_bytes = export_onnx(model, args)
+        session = ort_session(onnx_bytes, threads)
+        feeds = {i.name: a.detach().cpu().numpy() for i, a in zip(session.get_inputs(), args)}
+        return lambda: session.run(None, feeds)
+    raise ValueError(f"unknown runtime {runtime!r}; choose from {RUNTIMES}")
+
+
 def measure_latency(
     model: nn.Module,
     example_inputs: Any,
@@ -177,22 +223,15 @@ def measure_latency(
     """
     args = as_input_tuple(example_inputs)
     batch = int(args[0].shape[0]) if args and hasattr(args[0], "shape") else 1
+    call = forward_call(model, args, runtime=runtime, threads=threads, onnx_bytes=onnx_bytes)
     if runtime == "eager":
         was_training = model.training
         model.eval()
         try:
-            with torch_threads(threads), torch.inference_mode():
-                times = time_callable(lambda: model(*args), warmup=warmup, runs=runs)
+            with torch_threads(threads):
+                times = time_callable(call, warmup=warmup, runs=runs)
         finally:
             model.train(was_training)
-        return summarize(times, runtime, batch, threads)
-    if runtime == "onnxruntime":
-        if onnx_bytes is None:
-            from ..export.onnx import export_onnx
-
-            onnx_bytes = export_onnx(model, args)
-        session = ort_session(onnx_bytes, threads)
-        feeds = {i.name: a.detach().cpu().numpy() for i, a in zip(session.get_inputs(), args)}
-        times = time_callable(lambda: session.run(None, feeds), warmup=warmup, runs=runs)
-        return summarize(times, runtime, batch, threads)
-    raise ValueError(f"unknown runtime {runtime!r}; choose from {RUNTIMES}")
+    else:
+        times = time_callable(call, warmup=warmup, runs=runs)
+    return summarize(times, runtime, batch, threads)

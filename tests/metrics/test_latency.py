@@ -52,3 +52,16 @@ def test_interleaved_times_every_callable_in_shuffled_rounds():
     timed = order[3:]  # after the warm-up calls
     firsts = {timed[i * 6] for i in range(6)}  # the first callable of each round
     assert len(firsts) > 1  # the order is shuffled between rounds
+
+
+def test_forward_call_runs_the_model_in_each_runtime():
+    from nnshrink.metrics.latency import forward_call
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 4)
+    expected = model(x)
+    assert torch.equal(forward_call(model, x)(), expected)
+    (ort_out,) = forward_call(model, x, runtime="onnxruntime", threads=1)()
+    assert torch.allclose(torch.from_numpy(ort_out), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown runtime"):
+        forward_call(model, x, runtime="tvm")
