@@ -12,6 +12,10 @@ Recipe:
    ``criterion="bn_scale"``; 0.8 gives the paper's 784-100-60-10) — the layers really shrink;
    With ``--passes N`` the pruning is done in N steps, each followed by another ``--epochs`` of
    sparsity training (the paper's multi-pass scheme);
+   With ``--input-keep K`` the first layer also loses input pixels (``InputPruning``, keeping the
+   K pixels that contribute most, ``||W[:, j]|| * std(x_j)``), after sparsity training with a
+   group-lasso penalty on its input columns (``GroupLassoCallback``, ``--input-penalty``): the
+   input-layer form of slimming, which frees the parameter budget for wider hidden layers;
 4. fine-tune ``--finetune-epochs`` (a fresh cosine schedule from the dense peak LR); with
    ``--kd`` the fine-tune is Hinton distillation from the dense model of step 1 (``distill``,
    T=4, alpha=0.9) — the surveys' recovery step after pruning, and what closes the gap here.
@@ -19,7 +23,9 @@ Recipe:
 Defaults (15 + 15 + 20 epochs, penalty 1e-3) are the best of a small grid on this script: the
 paper's 1e-4 hardly moves the BN scales in 15 epochs (7,000 SGD steps, against their ~64,000).
 
-Run from the repository root: ``PYTHONPATH=. .venv/bin/python benchmarks/slimming_mlp.py``.
+Run from the repository root: ``PYTHONPATH=. .venv/bin/python benchmarks/slimming_mlp.py``; the
+input-slimming runs that meet the target (``slimming_mlp_inputs_seed*.json``) add
+``--input-keep 400 --ratio 0.6 --finetune-lr 0.005 --finetune-epochs 10 --threads 1 --seed S``.
 Writes ``benchmarks/results/slimming_mlp.json`` and prints a markdown table.
 """
 
@@ -38,7 +44,12 @@ from nnshrink import data, models
 from nnshrink.core import compress_
 from nnshrink.distill import distill
 from nnshrink.metrics import count_macs, count_params
-from nnshrink.pruning import BNSlimmingCallback, StructuredPruning
+from nnshrink.pruning import (
+    BNSlimmingCallback,
+    GroupLassoCallback,
+    InputPruning,
+    StructuredPruning,
+)
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 
@@ -63,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--kd", action="store_true", help="fine-tune by distillation from the dense")
     p.add_argument("--passes", type=int, default=1, help="prune / sparsity-train passes")
+    p.add_argument("--input-keep", type=int, default=None, help="input pixels kept (default all)")
+    p.add_argument("--input-penalty", type=float, default=1e-3, help="group lasso on input cols")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -89,13 +102,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(f"dense: error {dense_err:.2f}%, {dense_params} params {elapsed()}")
 
     model = models.create("mlp", batch_norm=True)
+    sparsity_callbacks = [BNSlimmingCallback(args.penalty)]
+    if args.input_keep is not None:
+        sparsity_callbacks.append(GroupLassoCallback(args.input_penalty, ["1"]))
     fit(
         model,
         train,
         epochs=args.epochs,
         lr=args.lr,
         seed=args.seed,
-        callbacks=[BNSlimmingCallback(args.penalty)],
+        callbacks=sparsity_callbacks,
         progress=False,
     )
     sparse_err = 100 * (1 - evaluate(model, test)["top1"])
@@ -114,10 +130,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         compress_(model, cfg, example_inputs=x)
         print(f"pass {extra + 1}: {hidden_widths(model)} {elapsed()}")
         fit(model, train, epochs=args.epochs, lr=args.lr, seed=args.seed + 2 + extra,
-            callbacks=[BNSlimmingCallback(args.penalty)], progress=False)  # fmt: skip
+            callbacks=sparsity_callbacks, progress=False)  # fmt: skip
     compress_(model, cfg, example_inputs=x)
+    inputs_kept = 784
+    input_cfg = None if args.input_keep is None else InputPruning(keep=args.input_keep, layer="1")
+    if input_cfg is not None:
+        # pixel statistics from 2,560 training images (not the test set)
+        batches = [b for b, _ in zip(train, range(20))]
+        sample = torch.cat([images for images, _ in batches])
+        inputs_kept = compress_(model, input_cfg, example_inputs=sample).features_after
     pruned_err_before_ft = 100 * (1 - evaluate(model, test)["top1"])
-    print(f"pruned to {hidden_widths(model)}: error {pruned_err_before_ft:.2f}% {elapsed()}")
+    shape = f"{inputs_kept} inputs, {hidden_widths(model)}"
+    print(f"pruned to {shape}: error {pruned_err_before_ft:.2f}% {elapsed()}")
     finetune = {
         "epochs": args.finetune_epochs,
         "lr": args.finetune_lr if args.finetune_lr is not None else args.lr,
@@ -140,11 +164,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "seed": args.seed,
         "args": vars(args),
         "config": cfg.to_dict(),
+        "input_pruning": input_cfg.to_dict() if input_cfg is not None else None,
         "dense": {"params": dense_params, "macs": dense_macs, "top1_error_pct": dense_err},
         "sparsity_trained_error_pct": sparse_err,
         "bn_scales_below_1e-2": float((gammas < 1e-2).float().mean()),
         "pruned": {
             "widths": hidden_widths(model),
+            "inputs_kept": inputs_kept,
             "params": params,
             "macs": macs,
             "params_removed_pct": 100 * removed,
@@ -165,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
-    widths = "-".join(str(w) for w in [784, *hidden_widths(model), 10])
+    widths = "-".join(str(w) for w in [inputs_kept, *hidden_widths(model), 10])
     print()
     print("| MLP + BN, MNIST | top-1 error | params | removed | architecture |")
     print("|---|---:|---:|---:|---|")

@@ -1,7 +1,16 @@
-"""Pruning: unstructured masks, structured (channel) pruning, schedules, sensitivity analysis."""
+"""Pruning: unstructured masks, structured (channel), depth and input-feature pruning, schedules,
+sensitivity analysis."""
 
 from . import criteria, schedules, select, structured
 from .depth import BlockPruning, BlockPruningResult, residual_blocks
+from .inputs import (
+    GroupLassoCallback,
+    InputPruning,
+    InputPruningResult,
+    SelectFeatures,
+    group_lasso_penalty,
+    input_layer,
+)
 from .schedules import agp, iterative, one_shot
 from .sensitivity import SensitivityResult, layer_sensitivity
 from .structured import (
@@ -34,9 +43,13 @@ __all__ = [
     "BNSlimmingCallback",
     "BlockPruning",
     "BlockPruningResult",
+    "GroupLassoCallback",
+    "InputPruning",
+    "InputPruningResult",
     "MagnitudePruning",
     "MaskCallback",
     "PruningSummary",
+    "SelectFeatures",
     "SensitivityResult",
     "StructuredPruner",
     "StructuredPruning",
@@ -47,6 +60,8 @@ __all__ = [
     "criteria",
     "get_masks",
     "global_masks",
+    "group_lasso_penalty",
+    "input_layer",
     "iterative",
     "layer_sensitivity",
     "magnitude_scores",

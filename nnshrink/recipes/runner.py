@@ -22,9 +22,10 @@ from ..data.datasets import VAL_SIZE
 from ..io import ArchitectureError, load_checkpoint, save_checkpoint
 from ..metrics import file_bytes, snapshot
 from ..models import create
-from ..train import KeepZeros, barrier, fit, init_distributed, is_main_process, wrap_ddp
+from ..pruning import BNSlimmingCallback, GroupLassoCallback, input_layer
+from ..train import Callback, KeepZeros, barrier, fit, init_distributed, is_main_process, wrap_ddp
 from ..utils import atomic_write_bytes, environment, seed_everything
-from .schema import TECHNIQUE_STAGES, Recipe, RecipeError, Stage
+from .schema import TECHNIQUE_STAGES, Recipe, RecipeError, Stage, TrainStage
 
 ROW_KEYS = ("params", "nonzero_params", "macs", "size_bytes", "file_bytes", "latency_ms",
             "latency_onnx_ms", "top1", "top5", "loss")  # fmt: skip
@@ -122,6 +123,16 @@ class _Run:
         return row
 
     # -- stages ----------------------------------------------------------------------------
+    def train_callbacks(self, model: nn.Module, config: TrainStage, keep: bool) -> list[Callback]:
+        """KeepZeros and the sparsity penalties a train stage asks for."""
+        callbacks: list[Callback] = [KeepZeros()] if keep else []
+        if config.bn_l1 > 0:
+            callbacks.append(BNSlimmingCallback(config.bn_l1))
+        if config.input_group_lasso > 0:
+            layer = model.get_submodule(input_layer(model, self.example_batch))
+            callbacks.append(GroupLassoCallback(config.input_group_lasso, [layer]))
+        return callbacks
+
     def run_stage(self, index: int, stage: Stage, model: nn.Module, baseline: nn.Module):
         name, config = stage.name, stage.config
         details: dict[str, Any] = {}
@@ -131,7 +142,7 @@ class _Run:
                 wrap_ddp(model), self.train_loader, epochs=config.epochs, lr=config.lr,
                 optimizer=config.optimizer, schedule=config.schedule,
                 weight_decay=config.weight_decay, momentum=config.momentum,
-                callbacks=[KeepZeros()] if keep else (), seed=self.recipe.seed + index,
+                callbacks=self.train_callbacks(model, config, keep), seed=self.recipe.seed + index,
                 progress=self.progress,
             )  # fmt: skip
             details["history"] = history.epochs

@@ -50,7 +50,10 @@ class TrainStage(Config):
     """``train`` / ``finetune``: run :func:`nnshrink.train.fit`.
 
     ``keep_zeros`` (default on for ``finetune``) keeps weights that are exactly zero at zero, so
-    fine-tuning after unstructured pruning does not revive them.
+    fine-tuning after unstructured pruning does not revive them. ``bn_l1`` adds network slimming's
+    L1 penalty on BN scales (before ``structured-pruning`` with ``criterion: bn_scale``);
+    ``input_group_lasso`` a group-lasso penalty on the input layer's columns (before
+    ``input-pruning``).
     """
 
     kind: ClassVar[str] = "recipe-train"
@@ -61,10 +64,14 @@ class TrainStage(Config):
     weight_decay: float = 0.0
     momentum: float = 0.9
     keep_zeros: bool | None = None
+    bn_l1: float = 0.0
+    input_group_lasso: float = 0.0
 
     def validate(self) -> None:
         if self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if self.bn_l1 < 0 or self.input_group_lasso < 0:
+            raise ConfigError("bn_l1 and input_group_lasso must be >= 0")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
 

@@ -80,6 +80,21 @@ def test_prune_blocks_removes_residual_blocks(tmp_path, capsys):
 
 
 @needs_mnist
+def test_prune_inputs_drops_pixels(tmp_path, capsys, checkpoint):
+    out = tmp_path / "fewer-pixels.safetensors"
+    report = _run(capsys, ["prune", str(checkpoint), "--method", "inputs", "--keep", "400",
+                           "--out", str(out), *QUICK])  # fmt: skip
+    summary = report["details"]["summary"]
+    assert summary["layer"] == "1" and summary["features_after"] == 400
+    assert report["params"]["before"] - report["params"]["after"] == 384 * 300
+    model, _ = load_checkpoint(out)  # saved with the pixel select, loads by name + spec
+    assert model[1][1].in_features == 400 and count_params(model) == report["params"]["after"]
+    bad = ["prune", str(checkpoint), "--method", "l1", "--keep", "2", "--out", str(out), *QUICK]
+    assert main(bad) == 2
+    assert "--method inputs" in capsys.readouterr().err
+
+
+@needs_mnist
 def test_prune_user_errors(tmp_path, capsys, checkpoint):
     out = str(tmp_path / "x.safetensors")
     args = ["prune", str(checkpoint), "--method", "magnitude", "--target-macs", "1000",

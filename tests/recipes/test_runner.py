@@ -108,6 +108,27 @@ def test_distill_and_structured_prune_stages(tmp_path, tiny_recipe):
     assert (tmp_path / "stages" / "baseline.safetensors").is_file()
 
 
+def test_slimming_with_input_pruning_stages(tmp_path, tiny_recipe):
+    tiny_recipe["model"] = {"name": "mlp", "kwargs": {"batch_norm": True}}
+    tiny_recipe["stages"] = [
+        {"train": {"epochs": 1, "bn_l1": 1e-3, "input_group_lasso": 1e-3}},
+        {"prune": {"type": "structured-pruning", "ratio": 0.6, "criterion": "bn_scale"}},
+        {"prune": {"type": "input-pruning", "keep": 400}},
+        {"finetune": {"epochs": 1, "lr": 0.005, "optimizer": "sgd"}},
+        {"export": {}},
+    ]
+    result = run_recipe(parse_recipe(tiny_recipe), tmp_path, progress=False, log=_quiet)
+    rows = {r["label"]: r for r in result.rows}
+    # 784-500-300-10 -> 400-200-120-10: 106,170 parameters of 547,410
+    assert rows["3:prune"]["params"] == 400 * 200 + 200 + 2 * 200 + 200 * 120 + 120 + 2 * 120 + 1210
+    assert rows["4:finetune"]["top1"] > 0.5
+    report = json.loads(result.report_json.read_text())
+    assert report["stages"][2]["details"]["result"]["features_after"] == 400
+    assert report["stages"][4]["details"]["max_abs_diff_vs_pytorch"] < 1e-4
+    model, _ = load_checkpoint(tmp_path / "stages" / "04-finetune.safetensors")
+    assert model[1][1].in_features == 400
+
+
 def test_export_of_int8_model_writes_the_int8_graph(tmp_path, tiny_recipe):
     tiny_recipe["stages"] = [
         {"train": {"epochs": 1}},
