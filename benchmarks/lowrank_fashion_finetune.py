@@ -10,6 +10,14 @@ Usage:
         --test-limit 0 --epochs 20 --finetune-epochs 8
 
 Decomposition runs on the CPU (tensorly), training and evaluation on ``--device``.
+
+``--round-to 16 1`` decomposes once per rank rounding (ranks in multiples of 16 run 2x faster in
+ONNX Runtime at batch 32 on VGG-16, docs/lowrank.md); with a rounding above 1 the per-layer MAC
+ratio is bisected so that the decomposed convs keep the same MACs as unrounded ranks
+(``lowrank_latency.decompose_at``). ``--latency`` then times every fine-tuned model beside the
+dense one in this process (eager, eager channels_last, ONNX Runtime; batch ``--latency-batch``;
+``--threads`` threads). ``--save-dense`` / ``--load-dense`` keep the trained dense model between
+runs.
 """
 
 from __future__ import annotations
@@ -17,18 +25,22 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from nnshrink import compress_, data
+from nnshrink.io import load_checkpoint, save_checkpoint
 from nnshrink.lowrank import LowRank
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.models import create
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
+
+sys.path.insert(0, str(Path(__file__).parent))  # sibling benchmark: one decompose_at, one timer
+from lowrank_latency import compare, decompose_at, not_stem  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "lowrank_fashion_finetune.json"
 
@@ -46,6 +58,14 @@ def main() -> None:
     p.add_argument("--test-limit", type=int, default=2000, help="0 = all")
     p.add_argument("--methods", nargs="+", default=["tucker", "cp"])
     p.add_argument("--cp-iters", type=int, default=25)
+    p.add_argument("--round-to", nargs="+", type=int, default=[1], help="rank multiples to try")
+    p.add_argument("--bisect-steps", type=int, default=8)
+    p.add_argument("--latency", action="store_true", help="time each model beside the dense")
+    p.add_argument("--latency-batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--save-dense", type=Path, default=None)
+    p.add_argument("--load-dense", type=Path, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     torch.manual_seed(0)  # initial weights too: reproducible runs
@@ -56,8 +76,15 @@ def main() -> None:
     test = data.loader("fashion-mnist", "test", 500, limit=args.test_limit or None)
     train, test = train.to(device), test.to(device)
     x = torch.zeros(1, 1, 28, 28)
-    dense = create(args.model, in_channels=1, input_size=28).to(device)
-    fit(dense, train, epochs=args.epochs, lr=args.lr, progress=False)
+    if args.load_dense is not None:
+        dense, _ = load_checkpoint(args.load_dense)
+        dense = dense.to(device)
+    else:
+        dense = create(args.model, in_channels=1, input_size=28).to(device)
+        fit(dense, train, epochs=args.epochs, lr=args.lr, progress=False)
+    if args.save_dense is not None:
+        save_checkpoint(dense.cpu(), args.save_dense)
+        dense = dense.to(device)
     dense.eval()
     results = {
         "benchmark": "lowrank_fashion_finetune",
@@ -75,14 +102,23 @@ def main() -> None:
         "rows": [],
     }
     print(json.dumps(results["dense"]), flush=True)
-    for method in args.methods:
-        model = copy.deepcopy(dense).cpu()
-        cfg = LowRank(method=method, rank="macs", macs_ratio=0.5, n_iter_max=args.cp_iters)
-        report = compress_(model, cfg, example_inputs=x,
-                           filter_fn=lambda m, n: not (isinstance(m, nn.Conv2d) and m.in_channels < 4))  # fmt: skip
+    plans = [(method, r) for r in args.round_to for method in args.methods]
+    for method, round_to in plans:
+        if round_to == 1:
+            model = copy.deepcopy(dense).cpu()
+            cfg = LowRank(method=method, rank="macs", macs_ratio=0.5, n_iter_max=args.cp_iters)
+            report = compress_(model, cfg, example_inputs=x, filter_fn=not_stem)
+            layer_ratio = 0.5
+        else:
+            opts = argparse.Namespace(cp_iters=args.cp_iters, round_to=round_to, macs_ratio=0.5,
+                                      bisect_steps=args.bisect_steps)  # fmt: skip
+            model, report, layer_ratio = decompose_at(copy.deepcopy(dense).cpu(), method, x, opts)
         model = model.to(device).eval()
         row = {
             "method": method,
+            "round_to": round_to,
+            "layer_macs_ratio": round(layer_ratio, 4),
+            "ranks": [list(r.ranks) for r in report.decomposed],
             "macs": count_macs(model, x.to(device)),
             "params": count_params(model),
             "mean_rel_error": round(
@@ -99,6 +135,12 @@ def main() -> None:
         )
         model.eval()
         row["top1_finetuned"] = evaluate(model, test)["top1"]
+        if args.latency:
+            xb = torch.randn(args.latency_batch, 1, 28, 28)
+            row["latency"] = compare(dense.cpu().eval(), model.cpu().eval(), xb, args.rounds,
+                                     args.runs)  # fmt: skip
+            row["latency"]["batch"] = args.latency_batch
+            dense = dense.to(device)
         print(json.dumps(row), flush=True)
         results["rows"].append(row)
         results["wall_s"] = round(time.time() - t0, 1)
