@@ -125,22 +125,10 @@ def _build_config(args: argparse.Namespace):
     from ..pruning import BlockPruning, InputPruning, MagnitudePruning, StructuredPruning
 
     try:
-        if args.method == "inputs" or args.keep is not None:
-            if args.method != "inputs" or args.target_macs is not None:
-                raise CLIError(
-                    "--keep goes with --method inputs (and --method inputs takes --keep N or "
-                    "--ratio R, not --target-macs)"
-                )
-            ratio = {} if args.ratio is None else {"ratio": args.ratio}
-            return InputPruning(keep=args.keep, seed=args.seed, **ratio)
-        if args.method == "blocks" or args.blocks is not None:
-            if args.method != "blocks" or args.target_macs is not None:
-                raise CLIError(
-                    "--blocks goes with --method blocks (and --method blocks takes --blocks N or "
-                    "--ratio R, not --target-macs)"
-                )
-            ratio = {} if args.ratio is None else {"ratio": args.ratio}
-            return BlockPruning(remove=args.blocks, seed=args.seed, **ratio)
+        whole = _whole_model_config(args, "inputs", "keep", InputPruning)
+        whole = whole or _whole_model_config(args, "blocks", "remove", BlockPruning)
+        if whole is not None:
+            return whole
         if not _is_structured(args):
             if args.target_macs is not None:
                 raise CLIError(
@@ -165,6 +153,22 @@ def _build_config(args: argparse.Namespace):
         )
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
+
+
+def _whole_model_config(args: argparse.Namespace, method: str, field: str, cls):
+    """``--method blocks --blocks N`` / ``--method inputs --keep N`` (or ``--ratio R``): the
+    config, None for other methods, a CLIError for a flag given to the wrong method."""
+    flag = {"remove": "blocks"}.get(field, field)
+    count = getattr(args, flag)
+    if args.method != method and count is None:
+        return None
+    if args.method != method or args.target_macs is not None:
+        raise CLIError(
+            f"--{flag} goes with --method {method} (and --method {method} takes --{flag} N or "
+            "--ratio R, not --target-macs)"
+        )
+    ratio = {} if args.ratio is None else {"ratio": args.ratio}
+    return cls(**{field: count}, seed=args.seed, **ratio)
 
 
 def _taylor_gradients(model: nn.Module, train, batches: int = 4) -> None:

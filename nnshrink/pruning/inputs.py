@@ -37,7 +37,7 @@ from nnshrink.core import (
     register_handler,
     set_submodule,
 )
-from nnshrink.io import register_module
+from nnshrink.io import layer_kwargs, register_module
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.train.callbacks import Callback
 
@@ -334,18 +334,9 @@ def _padding(layer: nn.Module) -> tuple[int, ...]:
 
 
 def _layer_kwargs(layer: nn.Module, in_features: int, bias: bool) -> dict[str, Any]:
-    if isinstance(layer, nn.Linear):
-        return {"in_features": in_features, "out_features": layer.out_features, "bias": bias}
-    return {
-        "in_channels": in_features,
-        "out_channels": layer.out_channels,
-        "kernel_size": layer.kernel_size,
-        "stride": layer.stride,
-        "padding": layer.padding,
-        "dilation": layer.dilation,
-        "bias": bias,
-        "padding_mode": layer.padding_mode,
-    }
+    kwargs = {**layer_kwargs(layer), "bias": bias}
+    kwargs["in_features" if isinstance(layer, nn.Linear) else "in_channels"] = in_features
+    return kwargs
 
 
 @register_handler(InputPruning)
