@@ -31,16 +31,15 @@ from pathlib import Path
 
 import torch
 
-from nnshrink import compress_, data
+from nnshrink import data
 from nnshrink.io import load_checkpoint, save_checkpoint
-from nnshrink.lowrank import LowRank
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.models import create
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 
 sys.path.insert(0, str(Path(__file__).parent))  # sibling benchmark: one decompose_at, one timer
-from lowrank_latency import compare, decompose_at, not_stem  # noqa: E402
+from lowrank_latency import compare, decompose_at  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "lowrank_fashion_finetune.json"
 
@@ -104,15 +103,10 @@ def main() -> None:
     print(json.dumps(results["dense"]), flush=True)
     plans = [(method, r) for r in args.round_to for method in args.methods]
     for method, round_to in plans:
-        if round_to == 1:
-            model = copy.deepcopy(dense).cpu()
-            cfg = LowRank(method=method, rank="macs", macs_ratio=0.5, n_iter_max=args.cp_iters)
-            report = compress_(model, cfg, example_inputs=x, filter_fn=not_stem)
-            layer_ratio = 0.5
-        else:
-            opts = argparse.Namespace(cp_iters=args.cp_iters, round_to=round_to, macs_ratio=0.5,
-                                      bisect_steps=args.bisect_steps)  # fmt: skip
-            model, report, layer_ratio = decompose_at(copy.deepcopy(dense).cpu(), method, x, opts)
+        # round_to=1 decomposes at exactly macs_ratio=0.5; coarser roundings are bisected
+        opts = argparse.Namespace(cp_iters=args.cp_iters, round_to=round_to, macs_ratio=0.5,
+                                  bisect_steps=args.bisect_steps)  # fmt: skip
+        model, report, layer_ratio = decompose_at(copy.deepcopy(dense).cpu(), method, x, opts)
         model = model.to(device).eval()
         row = {
             "method": method,

@@ -125,8 +125,8 @@ def _build_config(args: argparse.Namespace):
     from ..pruning import BlockPruning, InputPruning, MagnitudePruning, StructuredPruning
 
     try:
-        whole = _whole_model_config(args, "inputs", "keep", InputPruning)
-        whole = whole or _whole_model_config(args, "blocks", "remove", BlockPruning)
+        whole = _whole_model_config(args, "inputs", "keep", InputPruning, "keep")
+        whole = whole or _whole_model_config(args, "blocks", "blocks", BlockPruning, "remove")
         if whole is not None:
             return whole
         if not _is_structured(args):
@@ -155,10 +155,10 @@ def _build_config(args: argparse.Namespace):
         raise CLIError(str(exc)) from None
 
 
-def _whole_model_config(args: argparse.Namespace, method: str, field: str, cls):
+def _whole_model_config(args: argparse.Namespace, method: str, flag: str, cls, field: str):
     """``--method blocks --blocks N`` / ``--method inputs --keep N`` (or ``--ratio R``): the
-    config, None for other methods, a CLIError for a flag given to the wrong method."""
-    flag = {"remove": "blocks"}.get(field, field)
+    config (``--FLAG`` sets its ``field``), None for other methods, a CLIError for a flag given
+    to the wrong method."""
     count = getattr(args, flag)
     if args.method != method and count is None:
         return None
@@ -184,9 +184,11 @@ def _taylor_gradients(model: nn.Module, train, batches: int = 4) -> None:
 def _training_samples(train, count: int) -> torch.Tensor:
     """The first ``count`` training inputs (whole batches) as one tensor."""
     batches: list[torch.Tensor] = []
+    seen = 0
     for inputs, _ in train:
         batches.append(inputs)
-        if sum(len(b) for b in batches) >= count:
+        seen += len(inputs)
+        if seen >= count:
             break
     return torch.cat(batches)[:count]
 
@@ -222,7 +224,12 @@ def run(args: argparse.Namespace) -> int:
     if structured and getattr(config, "criterion", None) == "taylor":
         _taylor_gradients(model, train)
     # depth and input pruning rank by what real inputs do: training samples, not zeros
-    inputs = _training_samples(train, _INPUT_SAMPLES) if args.method in _WHOLE_MODEL else x
+    if args.method == "inputs":  # the features' spread needs many samples
+        inputs = _training_samples(train, _INPUT_SAMPLES)
+    elif args.method == "blocks":  # one batch ranks the blocks
+        inputs = next(iter(train))[0]
+    else:
+        inputs = x
     try:
         summary = compress_(model, config, example_inputs=inputs)
     except ValueError as exc:  # e.g. no prunable layer, an unsupported module in the graph

@@ -85,8 +85,7 @@ def feature_statistics(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         ([1.0, 1.0], [1.0, 0.0])
     """
     flat = inputs.detach().transpose(0, 1).reshape(inputs.shape[1], -1).double()
-    mean = flat.mean(dim=1)
-    std = (flat - mean[:, None]).pow(2).mean(dim=1).sqrt()
+    std, mean = torch.std_mean(flat, dim=1, correction=0)
     return mean.float(), std.float()
 
 
