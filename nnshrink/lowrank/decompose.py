@@ -283,6 +283,40 @@ def _tucker_ranks(c_out: int, c_in: int, t: int, steps: int) -> tuple[int, int]:
     return max(1, math.ceil(t * c_out / steps)), max(1, math.ceil(t * c_in / steps))
 
 
+def _discarded_energy(plan: _Plan) -> Callable[[int, int], float]:
+    """``tail(mode, r)``: the fraction of the weight's squared norm beyond rank ``r`` in the
+    spectrum of unfolding ``mode`` (the matrix itself for SVD)."""
+    tails = [(s**2)[::-1].cumsum()[::-1] for s in _spectra(plan)]
+    total = float(tails[0][0]) or 1.0
+
+    def tail(mode: int, r: int) -> float:
+        return float(tails[mode][r]) / total if r < len(tails[mode]) else 0.0
+
+    return tail
+
+
+def _tucker_options(plan: _Plan, round_to: int = 1) -> list[tuple[int, float, tuple[int, int]]]:
+    """``(macs, estimated relative squared error, ranks)`` of the Tucker-2 shapes worth trying.
+
+    Three families, ranks rounded to multiples of ``round_to``: both channel modes cut in
+    proportion (three convs), or one mode kept whole and its factor folded into the core (two
+    convs: ``1x1 → core`` or ``core → 1x1``). The error is the HOSVD bound, the sum of the cut
+    modes' discarded energies; with one mode whole it is exact (Eckart–Young on the other
+    unfolding). Options that cost at least the dense MACs are dropped.
+    """
+    c_out, c_in = plan.module.weight.shape[:2]
+    tail = _discarded_energy(plan)
+    steps = max(c_out, c_in)
+    shapes = {_tucker_ranks(c_out, c_in, t, steps) for t in range(1, steps + 1)}
+    shapes |= {(c_out, r) for r in range(1, c_in + 1)} | {(r, c_in) for r in range(1, c_out + 1)}
+    options = []
+    for ranks in {_round_ranks(plan, shape, round_to) for shape in shapes}:
+        macs = plan.macs_of(ranks)
+        if macs < plan.macs_before:
+            options.append((macs, tail(0, ranks[0]) + tail(1, ranks[1]), ranks))
+    return sorted(options)
+
+
 def _spectra(plan: _Plan) -> list:
     w = plan.module.weight.detach()
     if plan.method == "svd":
@@ -358,12 +392,13 @@ def _select_raw(
         return (R.largest_rank_within(lambda r: plan.macs_of(rounded((r,))), cap, target),)
     if rule == "ratio":
         return (R.ratio_rank(c_out, config.ratio), R.ratio_rank(c_in, config.ratio))
-    steps = max(c_out, c_in)
+    options = _tucker_options(plan, config.round_to)
+    if not options:  # nothing saves MACs (e.g. rounding caps every rank at full size)
+        return (c_out, c_in)
     target = config.macs_ratio * plan.macs_before
-    t = R.largest_rank_within(
-        lambda t: plan.macs_of(rounded(_tucker_ranks(c_out, c_in, t, steps))), steps, target
-    )
-    return _tucker_ranks(c_out, c_in, t, steps)
+    within = [o for o in options if o[0] <= target]
+    # the lowest error bound that fits; when nothing fits, the cheapest option
+    return min(within, key=lambda o: (o[1], o[0]))[2] if within else options[0][2]
 
 
 def _budget_curve(
@@ -372,32 +407,33 @@ def _budget_curve(
     """Options ``(macs, estimated relative squared error)`` from dense to rank 1, with ranks
     (rounded up to multiples of ``round_to``; repeated options are dropped).
 
-    Error estimates: SVD exact (Eckart–Young); Tucker the HOSVD bound (sum of the two modes'
-    discarded energies); CP the larger mode's discarded energy (a lower bound: a CP model of
-    rank R has unfoldings of rank at most R).
+    Error estimates: SVD exact (Eckart–Young); Tucker the HOSVD bound (see
+    :func:`_tucker_options`; only its Pareto front is offered, so errors grow as MACs fall);
+    CP the larger mode's discarded energy (a lower bound: a CP model of rank R has unfoldings
+    of rank at most R).
     """
-    spectra = [(s**2)[::-1].cumsum()[::-1] for s in _spectra(plan)]  # tail energies
-    total = float(spectra[0][0]) or 1.0
-
-    def tail(i: int, r: int) -> float:
-        return float(spectra[i][r]) / total if r < len(spectra[i]) else 0.0
-
+    tail = _discarded_energy(plan)
     options: list[tuple[int, float]] = [(plan.macs_before, 0.0)]
     ranks: list[tuple[int, ...]] = [()]
     if plan.method == "tucker":
-        c_out, c_in = plan.module.weight.shape[:2]
-        steps = max(c_out, c_in)
-        candidates = [_tucker_ranks(c_out, c_in, t, steps) for t in range(steps, 0, -1)]
-    elif plan.method == "cp":
+        # the Pareto front: walking up from the cheapest, keep what beats every cheaper error
+        front, best = [], math.inf
+        for macs, err, cand in _tucker_options(plan, round_to):
+            if err < best:
+                front.append((macs, err, cand))
+                best = err
+        for macs, err, cand in reversed(front):
+            options.append((macs, err))
+            ranks.append(cand)
+        return options, ranks
+    if plan.method == "cp":
         cap = min(_cp_rank_cap(plan), 4 * _cp_full_rank(plan.module))
         candidates = [(r,) for r in range(cap, 0, -1)]
     else:
         candidates = [(r,) for r in range(min(plan.module.weight.shape), 0, -1)]
     for cand in candidates:
         cand = _round_ranks(plan, cand, round_to)
-        if plan.method == "tucker":
-            err = tail(0, cand[0]) + tail(1, cand[1])
-        elif plan.method == "cp":
+        if plan.method == "cp":
             err = max(tail(0, cand[0]), tail(1, cand[0]))
         else:
             err = tail(0, cand[0])

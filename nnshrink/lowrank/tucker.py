@@ -4,7 +4,9 @@ neural networks for fast and low power mobile applications").
 The kernel ``W`` (C_out, C_in, kh, kw) is factored along its two channel modes only:
 ``W ≈ G ×_0 U_out ×_1 U_in`` with ``G`` (R_out, R_in, kh, kw). As layers this is
 ``1x1 (C_in → R_in) → kh x kw core (R_in → R_out; original stride/padding/dilation) → 1x1
-(R_out → C_out, original bias)``.
+(R_out → C_out, original bias)``. A mode kept at full rank has its factor folded into the core,
+so the layer is two convs (one channel mode cut, as in Zhang et al. 2016's channel
+decomposition) or three (both cut).
 
 By default the factors are the truncated HOSVD: the leading singular vectors of the mode-0 and
 mode-1 unfoldings, core = projection of ``W`` on them (closed form, quasi-optimal: its error is
@@ -105,9 +107,15 @@ def tucker2_reconstruct(factors: Tucker2) -> torch.Tensor:
 def tucker2_conv(conv: nn.Conv2d, factors: Tucker2) -> nn.Sequential:
     """Build ``Sequential(1x1, core conv, 1x1)`` from Tucker-2 factors of ``conv.weight``.
 
+    A factor at full rank (``R_in == C_in`` or ``R_out == C_out``) is folded into the core
+    instead of becoming a layer: it would be a square 1x1 conv that costs ``C^2`` MACs per pixel
+    and one more pass over the activations, and saves nothing. With one mode kept whole the
+    layer is two convs (``kh x kw`` core, then one 1x1, or the reverse), which on CPU runs
+    faster than three at the same MACs.
+
     Args:
         conv: the original layer (groups must be 1); its stride, padding, dilation and padding
-            mode go to the core conv, its bias to the last 1x1.
+            mode go to the core conv, its bias to the last layer.
         factors: from :func:`tucker2_factors` on ``conv.weight``.
 
     Example:
@@ -115,46 +123,64 @@ def tucker2_conv(conv: nn.Conv2d, factors: Tucker2) -> nn.Sequential:
         >>> seq = tucker2_conv(conv, tucker2_factors(conv.weight, (8, 4)))
         >>> seq(torch.randn(1, 16, 8, 8)).shape
         torch.Size([1, 32, 8, 8])
+        >>> len(tucker2_conv(conv, tucker2_factors(conv.weight, (8, 16))))  # input mode folded
+        2
     """
     check_conv(conv)
     r_out, r_in = factors.ranks
-    first = new_conv(conv, conv.in_channels, r_in, 1)
+    fold_in, fold_out = r_in == conv.in_channels, r_out == conv.out_channels
+    core_w = factors.core
+    if fold_in:
+        core_w = torch.einsum("abyx,ib->aiyx", core_w, factors.inp)
+    if fold_out:
+        core_w = torch.einsum("abyx,oa->obyx", core_w, factors.out)
+    has_bias = conv.bias is not None
     core = new_conv(
         conv,
-        r_in,
-        r_out,
+        core_w.shape[1],
+        core_w.shape[0],
         conv.kernel_size,
         stride=conv.stride,
         padding=conv.padding,
         dilation=conv.dilation,
         padding_mode=conv.padding_mode,
+        bias=has_bias and fold_out,
     )
-    last = new_conv(conv, r_out, conv.out_channels, 1, bias=conv.bias is not None)
+    layers = [core]
     dtype = conv.weight.dtype
     with torch.no_grad():
-        first.weight.copy_(factors.inp.T[:, :, None, None].to(dtype))
-        core.weight.copy_(factors.core.to(dtype))
-        last.weight.copy_(factors.out[:, :, None, None].to(dtype))
-        if conv.bias is not None:
-            last.bias.copy_(conv.bias)
-    return nn.Sequential(first, core, last)
+        core.weight.copy_(core_w.to(dtype))
+        if not fold_in:
+            first = new_conv(conv, conv.in_channels, r_in, 1)
+            first.weight.copy_(factors.inp.T[:, :, None, None].to(dtype))
+            layers.insert(0, first)
+        if not fold_out:
+            last = new_conv(conv, r_out, conv.out_channels, 1, bias=has_bias)
+            last.weight.copy_(factors.out[:, :, None, None].to(dtype))
+            layers.append(last)
+        if has_bias:
+            layers[-1].bias.copy_(conv.bias)
+    return nn.Sequential(*layers)
 
 
 def tucker2_macs(
     conv: nn.Conv2d, ranks: tuple[int, int], in_hw: tuple[int, int], out_hw: tuple[int, int]
 ) -> int:
-    """MACs (per sample) of the Tucker-2 layers for input/output maps of the given sizes."""
+    """MACs (per sample) of the Tucker-2 layers for input/output maps of the given sizes (a
+    full-rank factor is folded into the core, see :func:`tucker2_conv`)."""
     r_out, r_in = ranks
     kh, kw = conv.kernel_size
     n_in, n_out = in_hw[0] * in_hw[1], out_hw[0] * out_hw[1]
-    return n_in * conv.in_channels * r_in + n_out * (
-        r_in * r_out * kh * kw + r_out * conv.out_channels
-    )
+    first = n_in * conv.in_channels * r_in if r_in < conv.in_channels else 0
+    last = n_out * r_out * conv.out_channels if r_out < conv.out_channels else 0
+    return first + n_out * r_in * r_out * kh * kw + last
 
 
 def tucker2_params(conv: nn.Conv2d, ranks: tuple[int, int]) -> int:
-    """Parameters of the Tucker-2 layers."""
+    """Parameters of the Tucker-2 layers (full-rank factors folded into the core)."""
     r_out, r_in = ranks
     kh, kw = conv.kernel_size
     bias = conv.out_channels if conv.bias is not None else 0
-    return conv.in_channels * r_in + r_in * r_out * kh * kw + r_out * conv.out_channels + bias
+    first = conv.in_channels * r_in if r_in < conv.in_channels else 0
+    last = r_out * conv.out_channels if r_out < conv.out_channels else 0
+    return first + r_in * r_out * kh * kw + last + bias

@@ -207,3 +207,43 @@ def test_round_to_caps_ranks_at_the_channel_count():
     for row in report.rows:
         assert row.ranks in ((), (16, 16), (24, 16))
         assert not row.decomposed or row.macs_after < row.macs_before
+
+
+@pytest.mark.parametrize("rank", ["macs", "budget"])
+def test_tucker_keeps_a_full_rank_mode_whole_when_that_is_more_accurate(rank):
+    # a kernel whose input mode has rank 4 but whose output mode is full: cutting both modes in
+    # proportion at half the MACs loses output directions, keeping the output mode whole and
+    # folding it into the core is exact
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 32, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(
+            torch.einsum("oryx,ir->oiyx", torch.randn(32, 4, 3, 3), torch.randn(32, 4))
+        )
+    model = nn.Sequential(conv)
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 32, 8, 8)
+    report = compress_(model, LowRank(method="tucker", rank=rank, macs_ratio=0.5),
+                       example_inputs=x)  # fmt: skip
+    (row,) = report.decomposed
+    assert row.ranks[0] == 32 and row.ranks[1] >= 4
+    assert row.macs_after <= 0.5 * row.macs_before
+    assert len(model[0]) == 2  # 1x1 (32 → R_in), then the core with the output factor folded in
+    assert row.rel_error < 1e-6
+    torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)
+
+
+def test_tucker_budget_options_trade_macs_for_error_monotonically():
+    from nnshrink.lowrank.decompose import _budget_curve, _plan
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(24, 40, 3, padding=1)
+    plan = _plan("c", conv, "tucker", ((1, 24, 8, 8), (1, 40, 8, 8)))
+    options, ranks = _budget_curve(plan)
+    assert options[0] == (plan.macs_before, 0.0) and ranks[0] == ()
+    macs = [m for m, _ in options]
+    errors = [e for _, e in options]
+    assert macs == sorted(macs, reverse=True) and len(set(macs)) == len(macs)
+    assert errors == sorted(errors) and len(set(errors)) == len(errors)
+    assert any(r[0] == 40 for r in ranks[1:]) and any(r[1] == 24 for r in ranks[1:])
+    assert all(plan.macs_of(r) == m for r, (m, _) in zip(ranks[1:], options[1:]))

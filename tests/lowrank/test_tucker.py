@@ -81,3 +81,23 @@ def test_grouped_conv_is_rejected_with_a_clear_message():
         tucker2_conv(conv, tucker2_factors(torch.randn(8, 8, 3, 3), (2, 2)))
     with pytest.raises(ValueError, match="out of range"):
         tucker2_factors(torch.randn(4, 4, 3, 3), (5, 2))
+
+
+@pytest.mark.parametrize(
+    ("ranks", "kinds"),
+    [((10, 3), ["1x1", "core"]), ((4, 6), ["core", "1x1"]), ((10, 6), ["core"])],
+)
+@pytest.mark.parametrize("kwargs", VARIANTS[:3])
+def test_a_full_rank_mode_is_folded_into_the_core(ranks, kinds, kwargs):
+    # (C_out, R_in): 1x1 → core; (R_out, C_in): core → 1x1; both full: the core alone. The
+    # oracle is the conv with the reconstructed kernel, as for three layers.
+    conv = nn.Conv2d(6, 10, 3, **kwargs).double()
+    factors = tucker2_factors(conv.weight, ranks)
+    seq = tucker2_conv(conv, factors)
+    assert ["1x1" if m.kernel_size == (1, 1) else "core" for m in seq] == kinds
+    x = torch.randn(2, 6, 11, 9, dtype=torch.float64)
+    expected = conv._conv_forward(x, tucker2_reconstruct(factors), conv.bias)
+    torch.testing.assert_close(seq(x), expected, atol=1e-10, rtol=1e-10)
+    out_hw = tuple(expected.shape[-2:])
+    assert count_macs(seq, x[:1]) == tucker2_macs(conv, ranks, (11, 9), out_hw)
+    assert count_params(seq) == tucker2_params(conv, ranks)
