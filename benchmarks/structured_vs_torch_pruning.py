@@ -67,8 +67,8 @@ def prune_nnshrink_depth(
     t0 = time.perf_counter()
     dense = count_macs(model, x)
     per_sample = dense - depth_share * (dense - target)
-    scale = batch.shape[0]  # BlockPruning counts MACs on the batch it is given
-    blocks = ns.compress_(model, BlockPruning(target_macs=int(per_sample * scale)),
+    # the batch ranks the blocks; target_macs is per sample
+    blocks = ns.compress_(model, BlockPruning(target_macs=int(per_sample)),
                           example_inputs=batch)  # fmt: skip
     info = {"blocks_removed": blocks.removed, "macs_after_blocks": count_macs(model, x)}
     if count_macs(model, x) > target:

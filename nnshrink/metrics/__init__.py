@@ -9,7 +9,14 @@ from .latency import (
     ort_session,
     time_callable,
 )
-from .macs import LayerMacs, count_macs, profile_macs, register_mac_counter
+from .macs import (
+    LayerMacs,
+    count_macs,
+    count_macs_per_sample,
+    first_sample,
+    profile_macs,
+    register_mac_counter,
+)
 from .params import count_nonzero_params, count_params
 from .report import METRICS, Report
 from .size import dense_bytes, file_bytes, state_bytes
@@ -22,6 +29,8 @@ __all__ = [
     "LayerMacs",
     "Report",
     "count_macs",
+    "count_macs_per_sample",
+    "first_sample",
     "count_nonzero_params",
     "count_params",
     "dense_bytes",

@@ -159,3 +159,32 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
         266200
     """
     return sum(row.macs for row in profile_macs(model, example_inputs))
+
+
+def first_sample(example_inputs: Any) -> Any:
+    """``example_inputs`` cut to its first sample along dim 0 (tensors, tuples, lists, dicts).
+
+    Pruners judge ``target_macs`` per sample whatever batch they score on: the CLI passes one
+    sample, recipes a training batch, and the same number must mean the same thing in both.
+
+    Example:
+        >>> first_sample((torch.zeros(8, 3), {"mask": torch.ones(8, 2)}))[1]["mask"].shape
+        torch.Size([1, 2])
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        return example_inputs[:1] if example_inputs.ndim else example_inputs
+    if isinstance(example_inputs, tuple | list):
+        return type(example_inputs)(first_sample(x) for x in example_inputs)
+    if isinstance(example_inputs, dict):
+        return {k: first_sample(v) for k, v in example_inputs.items()}
+    return example_inputs
+
+
+def count_macs_per_sample(model: nn.Module, example_inputs: Any) -> int:
+    """MACs of one forward pass on the first sample of ``example_inputs``.
+
+    Example:
+        >>> count_macs_per_sample(nn.Linear(784, 300), torch.zeros(64, 784))
+        235200
+    """
+    return count_macs(model, first_sample(example_inputs))

@@ -41,7 +41,7 @@ from nnshrink.core import (
     register_handler,
     set_submodule,
 )
-from nnshrink.metrics import count_macs, count_params
+from nnshrink.metrics import count_macs_per_sample, count_params
 
 _ADDS = {operator.add, operator.iadd, torch.add}
 _ADD_METHODS = {"add", "add_"}
@@ -55,8 +55,9 @@ class BlockPruning(Config):
         ratio: fraction of the removable blocks to remove (rounded down). Ignored when
             ``remove`` or ``target_macs`` is set (as in ``StructuredPruning``).
         remove: number of blocks to remove (at most the number of removable blocks).
-        target_macs: remove blocks, least important first, until the MACs on ``example_inputs``
-            are <= this (an error, before any edit, if removing every candidate is not enough).
+        target_macs: remove blocks, least important first, until the MACs per sample (counted on
+            the first sample of ``example_inputs``; the whole batch still ranks the blocks) are
+            <= this (an error, before any edit, if removing every candidate is not enough).
         criterion: ``"residual"`` (|f(x)| / |x| on ``example_inputs``: the smaller, the less the
             block does) or ``"random"`` (a baseline; seeded by ``seed``).
         include: regexes; when given, only blocks whose qualified name matches one are candidates.
@@ -108,7 +109,8 @@ class BlockRow:
 
 @dataclasses.dataclass
 class BlockPruningResult:
-    """What :class:`BlockPruning` did: one row per removable block, whole-model totals."""
+    """What :class:`BlockPruning` did: one row per removable block, whole-model totals (MACs
+    per sample)."""
 
     blocks: list[BlockRow]
     params_before: int
@@ -228,7 +230,7 @@ def block_importance(
 
         handles.append(modules[name].register_forward_hook(hook))
     forward_with_hooks(model, example_inputs, handles)
-    macs = {name: count_macs(modules[name], (inputs[name],)) for name in blocks}
+    macs = {name: count_macs_per_sample(modules[name], (inputs[name],)) for name in blocks}
     return scores, macs
 
 
@@ -269,7 +271,7 @@ def _apply(
         gen = torch.Generator().manual_seed(config.seed)
         scores = dict(zip(blocks, torch.rand(len(blocks), generator=gen).tolist()))
     ranked = sorted(blocks, key=lambda n: (scores[n], n))
-    params_before, macs_before = count_params(model), count_macs(model, inputs)
+    params_before, macs_before = count_params(model), count_macs_per_sample(model, inputs)
     if config.target_macs is not None:
         count, macs = 0, macs_before
         while macs > config.target_macs and count < len(ranked):
@@ -292,5 +294,5 @@ def _apply(
     for name in ranked[:count]:
         set_submodule(model, name, nn.Identity())
     return BlockPruningResult(
-        rows, params_before, count_params(model), macs_before, count_macs(model, inputs)
+        rows, params_before, count_params(model), macs_before, count_macs_per_sample(model, inputs)
     )

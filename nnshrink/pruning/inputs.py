@@ -38,7 +38,7 @@ from nnshrink.core import (
     set_submodule,
 )
 from nnshrink.io import layer_kwargs, register_module
-from nnshrink.metrics import count_macs, count_params
+from nnshrink.metrics import count_macs_per_sample, count_params
 from nnshrink.train.callbacks import Callback
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -258,7 +258,8 @@ class InputPruning(Config):
 
 @dataclasses.dataclass
 class InputPruningResult:
-    """What :class:`InputPruning` did: the layer, how many features it kept, and which."""
+    """What :class:`InputPruning` did: the layer, how many features it kept, and which (MACs per
+    sample)."""
 
     layer: str
     features_before: int
@@ -392,11 +393,11 @@ def _apply(
     # stable order: ties (e.g. the many constant pixels, all scoring 0) keep the lower index
     order = torch.sort(scores.cpu(), descending=True, stable=True).indices
     keep = order[:keep_n].sort().values.to(layer.weight.device)
-    params_before, macs_before = count_params(model), count_macs(model, inputs)
+    params_before, macs_before = count_params(model), count_macs_per_sample(model, inputs)
     set_submodule(
         model, name, select_input_features(layer, keep, mean if config.fold_mean else None)
     )
     return InputPruningResult(
         name, features, keep_n, keep.tolist(), params_before, count_params(model), macs_before,
-        count_macs(model, inputs),
+        count_macs_per_sample(model, inputs),
     )  # fmt: skip

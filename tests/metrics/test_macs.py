@@ -7,7 +7,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nnshrink.metrics import count_macs, profile_macs, register_mac_counter
+from nnshrink.metrics import (
+    count_macs,
+    count_macs_per_sample,
+    first_sample,
+    profile_macs,
+    register_mac_counter,
+)
 from nnshrink.models import create
 
 
@@ -93,3 +99,18 @@ def test_mode_restored():
     model = create("lenet5").train()
     count_macs(model, torch.zeros(1, 1, 28, 28))
     assert model.training
+
+
+def test_per_sample_count_is_the_batch_count_divided_by_the_batch():
+    model = create("lenet5")
+    x = torch.randn(6, 1, 28, 28)
+    assert count_macs_per_sample(model, x) * 6 == count_macs(model, x)
+    assert count_macs_per_sample(model, x) == count_macs(model, x[:1])
+
+
+def test_first_sample_cuts_every_tensor_and_keeps_the_structure():
+    inputs = (torch.zeros(4, 3), [torch.ones(4, 2)], {"m": torch.ones(4)}, torch.tensor(2.0), 7)
+    cut = first_sample(inputs)
+    assert isinstance(cut, tuple) and isinstance(cut[1], list) and isinstance(cut[2], dict)
+    assert cut[0].shape == (1, 3) and cut[1][0].shape == (1, 2) and cut[2]["m"].shape == (1,)
+    assert cut[3].ndim == 0 and cut[4] == 7

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from nnshrink.core import Config, ConfigError, as_input_tuple, check_regexes, register_handler
-from nnshrink.metrics import count_macs, count_params
+from nnshrink.metrics import count_macs_per_sample, count_params
 from nnshrink.train import Callback
 
 from ..criteria import CRITERIA
@@ -54,7 +54,8 @@ class StructuredPruning(Config):
             ``.grad`` on the weights), ``fpgm`` or ``random``.
         global_ranking: rank channels across all groups (scores divided by each group's mean)
             instead of removing ``ratio`` from every group.
-        target_macs: prune in steps until the MACs on ``example_inputs`` are <= this, then stop.
+        target_macs: prune in steps until the MACs per sample (counted on the first sample of
+            ``example_inputs``) are <= this, then stop.
         round_to: kept channel counts are multiples of this (e.g. 8), or the whole group.
         ignore: module names or regexes (full match) whose output channels are kept. The layer
             producing the model output is always kept.
@@ -102,7 +103,7 @@ class GroupRow:
 
 @dataclasses.dataclass
 class StructuredPruningSummary:
-    """What :func:`compress_` with :class:`StructuredPruning` did."""
+    """What :func:`compress_` with :class:`StructuredPruning` did (MACs per sample)."""
 
     groups: list[GroupRow]
     macs_before: int
@@ -276,7 +277,7 @@ class StructuredPruner:
         before = build_groups(self.model, self.example_inputs, ignore=self._ignored)
         keys = [_group_key(g) for g in before if g.prunable]
         sizes_before = {_group_key(g): g.size for g in before}
-        macs_before = count_macs(self.model, self.example_inputs)
+        macs_before = count_macs_per_sample(self.model, self.example_inputs)
         params_before = count_params(self.model)
         steps, reached = 0, None
         target = self.config.target_macs
@@ -291,7 +292,7 @@ class StructuredPruner:
         return StructuredPruningSummary(
             groups=rows,
             macs_before=macs_before,
-            macs_after=count_macs(self.model, self.example_inputs),
+            macs_after=count_macs_per_sample(self.model, self.example_inputs),
             params_before=params_before,
             params_after=count_params(self.model),
             steps=steps,
@@ -312,7 +313,7 @@ class StructuredPruner:
                 break  # every group is at its minimum
             self.apply(plan)
             steps += 1
-            macs = count_macs(self.model, self.example_inputs)
+            macs = count_macs_per_sample(self.model, self.example_inputs)
         return steps, macs <= target
 
 

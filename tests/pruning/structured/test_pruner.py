@@ -137,6 +137,22 @@ def test_target_macs_is_reached_without_large_overshoot():
     assert summary.steps >= 1 and summary.macs_before == macs
 
 
+def test_target_macs_is_per_sample_whatever_the_batch():
+    # a recipe passes a training batch, the CLI one sample: the same target means the same cut
+    x = torch.randn(16, 1, 16, 16)
+    cuts = []
+    for batch in (x[:1], x):
+        torch.manual_seed(0)  # the same weights for both runs
+        model = ns.models.create("resnet20")
+        per_sample = count_macs(model, x[:1])
+        summary = ns.compress_(model, StructuredPruning(target_macs=per_sample // 2),
+                               example_inputs=batch)  # fmt: skip
+        assert summary.macs_before == per_sample
+        assert summary.macs_after == count_macs(model, x[:1]) <= per_sample // 2
+        cuts.append(summary.macs_after)
+    assert cuts[0] == cuts[1]
+
+
 def test_target_macs_unreachable_reports_it():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
     summary = StructuredPruner(
