@@ -17,7 +17,8 @@ ratio is bisected so that the decomposed convs keep the same MACs as unrounded r
 (``lowrank_latency.decompose_at``). ``--latency`` then times every fine-tuned model beside the
 dense one in this process (eager, eager channels_last, ONNX Runtime; batch ``--latency-batch``;
 ``--threads`` threads). ``--save-dense`` / ``--load-dense`` keep the trained dense model between
-runs.
+runs. ``--channels-last`` fine-tunes in channels_last: on CPU, CP's depthwise convs on NCHW
+tensors are ~200x slower (docs/lowrank.md).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def main() -> None:
     p.add_argument("--latency-batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="fine-tune in channels_last (CP on CPU: NCHW depthwise convs crawl)",
+    )
     p.add_argument("--save-dense", type=Path, default=None)
     p.add_argument("--load-dense", type=Path, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -120,6 +126,8 @@ def main() -> None:
             ),
             "top1_no_finetune": evaluate(model, test)["top1"],
         }
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         fit(
             model,
             train,
@@ -127,7 +135,7 @@ def main() -> None:
             lr=args.finetune_lr or args.lr / 5,
             progress=False,
         )
-        model.eval()
+        model = model.to(memory_format=torch.contiguous_format).eval()  # compare() sets layouts
         row["top1_finetuned"] = evaluate(model, test)["top1"]
         if args.latency:
             xb = torch.randn(args.latency_batch, 1, 28, 28)
