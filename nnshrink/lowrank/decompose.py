@@ -41,7 +41,9 @@ class LowRank(Config):
         rank: how ranks are chosen: ``"energy"`` (keep ``energy`` of the squared singular
             values; for Tucker per channel mode; for CP the larger of the two mode ranks, as a CP
             rank is at least every unfolding's rank), ``"ratio"`` (``ratio`` of the full rank),
-            ``"macs"`` (largest rank with at most ``macs_ratio`` of each layer's MACs),
+            ``"macs"`` (largest rank with at most ``macs_ratio`` of each layer's MACs; for
+            Tucker the shape with the lowest HOSVD error bound among both modes cut in
+            proportion or one mode kept whole, its factor folded into the core),
             ``"evbmf"`` (analytic EVBMF, per channel mode for Tucker/CP) or ``"budget"``
             (``macs_ratio`` of the MACs of all candidate layers together, allocated greedily by
             estimated reconstruction error per MAC saved).
