@@ -105,7 +105,7 @@ def tucker2_reconstruct(factors: Tucker2) -> torch.Tensor:
 
 
 def tucker2_conv(conv: nn.Conv2d, factors: Tucker2) -> nn.Sequential:
-    """Build ``Sequential(1x1, core conv, 1x1)`` from Tucker-2 factors of ``conv.weight``.
+    """Build ``Sequential(1x1, core conv, 1x1)`` (or two convs, see below) from Tucker-2 factors.
 
     A factor at full rank (``R_in == C_in`` or ``R_out == C_out``) is folded into the core
     instead of becoming a layer: it would be a square 1x1 conv that costs ``C^2`` MACs per pixel
