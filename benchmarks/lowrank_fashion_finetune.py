@@ -17,7 +17,8 @@ ratio is bisected so that the decomposed convs keep the same MACs as unrounded r
 (``lowrank_latency.decompose_at``). ``--latency`` then times every fine-tuned model beside the
 dense one in this process (eager, eager channels_last, ONNX Runtime; batch ``--latency-batch``;
 ``--threads`` threads). ``--save-dense`` / ``--load-dense`` keep the trained dense model between
-runs. ``--channels-last`` fine-tunes in channels_last: on CPU, CP's depthwise convs on NCHW
+runs. ``--methods cp-fused`` is CP with ``cp_fuse_spatial=True`` (one kxk depthwise conv per
+layer). ``--channels-last`` fine-tunes in channels_last: on CPU, CP's depthwise convs on NCHW
 tensors are ~200x slower (docs/lowrank.md).
 """
 

@@ -11,6 +11,9 @@ calls are interleaved in rounds in the same process and the pooled median is rep
 from other processes hits both alike. Latency does not depend on the weight values, so the
 models are untrained and CP uses few ALS iterations (``--cp-iters``).
 
+``--methods cp-fused`` times CP with ``LowRank(cp_fuse_spatial=True)``: the kx1 and 1xk
+depthwise convs merged into one kxk depthwise conv (three convs per layer instead of four).
+
 ``--round-to 16`` makes every rank a multiple of 16 (``LowRank(round_to=16)``): ONNX Runtime's
 blocked NCHWc kernels on this AVX-512 machine take channels in blocks of 16, and odd ranks
 (38, 74, 77, ...) fall back to slower kernels. The per-layer MAC ratio is then bisected so that
@@ -44,7 +47,10 @@ RESULTS = Path(__file__).parent / "results" / "lowrank_latency.json"
 
 
 def ort_callable(module: nn.Module, x: torch.Tensor):
-    session = ort_session(export_onnx(module, (x,)), threads=torch.get_num_threads())
+    # workers park after each run: sessions take turns here (see ort_session)
+    session = ort_session(
+        export_onnx(module, (x,)), threads=torch.get_num_threads(), stop_spinning=True
+    )
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)
 
@@ -112,8 +118,10 @@ def decompose_at(dense: nn.Module, method: str, x1: torch.Tensor, args):
 
     def run(ratio: float):
         model = copy.deepcopy(dense)
-        cfg = LowRank(method=method, rank="macs", macs_ratio=ratio, n_iter_max=args.cp_iters,
-                      round_to=args.round_to)  # fmt: skip
+        # "cp-fused": CP with its kx1 and 1xk depthwise convs merged into one kxk conv
+        cfg = LowRank(method=method.removesuffix("-fused"), rank="macs", macs_ratio=ratio,
+                      n_iter_max=args.cp_iters, round_to=args.round_to,
+                      cp_fuse_spatial=method == "cp-fused")  # fmt: skip
         report = compress_(model, cfg, example_inputs=x1, filter_fn=not_stem)
         before = sum(r.macs_before for r in report.rows if r.macs_before)
         after = sum(r.macs_after for r in report.rows if r.macs_before)
@@ -191,7 +199,8 @@ def run_model(name: str, method: str, args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet20", "vgg16"])
-    p.add_argument("--methods", nargs="+", default=["tucker", "cp"])
+    p.add_argument("--methods", nargs="+", default=["tucker", "cp"],
+                   choices=("tucker", "cp", "cp-fused"))  # fmt: skip
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (torch and ORT)")
     p.add_argument("--rounds", type=int, default=10)

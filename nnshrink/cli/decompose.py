@@ -59,6 +59,12 @@ def register(subparsers) -> None:
         help="ranks in multiples of N (16 on AVX-512, 8 on AVX2 for ONNX Runtime: odd ranks "
         "made the Tucker VGG-16 slower than the dense model there)",
     )
+    p.add_argument(
+        "--cp-fuse-spatial",
+        action="store_true",
+        help="cp: one kxk depthwise conv instead of kx1 + 1xk (three convs per layer, exact, "
+        "faster on CPUs)",
+    )
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (SGD)")
     p.add_argument("--seed", type=int, default=0)
@@ -87,7 +93,8 @@ def build_config(args: argparse.Namespace):
     try:
         return LowRank(
             method=args.method, linear=args.linear, layers=tuple(args.layers),
-            n_iter_max=args.iters, seed=args.seed, round_to=args.round_to, **fields,
+            n_iter_max=args.iters, seed=args.seed, round_to=args.round_to,
+            cp_fuse_spatial=args.cp_fuse_spatial, **fields,
         )  # fmt: skip
     except ConfigError as exc:
         raise CLIError(str(exc)) from None

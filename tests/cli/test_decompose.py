@@ -42,18 +42,23 @@ def test_svd_energy_on_lenet300_with_finetune(tmp_path, capsys):
 
 
 @needs_mnist
-@pytest.mark.parametrize("method", ["tucker", "cp"])
+@pytest.mark.parametrize("method", ["tucker", "cp", "cp-fused"])
 def test_conv_methods_rebuild_from_checkpoint(tmp_path, capsys, method):
     ckpt, out = tmp_path / "lenet5.safetensors", tmp_path / f"{method}.safetensors"
     dense = create("lenet5")
     save_checkpoint(dense, ckpt)
-    report = _run(capsys, ["decompose", str(ckpt), "--method", method, "--macs-ratio", "0.5",
-                           "--iters", "2", "--round-to", "8", "--out", str(out), *QUICK])  # fmt: skip
+    fused = ["--cp-fuse-spatial"] if method == "cp-fused" else []
+    report = _run(capsys, ["decompose", str(ckpt), "--method", method.removesuffix("-fused"),
+                           "--macs-ratio", "0.5", *fused, "--iters", "2", "--round-to", "8",
+                           "--out", str(out), *QUICK])  # fmt: skip
     assert report["macs"]["after"] < report["macs"]["before"]
     model, _ = load_checkpoint(out)
+    assert count_macs(model, torch.zeros(1, 1, 28, 28)) == report["macs"]["after"]
     factored = [m for m in model.modules() if isinstance(m, nn.Sequential)
                 and all(isinstance(c, nn.Conv2d) for c in m)]  # fmt: skip
     assert factored
+    if method.startswith("cp"):  # four convs, or three with one kxk depthwise conv
+        assert {len(f) for f in factored} == ({3} if fused else {4})
     # --round-to 8: the rank-sized (inner) channels are multiples of 8, or a mode kept at its
     # full size (Tucker folds that factor into the core; conv1 has a 1-channel input)
     for f in factored:

@@ -13,15 +13,17 @@ from nnshrink.metrics import count_macs, count_params
 from .test_tucker import VARIANTS
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["four-convs", "fused-spatial"])
 @pytest.mark.parametrize("kwargs", VARIANTS)
-def test_output_equals_conv_with_reconstructed_kernel(kwargs):
+def test_output_equals_conv_with_reconstructed_kernel(kwargs, fuse):
     kwargs = dict(kwargs)
     kernel = kwargs.pop("kernel_size", 3)
     conv = nn.Conv2d(6, 10, kernel, **kwargs).double()
     factors = cp_factors(conv.weight, 12, n_iter_max=3)  # the identity holds for any factors
-    seq = cp_conv(conv, factors)
-    assert [type(m) for m in seq] == [nn.Conv2d] * 4
-    assert [m.groups for m in seq] == [1, 12, 12, 1]
+    seq = cp_conv(conv, factors, fuse_spatial=fuse)
+    groups = [1, 12, 1] if fuse else [1, 12, 12, 1]
+    assert [type(m) for m in seq] == [nn.Conv2d] * len(groups)
+    assert [m.groups for m in seq] == groups
     x = torch.randn(2, 6, 11, 9, dtype=torch.float64)
     expected = conv._conv_forward(x, cp_reconstruct(factors), conv.bias)
     torch.testing.assert_close(seq(x), expected, atol=1e-10, rtol=1e-10)
@@ -53,14 +55,16 @@ def test_deterministic_and_backend_untouched():
     assert torch.equal(a.out, b.out) and torch.equal(a.horizontal, b.horizontal)
 
 
-def test_macs_and_params_formulas_match_the_counters():
+@pytest.mark.parametrize("fuse", [False, True], ids=["four-convs", "fused-spatial"])
+def test_macs_and_params_formulas_match_the_counters(fuse):
     conv = nn.Conv2d(16, 32, (3, 5), stride=2, padding=(1, 2), bias=True)
     factors = cp_factors(conv.weight, 7, n_iter_max=5)
-    seq = cp_conv(conv, factors)
+    seq = cp_conv(conv, factors, fuse_spatial=fuse)
     x = torch.randn(1, 16, 10, 12)
     out = conv(x)
-    assert count_macs(seq, x) == cp_macs(conv, 7, (10, 12), tuple(out.shape[-2:]))
-    assert count_params(seq) == cp_params(conv, 7)
+    out_hw = tuple(out.shape[-2:])
+    assert count_macs(seq, x) == cp_macs(conv, 7, (10, 12), out_hw, fuse_spatial=fuse)
+    assert count_params(seq) == cp_params(conv, 7, fuse_spatial=fuse)
     assert seq[0].weight.dtype == conv.weight.dtype
 
 

@@ -20,6 +20,7 @@ def test_config_round_trip_and_validation():
         LowRank(method="cp", rank="budget", macs_ratio=0.3, linear=True, layers=("a.b", "c")),
         LowRank(method="svd", rank="evbmf", tucker_method="hooi", n_iter_max=7, seed=3),
         LowRank(round_to=16),
+        LowRank(method="cp", cp_fuse_spatial=True),
     ]
     for cfg in configs:
         assert Config.from_dict(cfg.to_dict()) == cfg
@@ -28,6 +29,8 @@ def test_config_round_trip_and_validation():
         LowRank(energy=1.5)
     with pytest.raises(ConfigError, match="round_to"):
         LowRank(round_to=0)
+    with pytest.raises(ConfigError, match="cp_fuse_spatial applies to method='cp'"):
+        LowRank(method="tucker", cp_fuse_spatial=True)
     with pytest.raises(ConfigError):
         Config.from_dict({"type": "low-rank", "method": "qr"})
 
@@ -60,6 +63,36 @@ def test_resnet20_macs_really_drop_and_model_runs(method):
             nn.AdaptiveAvgPool2d,
             nn.Flatten,
         ) or type(module).__module__.startswith("nnshrink.models")
+
+
+def test_cp_fuse_spatial_builds_three_convs_with_the_same_function():
+    """Oracle: the four-conv CP model from the same ALS run (same seed, same factors)."""
+    torch.manual_seed(0)
+    dense = create("resnet20", in_channels=3, input_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    models, reports = {}, {}
+    for fuse in (False, True):
+        models[fuse] = copy.deepcopy(dense)
+        cfg = LowRank(method="cp", rank="ratio", ratio=0.5, n_iter_max=2, cp_fuse_spatial=fuse)
+        reports[fuse] = compress_(models[fuse], cfg, example_inputs=x)
+    for row in reports[True].decomposed:
+        seq = models[True].get_submodule(row.name)
+        assert [m.groups > 1 for m in seq] == [False, True, False]
+        assert seq[1].kernel_size == (3, 3)
+    # the same ranks; the fused layout counts kh*kw instead of kh + kw MACs per rank and pixel
+    assert [r.ranks for r in reports[True].decomposed] == [
+        r.ranks for r in reports[False].decomposed
+    ]
+    totals = reports[True].to_dict()
+    assert count_macs(models[True], x) == count_macs(dense, x) - (
+        totals["macs_before"] - totals["macs_after"]
+    )
+    assert totals["macs_after"] > reports[False].to_dict()["macs_after"]
+    assert count_params(models[True]) == count_params(dense) - (
+        totals["params_before"] - totals["params_after"]
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(models[True](x), models[False](x), atol=1e-4, rtol=1e-4)
 
 
 def test_full_rank_tucker_keeps_the_function():

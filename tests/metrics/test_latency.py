@@ -65,3 +65,19 @@ def test_forward_call_runs_the_model_in_each_runtime():
     assert torch.allclose(torch.from_numpy(ort_out), expected, atol=1e-6)
     with pytest.raises(ValueError, match="unknown runtime"):
         forward_call(model, x, runtime="tvm")
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_ort_session_can_park_its_workers_after_each_run(stop):
+    from nnshrink.export.onnx import export_onnx
+    from nnshrink.metrics.latency import ort_session
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 4)
+    session = ort_session(export_onnx(model, (x,)), threads=2, stop_spinning=stop)
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    entry = options.get_session_config_entry("session.force_spinning_stop") if stop else None
+    assert entry == ("1" if stop else None)
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-6)  # same numbers either way
