@@ -147,9 +147,11 @@ def ort_session(onnx_bytes: bytes, threads: int, *, stop_spinning: bool = False)
         stop_spinning: park the worker threads at the end of every ``run``. Use it when
             sessions take turns (:func:`interleaved`): by default ORT workers spin for tens of
             milliseconds after a run, and on a small machine they take the cores from the
-            next session. Timing a dense VGG-16 conv beside its CP version on 2 cores, that
-            inflated both medians 2x (3.6 → 8 ms) and the spread 3x. Threads still spin
-            within a run, so a lone run costs about what it costs with spinning on.
+            next session. Timing VGG-16's features.37 beside its CP version on 2 cores, the
+            dense conv's median read 9.0 ms with spinning sessions and 2.9 ms with parked ones
+            (``benchmarks/results/lowrank_latency_cp_fused_round16_vgg16_b32*.json``).
+            Threads still spin within a run, so a lone run costs about what it costs with
+            spinning on.
 
     Example:
         >>> from nnshrink.export.onnx import export_onnx  # doctest: +SKIP
