@@ -5,7 +5,8 @@ lowest measurement. This script is the independent check: the baseline checkpoin
 (or closest) artifact of each case are timed in interleaved, shuffled rounds in one quiet process
 (``nnshrink.metrics.latency.interleaved``, ONNX Runtime, the budget's batch size and threads),
 ``--repeats`` times. It records the medians and the ratio chosen / baseline next to the case in
-the same JSON (key ``retimed``) and prints them.
+the same JSON (key ``retimed``, or ``--key``) and prints them. ONNX Runtime sessions park their
+workers after each call (``stop_spinning``), so the idle one does not slow the one being timed.
 
     PYTHONPATH=. .venv/bin/python benchmarks/advise_retime.py benchmarks/results/X.json \
         [--baseline CKPT]
@@ -31,9 +32,10 @@ def call_of(path: Path, x: torch.Tensor, threads: int):
     """One ONNX Runtime call of an artifact: an int8 ONNX file as is, a checkpoint exported."""
     if path.suffix == ".onnx":
         return forward_call(None, x, runtime="onnxruntime", threads=threads,
-                            onnx_bytes=path.read_bytes())  # fmt: skip
+                            onnx_bytes=path.read_bytes(), stop_spinning=True)  # fmt: skip
     model, _ = load_checkpoint(path)
-    return forward_call(model.eval(), x, runtime="onnxruntime", threads=threads)
+    return forward_call(model.eval(), x, runtime="onnxruntime", threads=threads,
+                        stop_spinning=True)  # fmt: skip
 
 
 def main() -> None:
@@ -43,6 +45,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--key", default="retimed",
+                   help="JSON key of the record, so a rerun can sit beside an earlier one")  # fmt: skip
     args = p.parse_args()
     record = json.loads(args.json.read_text())
     work = Path(record["args"]["work"])
@@ -63,7 +67,7 @@ def main() -> None:
             stats = interleaved(fns, rounds=args.rounds, runs=args.runs, seed=seed)
             b, c = stats["baseline"]["median"], stats["chosen"]["median"]
             repeats.append({"baseline_ms": b, "chosen_ms": c, "ratio": c / b})
-        case["retimed"] = {"label": pick["label"], "baseline": str(base), "repeats": repeats,
+        case[args.key] = {"label": pick["label"], "baseline": str(base), "repeats": repeats,
                            "rounds": args.rounds, "runs": args.runs, "threads": threads,
                            "environment": environment(0)}  # fmt: skip
         ratios = ", ".join(f"{r['ratio']:.3f}" for r in repeats)

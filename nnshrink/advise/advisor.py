@@ -3,7 +3,7 @@
 Steps: measure the baseline and where its time goes; generate candidate pipelines from the
 rules of thumb (:mod:`.candidates`); measure each zero-shot and drop those whose structure cannot
 meet the budget; run the rest as recipes under successive halving (:mod:`.search`); choose the
-most accurate one that meets every limit; write the report, the Pareto plot and the recipe that
+most accurate one that meets every limit, re-timed beside the baseline (:mod:`.confirm`); write the report, the Pareto plot and the recipe that
 reproduces the choice (:mod:`.report`).
 """
 
@@ -35,6 +35,7 @@ from .candidates import (
     interleave,
     model_traits,
 )
+from .confirm import confirm, load_artifact
 from .measure import LayerTime, layer_latency_share, measure_model, measure_run, top1, zero_shot
 from .search import Evaluation, choose, judge, rung_limits, split_resource, successive_halving
 from .sensitivity import (
@@ -47,7 +48,6 @@ from .sensitivity import (
 )
 
 BASELINE_FILE = "baseline.safetensors"
-RETIME_ROUNDS, RETIME_RUNS = 10, 50  # the final latency check: interleaved rounds x calls
 
 
 @dataclasses.dataclass
@@ -357,7 +357,7 @@ def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_l
                                      time_limit_s=budget.time_limit_s, start=t_start,
                                      progress=progress)  # fmt: skip
     if budget.max_latency_ms is not None and baseline.latency_ms and evaluations:
-        evaluations = _confirm(evaluations, model, baseline, budget, shape, say)
+        evaluations = confirm(evaluations, model, baseline, budget, shape, say)
     chosen, closest = choose(evaluations)
     for e in (chosen, closest):
         if e is not None:  # the only test-split measurements of the search
@@ -408,64 +408,7 @@ def _test_top1(evaluation: Evaluation, test, budget: Budget) -> float | None:
     """Top-1 on the test split of the evaluation's deployable artifact, loaded back from disk."""
     if evaluation.artifact is None:
         return None
-    return top1(_load_artifact(evaluation, budget), test)
-
-
-def _load_artifact(evaluation: Evaluation, budget: Budget) -> nn.Module:
-    """The evaluation's deployable artifact, loaded back from disk as a runnable model."""
-    path = Path(evaluation.artifact)
-    kind = evaluation.measurement.bytes_kind
-    if kind == "nns":
-        from ..storage import load as load_nns
-
-        model = load_nns(path)
-    elif kind == "int8-onnx":
-        from ..quantization.backends.ort import OrtInt8Module
-
-        model = OrtInt8Module(path.read_bytes(), threads=budget.threads)
-    else:
-        model, _ = load_checkpoint(path)
-    return model
-
-
-def _retime(evaluation: Evaluation, baseline_model: nn.Module, baseline: Measurement,
-            budget: Budget, shape, say) -> Evaluation:  # fmt: skip
-    """The evaluation with its latency re-timed beside the baseline, and judged again.
-
-    Why: in the search each candidate keeps its lowest latency measured (noise only adds time),
-    which favours candidates against a limit set from fewer baseline measurements (a LeNet-5
-    choice at 0.050 ms against 0.054 ran at 0.56 of the baseline's time when re-timed). Here the
-    deployable artifact and the baseline run in interleaved, shuffled rounds in one process; the
-    latency is their median ratio times the baseline's measured latency.
-    """
-    from ..metrics.latency import interleaved
-    from .measure import deployed_call
-
-    calls = {"baseline": deployed_call(baseline_model, budget, shape),
-             "candidate": deployed_call(_load_artifact(evaluation, budget), budget, shape)}  # fmt: skip
-    stats = interleaved(calls, rounds=RETIME_ROUNDS, runs=RETIME_RUNS)
-    ratio = stats["candidate"]["median"] / stats["baseline"]["median"]
-    m = dataclasses.replace(evaluation.measurement, latency_ms=ratio * baseline.latency_ms)
-    say(f"re-timed {evaluation.label} beside the baseline: {ratio:.3f} of its time "
-        f"({m.latency_ms:.3f} ms)")  # fmt: skip
-    return dataclasses.replace(evaluation, measurement=m, retimed_ratio=ratio,
-                               **judge(budget, m, baseline.top1))  # fmt: skip
-
-
-def _confirm(evaluations: list[Evaluation], baseline_model: nn.Module, baseline: Measurement,
-             budget: Budget, shape, say) -> list[Evaluation]:  # fmt: skip
-    """Re-time the chosen evaluation beside the baseline until one still meets the budget (or
-    none is left); the closest one is re-timed too, so the report shows confirmed numbers."""
-    evaluations = list(evaluations)
-    done: set[int] = set()
-    while True:
-        chosen, closest = choose(evaluations)
-        pick = chosen or closest
-        if pick is None or id(pick) in done or pick.artifact is None:
-            return evaluations
-        confirmed = _retime(pick, baseline_model, baseline, budget, shape, say)
-        done.add(id(confirmed))
-        evaluations[evaluations.index(pick)] = confirmed
+    return top1(load_artifact(evaluation, budget), test)
 
 
 def _describe(m: Measurement | None, base: Measurement) -> str:

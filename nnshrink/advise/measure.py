@@ -97,12 +97,19 @@ def layer_latency_share(
 
 
 def deployed_call(
-    model: nn.Module, budget: Budget, input_shape: Sequence[int]
+    model: nn.Module, budget: Budget, input_shape: Sequence[int], *, stop_spinning: bool = False
 ) -> Callable[[], Any]:
     """A zero-argument call that runs ``model`` once as the budget deploys it (batch, threads,
     runtime). An int8 model from PTQ is an ONNX Runtime session already: it runs as it is,
     with the budget's threads, whatever ``budget.runtime`` says. Eager models are put in eval
     mode.
+
+    Args:
+        model: the model (an ``OrtInt8Module`` runs its own session).
+        budget: batch size, threads and runtime.
+        input_shape: one sample's shape.
+        stop_spinning: park ONNX Runtime workers after each call, for calls timed in turns
+            (:func:`nnshrink.metrics.latency.ort_session`).
 
     Example:
         >>> run = deployed_call(nn.Linear(4, 2), Budget(max_latency_ms=1, runtime="eager"), (4,))
@@ -111,11 +118,13 @@ def deployed_call(
     """
     x = torch.zeros(budget.batch_size, *input_shape)
     if isinstance(model, OrtInt8Module):
-        model.set_threads(budget.threads)
+        model.set_threads(budget.threads, stop_spinning=stop_spinning)
         return forward_call(model.eval(), x, runtime="eager")
     if budget.runtime == "eager":
         model.eval()
-    return forward_call(model, x, runtime=budget.runtime, threads=budget.threads)
+    return forward_call(
+        model, x, runtime=budget.runtime, threads=budget.threads, stop_spinning=stop_spinning
+    )
 
 
 def _median_ms(fn: Callable[[], Any], runs: int, warmup: int = 5) -> float:

@@ -10,7 +10,6 @@ Fine-tuning afterwards is the caller's job (e.g. ``nnshrink.train.fit``).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -26,9 +25,10 @@ from ..core import (
 )
 from . import rank as R
 from ._conv import unsupported_conv_reason
-from .cp import cp_conv, cp_factors, cp_macs, cp_params, cp_reconstruct
-from .svd import svd_linear, svd_macs, svd_params
-from .tucker import tucker2_conv, tucker2_factors, tucker2_macs, tucker2_params, tucker2_reconstruct
+from .cp import cp_conv, cp_factors, cp_params, cp_reconstruct
+from .planning import LayerPlan, budget_curve, plan_layer, select_ranks
+from .svd import svd_linear, svd_params
+from .tucker import tucker2_conv, tucker2_factors, tucker2_params, tucker2_reconstruct
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,17 +165,6 @@ class LowRankReport:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _Plan:
-    name: str
-    module: nn.Module
-    method: str
-    macs_before: int
-    macs_of: Callable[[tuple[int, ...]], int]
-    ranks: tuple[int, ...] = ()
-    note: str = ""
-
-
 def _targets(
     model: nn.Module, config: LowRank, filter_fn: Callable[[nn.Module, str], bool] | None
 ) -> tuple[list[tuple[str, nn.Module, str]], list[LayerDecomposition]]:
@@ -263,201 +252,6 @@ def _shapes(model: nn.Module, modules: list[nn.Module], example_inputs: Any) -> 
     return seen
 
 
-def _plan(
-    name: str, module: nn.Module, method: str, shapes: tuple, fuse_spatial: bool = False
-) -> _Plan:
-    in_shape, out_shape = shapes
-    if method == "svd":
-        tokens = math.prod(in_shape) // module.in_features
-        before = tokens * module.in_features * module.out_features
-
-        def macs_of(ranks):
-            return svd_macs(module.in_features, module.out_features, ranks[0], tokens)
-
-        return _Plan(name, module, method, before, macs_of)
-    batch = out_shape[0]
-    in_hw, out_hw = tuple(in_shape[-2:]), tuple(out_shape[-2:])
-    kh, kw = module.kernel_size
-    before = batch * out_hw[0] * out_hw[1] * module.in_channels * module.out_channels * kh * kw
-    if method == "cp":
-
-        def macs_of(ranks):
-            return batch * cp_macs(module, ranks[0], in_hw, out_hw, fuse_spatial=fuse_spatial)
-
-    else:
-
-        def macs_of(ranks):
-            return batch * tucker2_macs(module, ranks, in_hw, out_hw)
-
-    return _Plan(name, module, method, before, macs_of)
-
-
-def _tucker_ranks(c_out: int, c_in: int, t: int, steps: int) -> tuple[int, int]:
-    """Ranks proportional to the channel counts, step ``t`` of ``steps``."""
-    return max(1, math.ceil(t * c_out / steps)), max(1, math.ceil(t * c_in / steps))
-
-
-def _discarded_energy(plan: _Plan) -> Callable[[int, int], float]:
-    """``tail(mode, r)``: the fraction of the weight's squared norm beyond rank ``r`` in the
-    spectrum of unfolding ``mode`` (the matrix itself for SVD)."""
-    tails = [(s**2)[::-1].cumsum()[::-1] for s in _spectra(plan)]
-    total = float(tails[0][0]) or 1.0
-
-    def tail(mode: int, r: int) -> float:
-        return float(tails[mode][r]) / total if r < len(tails[mode]) else 0.0
-
-    return tail
-
-
-def _tucker_options(plan: _Plan, round_to: int = 1) -> list[tuple[int, float, tuple[int, int]]]:
-    """``(macs, estimated relative squared error, ranks)`` of the Tucker-2 shapes worth trying.
-
-    Three families, ranks rounded to multiples of ``round_to``: both channel modes cut in
-    proportion (three convs), or one mode kept whole and its factor folded into the core (two
-    convs: ``1x1 → core`` or ``core → 1x1``). The error is the HOSVD bound, the sum of the cut
-    modes' discarded energies; with one mode whole it is exact (Eckart–Young on the other
-    unfolding). Options that cost at least the dense MACs are dropped.
-    """
-    c_out, c_in = plan.module.weight.shape[:2]
-    tail = _discarded_energy(plan)
-    steps = max(c_out, c_in)
-    shapes = {_tucker_ranks(c_out, c_in, t, steps) for t in range(1, steps + 1)}
-    shapes |= {(c_out, r) for r in range(1, c_in + 1)} | {(r, c_in) for r in range(1, c_out + 1)}
-    options = []
-    for ranks in {_round_ranks(plan, shape, round_to) for shape in shapes}:
-        macs = plan.macs_of(ranks)
-        if macs < plan.macs_before:
-            options.append((macs, tail(0, ranks[0]) + tail(1, ranks[1]), ranks))
-    return sorted(options)
-
-
-def _spectra(plan: _Plan) -> list:
-    w = plan.module.weight.detach()
-    if plan.method == "svd":
-        return [R.singular_values(w)]
-    return [R.singular_values(R.unfold(w, 0)), R.singular_values(R.unfold(w, 1))]
-
-
-def _cp_full_rank(conv: nn.Conv2d) -> int:
-    k = conv.kernel_size[0] * conv.kernel_size[1]
-    c_out, c_in = conv.out_channels, conv.in_channels
-    return max(min(c_out, c_in * k), min(c_in, c_out * k))
-
-
-def _cp_rank_cap(plan: _Plan) -> int:
-    """A CP rank at which the factorisation costs at least as many MACs as the dense layer."""
-    per_rank = max(1, plan.macs_of((1,)))
-    return max(1, plan.macs_before // per_rank + 1)
-
-
-def _mode_sizes(plan: _Plan) -> tuple[int, ...]:
-    """The largest useful rank per factor: min(shape) for SVD, the channel counts for Tucker,
-    the CP rank at which the factorisation stops saving MACs for CP."""
-    if plan.method == "svd":
-        return (min(plan.module.weight.shape),)
-    if plan.method == "cp":
-        return (_cp_rank_cap(plan),)
-    return tuple(plan.module.weight.shape[:2])
-
-
-def _round_ranks(plan: _Plan, ranks: tuple[int, ...], multiple: int) -> tuple[int, ...]:
-    """Each rank rounded up to a multiple of ``multiple``, capped at its mode's size."""
-    if multiple == 1:
-        return tuple(ranks)
-    return tuple(
-        min(cap, multiple * math.ceil(r / multiple)) for r, cap in zip(ranks, _mode_sizes(plan))
-    )
-
-
-def _select(plan: _Plan, config: LowRank) -> tuple[int, ...]:
-    """Ranks for one layer under the per-layer rules (everything but ``budget``), rounded to
-    ``config.round_to``; MAC targets are searched with the rounded ranks."""
-    m = config.round_to
-    return _round_ranks(plan, _select_raw(plan, config, lambda r: _round_ranks(plan, r, m)), m)
-
-
-def _select_raw(
-    plan: _Plan, config: LowRank, rounded: Callable[[tuple[int, ...]], tuple[int, ...]]
-) -> tuple[int, ...]:
-    w = plan.module.weight.detach()
-    rule = config.rank
-    if plan.method == "svd":
-        full = min(w.shape)
-        if rule == "energy":
-            return (R.energy_rank(_spectra(plan)[0], config.energy),)
-        if rule == "ratio":
-            return (R.ratio_rank(full, config.ratio),)
-        if rule == "evbmf":
-            return (R.evbmf_rank(w),)
-        target = config.macs_ratio * plan.macs_before
-        return (R.largest_rank_within(lambda r: plan.macs_of(rounded((r,))), full, target),)
-    c_out, c_in = w.shape[:2]
-    if rule in ("energy", "evbmf"):
-        if rule == "energy":
-            r_out, r_in = (R.energy_rank(s, config.energy) for s in _spectra(plan))
-        else:
-            r_out, r_in = R.evbmf_rank(R.unfold(w, 0)), R.evbmf_rank(R.unfold(w, 1))
-        return (max(r_out, r_in),) if plan.method == "cp" else (r_out, r_in)
-    if plan.method == "cp":
-        if rule == "ratio":
-            return (R.ratio_rank(_cp_full_rank(plan.module), config.ratio),)
-        target = config.macs_ratio * plan.macs_before
-        cap = _cp_rank_cap(plan)
-        return (R.largest_rank_within(lambda r: plan.macs_of(rounded((r,))), cap, target),)
-    if rule == "ratio":
-        return (R.ratio_rank(c_out, config.ratio), R.ratio_rank(c_in, config.ratio))
-    options = _tucker_options(plan, config.round_to)
-    if not options:  # nothing saves MACs (e.g. rounding caps every rank at full size)
-        return (c_out, c_in)
-    target = config.macs_ratio * plan.macs_before
-    within = [o for o in options if o[0] <= target]
-    # the lowest error bound that fits; when nothing fits, the cheapest option
-    return min(within, key=lambda o: (o[1], o[0]))[2] if within else options[0][2]
-
-
-def _budget_curve(
-    plan: _Plan, round_to: int = 1
-) -> tuple[list[tuple[int, float]], list[tuple[int, ...]]]:
-    """Options ``(macs, estimated relative squared error)`` from dense to rank 1, with ranks
-    (rounded up to multiples of ``round_to``; repeated options are dropped).
-
-    Error estimates: SVD exact (Eckart–Young); Tucker the HOSVD bound (see
-    :func:`_tucker_options`; only its Pareto front is offered, so errors grow as MACs fall);
-    CP the larger mode's discarded energy (a lower bound: a CP model of rank R has unfoldings
-    of rank at most R).
-    """
-    tail = _discarded_energy(plan)
-    options: list[tuple[int, float]] = [(plan.macs_before, 0.0)]
-    ranks: list[tuple[int, ...]] = [()]
-    if plan.method == "tucker":
-        # the Pareto front: walking up from the cheapest, keep what beats every cheaper error
-        front, best = [], math.inf
-        for macs, err, cand in _tucker_options(plan, round_to):
-            if err < best:
-                front.append((macs, err, cand))
-                best = err
-        for macs, err, cand in reversed(front):
-            options.append((macs, err))
-            ranks.append(cand)
-        return options, ranks
-    if plan.method == "cp":
-        cap = min(_cp_rank_cap(plan), 4 * _cp_full_rank(plan.module))
-        candidates = [(r,) for r in range(cap, 0, -1)]
-    else:
-        candidates = [(r,) for r in range(min(plan.module.weight.shape), 0, -1)]
-    for cand in candidates:
-        cand = _round_ranks(plan, cand, round_to)
-        if plan.method == "cp":
-            err = max(tail(0, cand[0]), tail(1, cand[0]))
-        else:
-            err = tail(0, cand[0])
-        macs = plan.macs_of(cand)
-        if macs < options[-1][0]:
-            options.append((macs, err))
-            ranks.append(cand)
-    return options, ranks
-
-
 # --------------------------------------------------------------------------------------------
 # The handler
 # --------------------------------------------------------------------------------------------
@@ -467,7 +261,7 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _build(plan: _Plan, config: LowRank) -> tuple[nn.Module, float, int]:
+def _build(plan: LayerPlan, config: LowRank) -> tuple[nn.Module, float, int]:
     """The replacement module, its relative weight error and its parameter count."""
     module = plan.module
     w = module.weight.detach().to(torch.float64)
@@ -525,10 +319,10 @@ def _apply(
                 )
             )
             continue
-        plans.append(_plan(name, module, method, shapes[id(module)], config.cp_fuse_spatial))
+        plans.append(plan_layer(name, module, method, shapes[id(module)], config.cp_fuse_spatial))
 
     if config.rank == "budget":
-        curves = [_budget_curve(p, config.round_to) for p in plans]
+        curves = [budget_curve(p, config.round_to) for p in plans]
         budget = config.macs_ratio * sum(p.macs_before for p in plans)
         picks = R.allocate_budget([c[0] for c in curves], budget)
         for plan, (_, ranks), pick in zip(plans, curves, picks):
@@ -537,7 +331,7 @@ def _apply(
                 plan.note = "kept dense by the MAC budget allocation"
     else:
         for plan in plans:
-            plan.ranks = _select(plan, config)
+            plan.ranks = select_ranks(plan, config)
 
     # compute every replacement before touching the model, so a failure leaves it intact
     replacements = []

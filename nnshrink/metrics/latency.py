@@ -176,6 +176,7 @@ def forward_call(
     runtime: str = "eager",
     threads: int = 2,
     onnx_bytes: bytes | None = None,
+    stop_spinning: bool = False,
 ) -> Callable[[], Any]:
     """A zero-argument call that runs one forward pass of ``model`` on ``example_inputs``.
 
@@ -190,6 +191,8 @@ def forward_call(
         runtime: ``"eager"`` or ``"onnxruntime"``.
         threads: intra-op threads of the ONNX Runtime session.
         onnx_bytes: a ready ONNX model for ``onnxruntime``.
+        stop_spinning: park the ONNX Runtime workers after each call (see
+            :func:`ort_session`); set it when the call takes turns with others.
 
     Example:
         >>> run = forward_call(nn.Linear(2, 2), torch.zeros(1, 2))
@@ -209,7 +212,7 @@ def forward_call(
             from ..export.onnx import export_onnx
 
             onnx_bytes = export_onnx(model, args)
-        session = ort_session(onnx_bytes, threads)
+        session = ort_session(onnx_bytes, threads, stop_spinning=stop_spinning)
         feeds = {i.name: a.detach().cpu().numpy() for i, a in zip(session.get_inputs(), args)}
         return lambda: session.run(None, feeds)
     raise ValueError(f"unknown runtime {runtime!r}; choose from {RUNTIMES}")

@@ -186,7 +186,7 @@ def test_latency_of_a_structure_is_its_lowest_measurement(trained, tmp_path):
 @needs_mnist
 def test_a_choice_that_fails_its_retiming_is_not_chosen(trained, tmp_path, monkeypatch):
     """A re-timing that always fails (10x the limit) leaves nothing chosen."""
-    import nnshrink.advise.advisor as advisor
+    import nnshrink.advise.confirm as confirm
 
     def slow(evaluation, baseline_model, baseline, budget, shape, say):
         import dataclasses
@@ -197,7 +197,7 @@ def test_a_choice_that_fails_its_retiming_is_not_chosen(trained, tmp_path, monke
         return dataclasses.replace(evaluation, measurement=m, retimed_ratio=-1.0,
                                    **judge(budget, m, baseline.top1))  # fmt: skip
 
-    monkeypatch.setattr(advisor, "_retime", slow)
+    monkeypatch.setattr(confirm, "retime", slow)
     budget = Budget(max_latency_ms=10.0, max_drop=100, time_limit_s=30, threads=1)
     res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
                  train_limit=TRAIN_LIMIT, max_candidates=2, rungs=1, sensitivity=False,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nnshrink.advise import Budget, artifact_of, layer_latency_share, measure_model, zero_shot
-from nnshrink.advise.measure import apply_stages, latency_ms
+from nnshrink.advise.measure import apply_stages, deployed_call, latency_ms
 from nnshrink.core import compress_
 from nnshrink.io import save_checkpoint
 from nnshrink.pruning import MagnitudePruning
@@ -94,6 +94,19 @@ def test_int8_latency_uses_the_budget_threads():
                              torch.randn(8, *SHAPE))  # fmt: skip
     assert latency_ms(out, Budget(max_latency_ms=1.0, threads=1), SHAPE, runs=3) > 0
     assert out.threads == 1
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_deployed_int8_call_can_park_its_workers(stop):
+    out, _, _ = apply_stages(_mlp(), ({"quantize": PTQ(backend="onnxruntime").to_dict()},),
+                             torch.randn(8, *SHAPE))  # fmt: skip
+    budget = Budget(max_latency_ms=1.0, threads=1, batch_size=2)
+    y = deployed_call(out, budget, SHAPE, stop_spinning=stop)()
+    assert tuple(y.shape) == (2, 10) and out.threads == 1
+    options = out._session.get_session_options()
+    entry = options.get_session_config_entry("session.force_spinning_stop") if stop else None
+    assert entry == ("1" if stop else None)
+    assert copy.deepcopy(out).stop_spinning is stop  # copies keep the setting
 
 
 def test_layer_latency_share(tiny_convnet):

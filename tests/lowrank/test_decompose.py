@@ -1,4 +1,7 @@
-"""Whole-model LowRank handler on zoo models: MACs drop, the model runs, rows are reported."""
+"""Whole-model LowRank handler on zoo models: MACs drop, the model runs, rows are reported.
+
+Per-layer rank planning is tested in test_planning.py.
+"""
 
 from __future__ import annotations
 
@@ -264,19 +267,3 @@ def test_tucker_keeps_a_full_rank_mode_whole_when_that_is_more_accurate(rank):
     assert len(model[0]) == 2  # 1x1 (32 → R_in), then the core with the output factor folded in
     assert row.rel_error < 1e-6
     torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)
-
-
-def test_tucker_budget_options_trade_macs_for_error_monotonically():
-    from nnshrink.lowrank.decompose import _budget_curve, _plan
-
-    torch.manual_seed(0)
-    conv = nn.Conv2d(24, 40, 3, padding=1)
-    plan = _plan("c", conv, "tucker", ((1, 24, 8, 8), (1, 40, 8, 8)))
-    options, ranks = _budget_curve(plan)
-    assert options[0] == (plan.macs_before, 0.0) and ranks[0] == ()
-    macs = [m for m, _ in options]
-    errors = [e for _, e in options]
-    assert macs == sorted(macs, reverse=True) and len(set(macs)) == len(macs)
-    assert errors == sorted(errors) and len(set(errors)) == len(errors)
-    assert any(r[0] == 40 for r in ranks[1:]) and any(r[1] == 24 for r in ranks[1:])
-    assert all(plan.macs_of(r) == m for r, (m, _) in zip(ranks[1:], options[1:]))

@@ -81,3 +81,22 @@ def test_ort_session_can_park_its_workers_after_each_run(stop):
     assert entry == ("1" if stop else None)
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-6)  # same numbers either way
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_forward_call_passes_stop_spinning_to_the_session(stop, monkeypatch):
+    import nnshrink.metrics.latency as latency
+
+    seen = []
+    real = latency.ort_session
+
+    def recording(onnx_bytes, threads, *, stop_spinning=False):
+        seen.append(stop_spinning)
+        return real(onnx_bytes, threads, stop_spinning=stop_spinning)
+
+    monkeypatch.setattr(latency, "ort_session", recording)
+    model = torch.nn.Linear(4, 3).eval()
+    x = torch.randn(2, 4)
+    (out,) = latency.forward_call(model, x, runtime="onnxruntime", threads=1, stop_spinning=stop)()
+    assert seen == [stop]
+    assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-6)

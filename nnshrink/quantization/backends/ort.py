@@ -50,27 +50,39 @@ class OrtInt8Module(nn.Module):
     Args:
         onnx_bytes: the serialized ONNX model.
         threads: intra-op threads (0: ONNX Runtime's default).
+        stop_spinning: park the workers after each run (see
+            :func:`nnshrink.metrics.latency.ort_session`), for sessions timed in turns.
 
     Example:
         >>> m = OrtInt8Module(onnx_bytes, threads=2)  # doctest: +SKIP
         >>> y = m(torch.randn(1, 3, 32, 32)); m.save("resnet20-int8.onnx")  # doctest: +SKIP
     """
 
-    def __init__(self, onnx_bytes: bytes, threads: int = 0) -> None:
+    def __init__(self, onnx_bytes: bytes, threads: int = 0, *, stop_spinning: bool = False) -> None:
         super().__init__()
         self.onnx_bytes = bytes(onnx_bytes)
         self.threads = threads
+        self.stop_spinning = stop_spinning
         self._session = self._make_session()
 
     def _make_session(self) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        if self.stop_spinning:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         return ort.InferenceSession(self.onnx_bytes, options, providers=["CPUExecutionProvider"])
 
-    def set_threads(self, threads: int) -> None:
-        """Recreate the session with ``threads`` intra-op threads."""
+    def set_threads(self, threads: int, *, stop_spinning: bool = False) -> None:
+        """Recreate the session with ``threads`` intra-op threads.
+
+        Args:
+            threads: intra-op threads (0: ONNX Runtime's default).
+            stop_spinning: park the workers after each run (see
+                :func:`nnshrink.metrics.latency.ort_session`), for sessions timed in turns.
+        """
         self.threads = threads
+        self.stop_spinning = stop_spinning
         self._session = self._make_session()
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:  # noqa: D102
@@ -109,7 +121,7 @@ class OrtInt8Module(nn.Module):
         self._session = self._make_session()
 
     def __deepcopy__(self, memo: dict) -> OrtInt8Module:
-        return OrtInt8Module(self.onnx_bytes, self.threads)
+        return OrtInt8Module(self.onnx_bytes, self.threads, stop_spinning=self.stop_spinning)
 
     def extra_repr(self) -> str:
         return f"{len(self.onnx_bytes)} bytes, threads={self.threads}"
