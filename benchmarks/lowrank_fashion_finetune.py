@@ -102,7 +102,8 @@ def main() -> None:
             "top1": evaluate(dense, test)["top1"],
             "macs": count_macs(dense, x.to(device)),
             "params": count_params(dense),
-            "epochs": args.epochs,
+            "epochs": None if args.load_dense else args.epochs,
+            "loaded_from": None if args.load_dense is None else str(args.load_dense),
         },  # fmt: skip
         "environment": environment(0),
         "rows": [],
@@ -121,6 +122,8 @@ def main() -> None:
             "layer_macs_ratio": round(layer_ratio, 4),
             "ranks": [list(r.ranks) for r in report.decomposed],
             "macs": count_macs(model, x.to(device)),
+            "decomposed_macs_before": sum(r.macs_before for r in report.decomposed),
+            "decomposed_macs_after": sum(r.macs_after for r in report.decomposed),
             "params": count_params(model),
             "mean_rel_error": round(
                 sum(r.rel_error for r in report.decomposed) / len(report.decomposed), 4
