@@ -53,7 +53,7 @@ def test_tucker_option_error_is_exact_when_one_mode_is_kept_whole():
 @pytest.mark.parametrize("method", ["tucker", "cp"])
 def test_macs_target_holds_after_rounding(method):
     plan = _conv_plan(64, 48, method=method)
-    ranks = select_ranks(plan, LowRank(method=method, macs_ratio=0.5, round_to=16))
+    ranks = select_ranks(plan, LowRank(method=method, rank="macs", macs_ratio=0.5, round_to=16))
     assert all(r % 16 == 0 for r in ranks)
     assert plan.macs_of(ranks) <= 0.5 * plan.macs_before
 
