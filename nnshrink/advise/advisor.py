@@ -3,8 +3,8 @@
 Steps: measure the baseline and where its time goes; generate candidate pipelines from the
 rules of thumb (:mod:`.candidates`); measure each zero-shot and drop those whose structure cannot
 meet the budget; run the rest as recipes under successive halving (:mod:`.search`); choose the
-most accurate one that meets every limit, re-timed beside the baseline (:mod:`.confirm`); write the report, the Pareto plot and the recipe that
-reproduces the choice (:mod:`.report`).
+most accurate one that meets every limit, re-timed beside the baseline (:mod:`.confirm`); write
+the report, the Pareto plot and the recipe that reproduces the choice (:mod:`.report`).
 """
 
 from __future__ import annotations

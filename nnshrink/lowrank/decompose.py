@@ -1,10 +1,11 @@
 """Whole-model low-rank decomposition: the ``LowRank`` config and its ``compress_`` handler.
 
 Each chosen layer is replaced by an ``nn.Sequential`` of standard layers (so checkpoints rebuild
-it and ONNX exports it): Linear by truncated SVD, Conv2d by CP or Tucker-2. Ranks come from one of
-the pure selectors in :mod:`nnshrink.lowrank.rank`. Layers whose decomposition would not reduce
-MACs, grouped/depthwise convs and 1x1 convs (for CP/Tucker) are left alone and reported as skipped.
-Fine-tuning afterwards is the caller's job (e.g. ``nnshrink.train.fit``).
+it and ONNX exports it): Linear by truncated SVD, Conv2d by CP or Tucker-2. Ranks are planned in
+:mod:`nnshrink.lowrank.planning` from the pure selectors in :mod:`nnshrink.lowrank.rank`. Layers
+whose decomposition would not reduce MACs, grouped/depthwise convs and 1x1 convs (for CP/Tucker)
+are left alone and reported as skipped. Fine-tuning afterwards is the caller's job (e.g.
+``nnshrink.train.fit``).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class LowRankReport:
 
 
 # --------------------------------------------------------------------------------------------
-# Planning: which layers, what shapes, which ranks
+# Which layers, called on which feature-map sizes (ranks: see planning.py)
 # --------------------------------------------------------------------------------------------
 
 
