@@ -62,7 +62,8 @@ def interleaved(
 
     The order of the variants is shuffled every round (seeded): a runtime whose worker threads
     keep spinning after a call (ONNX Runtime, OpenMP) slows whatever runs right after it, and a
-    fixed order would always hand that penalty to the same variant.
+    fixed order would always hand that penalty to the same variant. Shuffling spreads the
+    penalty; build ORT sessions with ``ort_session(..., stop_spinning=True)`` to remove it.
 
     Args:
         fns: ``{name: callable}`` to compare.
