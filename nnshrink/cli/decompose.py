@@ -45,8 +45,11 @@ def register(subparsers) -> None:
     rank.add_argument("--ratio", type=float, help="fraction of each layer's full rank")
     rank.add_argument("--rank", choices=("auto",), help="auto: EVBMF rank selection")
     rank.add_argument("--macs-ratio", type=float, help="fraction of MACs kept per layer")
+    rank.add_argument("--params-ratio", type=float, help="fraction of parameters kept per layer")
     p.add_argument(
-        "--budget", action="store_true", help="with --macs-ratio: one budget over all layers"
+        "--budget",
+        action="store_true",
+        help="with --macs-ratio / --params-ratio: one budget over all layers",
     )
     p.add_argument("--linear", action="store_true", help="cp/tucker: also SVD the Linear layers")
     p.add_argument("--layers", nargs="*", default=[], help="decompose only these submodules")
@@ -65,6 +68,12 @@ def register(subparsers) -> None:
         help="cp: one kxk depthwise conv instead of kx1 + 1xk (three convs per layer, exact, "
         "faster on CPUs)",
     )
+    p.add_argument(
+        "--cp-fallback",
+        action="store_true",
+        help="tucker: decompose by CP the convs no Tucker-2 shape makes cheaper (e.g. "
+        "16-channel convs with --round-to 16) instead of leaving them dense",
+    )
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (SGD)")
     p.add_argument("--seed", type=int, default=0)
@@ -80,21 +89,27 @@ def build_config(args: argparse.Namespace):
     from ..core import ConfigError
     from ..lowrank import LowRank
 
-    if args.budget and args.macs_ratio is None:
-        raise CLIError("--budget needs --macs-ratio (the fraction of MACs to keep overall)")
+    if args.budget and args.macs_ratio is None and args.params_ratio is None:
+        raise CLIError(
+            "--budget needs --macs-ratio or --params-ratio (the fraction of MACs or parameters "
+            "to keep overall)"
+        )
     if args.energy is not None:
         fields: dict[str, Any] = {"rank": "energy", "energy": args.energy}
     elif args.ratio is not None:
         fields = {"rank": "ratio", "ratio": args.ratio}
     elif args.rank == "auto":
         fields = {"rank": "evbmf"}
+    elif args.params_ratio is not None:
+        fields = {"rank": "budget", "budget_on": "params"} if args.budget else {"rank": "params"}
+        fields["params_ratio"] = args.params_ratio
     else:
         fields = {"rank": "budget" if args.budget else "macs", "macs_ratio": args.macs_ratio}
     try:
         return LowRank(
             method=args.method, linear=args.linear, layers=tuple(args.layers),
             n_iter_max=args.iters, seed=args.seed, round_to=args.round_to,
-            cp_fuse_spatial=args.cp_fuse_spatial, **fields,
+            cp_fuse_spatial=args.cp_fuse_spatial, cp_fallback=args.cp_fallback, **fields,
         )  # fmt: skip
     except ConfigError as exc:
         raise CLIError(str(exc)) from None

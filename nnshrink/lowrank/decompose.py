@@ -27,7 +27,7 @@ from ..core import (
 from . import rank as R
 from ._conv import unsupported_conv_reason
 from .cp import cp_conv, cp_factors, cp_params, cp_reconstruct
-from .planning import LayerPlan, budget_curve, plan_layer, select_ranks
+from .planning import LayerPlan, budget_curve, plan_layer, select_ranks, tucker_options
 from .svd import svd_linear, svd_params
 from .tucker import tucker2_conv, tucker2_factors, tucker2_params, tucker2_reconstruct
 
@@ -45,12 +45,17 @@ class LowRank(Config):
             ``"macs"`` (largest rank with at most ``macs_ratio`` of each layer's MACs; for
             Tucker the shape with the lowest HOSVD error bound among both modes cut in
             proportion or one mode kept whole, its factor folded into the core),
+            ``"params"`` (the same with at most ``params_ratio`` of each layer's parameters),
             ``"evbmf"`` (analytic EVBMF, per channel mode for Tucker/CP) or ``"budget"``
             (``macs_ratio`` of the MACs of all candidate layers together, allocated greedily by
-            estimated reconstruction error per MAC saved).
+            estimated reconstruction error per MAC saved; with ``budget_on="params"``,
+            ``params_ratio`` of their parameters).
         energy: kept fraction of the squared spectrum for ``rank="energy"``.
         ratio: fraction of the full rank for ``rank="ratio"``.
         macs_ratio: fraction of MACs kept, per layer (``"macs"``) or overall (``"budget"``).
+        params_ratio: fraction of parameters kept, per layer (``"params"``) or overall
+            (``"budget"`` with ``budget_on="params"``).
+        budget_on: what ``rank="budget"`` limits: ``"macs"`` or ``"params"``.
         linear: with ``cp``/``tucker``, also decompose Linear layers by SVD.
         layers: decompose exactly these submodules (dotted names); an unsupported one is an error.
         tucker_method: ``"hosvd"`` (closed form) or ``"hooi"`` (tensorly ``partial_tucker``).
@@ -64,6 +69,12 @@ class LowRank(Config):
             the two 1-D depthwise convs merged into one (exact; see
             :func:`~nnshrink.lowrank.cp.cp_conv`). Faster on CPUs, where CP's extra passes
             over its ``R`` activation channels dominate; MACs are counted for this layout.
+            With ``cp_fallback`` it applies to the fallback CP layers.
+        cp_fallback: with ``method="tucker"``, decompose by CP the convs where no Tucker-2
+            shape cuts MACs, instead of leaving them dense. That happens when ``round_to``
+            caps every rank at the channel count: ResNet-20's 16-channel convs with
+            ``round_to=16``, which CP at rank 16 still cuts 3.5x (fused). The report's
+            ``method`` column says which layers fell back.
 
     Example:
         >>> import nnshrink as ns  # doctest: +SKIP
@@ -73,10 +84,12 @@ class LowRank(Config):
 
     kind: ClassVar[str] = "low-rank"
     method: Literal["svd", "cp", "tucker"] = "tucker"
-    rank: Literal["energy", "ratio", "macs", "evbmf", "budget"] = "energy"
+    rank: Literal["energy", "ratio", "macs", "params", "evbmf", "budget"] = "energy"
     energy: float = 0.9
     ratio: float = 0.5
     macs_ratio: float = 0.5
+    params_ratio: float = 0.5
+    budget_on: Literal["macs", "params"] = "macs"
     linear: bool = False
     layers: tuple[str, ...] = ()
     tucker_method: Literal["hosvd", "hooi"] = "hosvd"
@@ -84,16 +97,28 @@ class LowRank(Config):
     seed: int = 0
     round_to: int = 1
     cp_fuse_spatial: bool = False
+    cp_fallback: bool = False
 
     def validate(self) -> None:
         if self.round_to < 1:
             raise ConfigError(f"low-rank.round_to must be >= 1, got {self.round_to}")
-        if self.cp_fuse_spatial and self.method != "cp":
+        if self.cp_fallback and self.method != "tucker":
             raise ConfigError(
-                f"low-rank.cp_fuse_spatial applies to method='cp' only (got method="
-                f"{self.method!r}); drop it or set method: cp"
+                f"low-rank.cp_fallback applies to method='tucker' only (got method="
+                f"{self.method!r}); drop it or set method: tucker"
             )
-        for field in ("energy", "ratio", "macs_ratio"):
+        if self.cp_fuse_spatial and self.method != "cp" and not self.cp_fallback:
+            raise ConfigError(
+                f"low-rank.cp_fuse_spatial applies to CP layers: method='cp', or "
+                f"method='tucker' with cp_fallback (got method={self.method!r}); drop it or "
+                "set method: cp"
+            )
+        if self.budget_on == "params" and self.rank != "budget":
+            raise ConfigError(
+                f"low-rank.budget_on applies to rank='budget' (got rank={self.rank!r}); for a "
+                "per-layer parameter cut use rank: params"
+            )
+        for field in ("energy", "ratio", "macs_ratio", "params_ratio"):
             value = getattr(self, field)
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"low-rank.{field} must be in (0, 1], got {value}")
@@ -310,6 +335,11 @@ def _apply(
             "feature-map size and so its MACs"
         )
     shapes = _shapes(model, [m for _, m, _ in chosen], example_inputs)
+    by_params = config.rank == "params" or (
+        config.rank == "budget" and config.budget_on == "params"
+    )
+    cost: Literal["macs", "params"] = "params" if by_params else "macs"
+    cost_name = "parameter" if by_params else "MAC"
     plans = []
     for name, module, method in chosen:
         if id(module) not in shapes:
@@ -320,16 +350,20 @@ def _apply(
                 )
             )
             continue
-        plans.append(plan_layer(name, module, method, shapes[id(module)], config.cp_fuse_spatial))
+        plan = plan_layer(name, module, method, shapes[id(module)], config.cp_fuse_spatial, cost)
+        if config.cp_fallback and method == "tucker" and not tucker_options(plan, config.round_to):
+            plan = plan_layer(name, module, "cp", shapes[id(module)], config.cp_fuse_spatial, cost)
+        plans.append(plan)
 
     if config.rank == "budget":
         curves = [budget_curve(p, config.round_to) for p in plans]
-        budget = config.macs_ratio * sum(p.macs_before for p in plans)
+        ratio = config.params_ratio if cost == "params" else config.macs_ratio
+        budget = ratio * sum(p.cost_before for p in plans)
         picks = R.allocate_budget([c[0] for c in curves], budget)
         for plan, (_, ranks), pick in zip(plans, curves, picks):
             plan.ranks = ranks[pick]
             if pick == 0:
-                plan.note = "kept dense by the MAC budget allocation"
+                plan.note = f"kept dense by the {cost_name} budget allocation"
     else:
         for plan in plans:
             plan.ranks = select_ranks(plan, config)
@@ -339,10 +373,11 @@ def _apply(
     for plan in plans:
         params_before = _params(plan.module)
         if not plan.note:
-            after = plan.macs_of(plan.ranks)
-            if after >= plan.macs_before:
+            after = plan.cost_of(plan.ranks)
+            if after >= plan.cost_before:
                 plan.note = (
-                    f"ranks {plan.ranks} would not reduce MACs ({plan.macs_before:,} -> {after:,})"
+                    f"ranks {plan.ranks} would not reduce {cost_name}s "
+                    f"({plan.cost_before:,} -> {after:,})"
                 )
         if plan.note:
             rows.append(

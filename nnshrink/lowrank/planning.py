@@ -1,9 +1,10 @@
-"""Rank planning for low-rank decomposition: per-layer MAC models, rank rules and budget curves.
+"""Rank planning for low-rank decomposition: per-layer cost models, rank rules, budget curves.
 
-A :class:`LayerPlan` ties one layer to its method and a ``macs_of(ranks)`` cost model (from the
-real feature-map sizes). :func:`select_ranks` applies the per-layer rules of :class:`LowRank`
-(energy, ratio, EVBMF, MAC ratio, rounding) and :func:`budget_curve` lists the (MACs, error)
-options that the whole-model MAC budget allocates over. Everything here reads weights and
+A :class:`LayerPlan` ties one layer to its method and to ``macs_of(ranks)`` (from the real
+feature-map sizes) and ``params_of(ranks)``. :func:`select_ranks` applies the per-layer rules of
+:class:`LowRank` (energy, ratio, EVBMF, MAC or parameter ratio, rounding) and
+:func:`budget_curve` lists the (cost, error) options that the whole-model budget allocates
+over, the cost being MACs or parameters (``LayerPlan.cost``). Everything here reads weights and
 shapes only; :mod:`nnshrink.lowrank.decompose` builds the replacement modules.
 """
 
@@ -12,14 +13,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from torch import nn
 
 from . import rank as R
-from .cp import cp_macs
-from .svd import svd_macs
-from .tucker import tucker2_macs
+from .cp import cp_macs, cp_params
+from .svd import svd_macs, svd_params
+from .tucker import tucker2_macs, tucker2_params
 
 if TYPE_CHECKING:
     from .decompose import LowRank
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass
 class LayerPlan:
-    """One layer to decompose: its method, dense MACs and a cost model for candidate ranks.
+    """One layer to decompose: its method, and its MACs and parameters as functions of the ranks.
 
     Args:
         name: the qualified module name.
@@ -36,13 +37,17 @@ class LayerPlan:
         macs_before: the dense layer's MACs on the example batch.
         macs_of: MACs of the factorised layer for a ranks tuple (``(r,)`` for svd/cp,
             ``(r_out, r_in)`` for tucker).
+        params_before: the dense layer's parameters (weight and bias).
+        params_of: parameters of the factorised layer for a ranks tuple.
+        cost: what the ``"macs"``/``"params"`` and ``"budget"`` rules limit: ``cost_before``
+            and ``cost_of`` are the MACs or the parameters.
         ranks: the chosen ranks (filled in by the handler).
         note: why the layer is kept dense, if it is.
 
     Example:
         >>> plan = plan_layer("fc", nn.Linear(64, 32), "svd", ((1, 64), (1, 32)))
-        >>> plan.macs_before, plan.macs_of((8,))
-        (2048, 768)
+        >>> plan.macs_before, plan.macs_of((8,)), plan.params_before, plan.params_of((8,))
+        (2048, 768, 2080, 800)
     """
 
     name: str
@@ -50,12 +55,29 @@ class LayerPlan:
     method: str
     macs_before: int
     macs_of: Callable[[tuple[int, ...]], int]
+    params_before: int
+    params_of: Callable[[tuple[int, ...]], int]
+    cost: Literal["macs", "params"] = "macs"
     ranks: tuple[int, ...] = ()
     note: str = ""
 
+    @property
+    def cost_before(self) -> int:
+        """The dense layer's MACs or parameters, as ``cost`` says."""
+        return self.params_before if self.cost == "params" else self.macs_before
+
+    def cost_of(self, ranks: tuple[int, ...]) -> int:
+        """The factorised layer's MACs or parameters at ``ranks``, as ``cost`` says."""
+        return self.params_of(ranks) if self.cost == "params" else self.macs_of(ranks)
+
 
 def plan_layer(
-    name: str, module: nn.Module, method: str, shapes: tuple, fuse_spatial: bool = False
+    name: str,
+    module: nn.Module,
+    method: str,
+    shapes: tuple,
+    fuse_spatial: bool = False,
+    cost: Literal["macs", "params"] = "macs",
 ) -> LayerPlan:
     """The :class:`LayerPlan` of one layer, its MACs counted on the shapes it was called with.
 
@@ -65,6 +87,7 @@ def plan_layer(
         method: ``"svd"``, ``"cp"`` or ``"tucker"``.
         shapes: ``(input shape, output shape)`` of the layer's first call.
         fuse_spatial: count CP with one fused kh x kw depthwise conv (``cp_fuse_spatial``).
+        cost: what the rank rules limit, ``"macs"`` or ``"params"`` (see :class:`LayerPlan`).
 
     Example:
         >>> conv = nn.Conv2d(16, 16, 3, padding=1)
@@ -73,6 +96,8 @@ def plan_layer(
         147456
     """
     in_shape, out_shape = shapes
+    params = sum(p.numel() for p in module.parameters())
+    bias = getattr(module, "bias", None) is not None
     if method == "svd":
         tokens = math.prod(in_shape) // module.in_features
         before = tokens * module.in_features * module.out_features
@@ -80,7 +105,10 @@ def plan_layer(
         def macs_of(ranks):
             return svd_macs(module.in_features, module.out_features, ranks[0], tokens)
 
-        return LayerPlan(name, module, method, before, macs_of)
+        def params_of(ranks):
+            return svd_params(module.in_features, module.out_features, ranks[0], bias)
+
+        return LayerPlan(name, module, method, before, macs_of, params, params_of, cost)
     batch = out_shape[0]
     in_hw, out_hw = tuple(in_shape[-2:]), tuple(out_shape[-2:])
     kh, kw = module.kernel_size
@@ -90,12 +118,18 @@ def plan_layer(
         def macs_of(ranks):
             return batch * cp_macs(module, ranks[0], in_hw, out_hw, fuse_spatial=fuse_spatial)
 
+        def params_of(ranks):
+            return cp_params(module, ranks[0], fuse_spatial=fuse_spatial)
+
     else:
 
         def macs_of(ranks):
             return batch * tucker2_macs(module, ranks, in_hw, out_hw)
 
-    return LayerPlan(name, module, method, before, macs_of)
+        def params_of(ranks):
+            return tucker2_params(module, ranks)
+
+    return LayerPlan(name, module, method, before, macs_of, params, params_of, cost)
 
 
 def _tucker_ranks(c_out: int, c_in: int, t: int, steps: int) -> tuple[int, int]:
@@ -122,7 +156,8 @@ def tucker_options(plan: LayerPlan, round_to: int = 1) -> list[tuple[int, float,
     proportion (three convs), or one mode kept whole and its factor folded into the core (two
     convs: ``1x1 → core`` or ``core → 1x1``). The error is the HOSVD bound, the sum of the cut
     modes' discarded energies; with one mode whole it is exact (Eckart–Young on the other
-    unfolding). Options that cost at least the dense MACs are dropped.
+    unfolding). Options that cost at least the dense layer (MACs or parameters, as ``plan.cost``
+    says) are dropped.
 
     Args:
         plan: a ``"tucker"`` plan.
@@ -131,7 +166,7 @@ def tucker_options(plan: LayerPlan, round_to: int = 1) -> list[tuple[int, float,
     Example:
         >>> conv = nn.Conv2d(32, 32, 3, padding=1)
         >>> plan = plan_layer("c", conv, "tucker", ((1, 32, 8, 8), (1, 32, 8, 8)))
-        >>> all(macs < plan.macs_before for macs, _, _ in tucker_options(plan, round_to=16))
+        >>> all(macs < plan.cost_before for macs, _, _ in tucker_options(plan, round_to=16))
         True
     """
     c_out, c_in = plan.module.weight.shape[:2]
@@ -141,8 +176,8 @@ def tucker_options(plan: LayerPlan, round_to: int = 1) -> list[tuple[int, float,
     shapes |= {(c_out, r) for r in range(1, c_in + 1)} | {(r, c_in) for r in range(1, c_out + 1)}
     options = []
     for ranks in {_round_ranks(plan, shape, round_to) for shape in shapes}:
-        macs = plan.macs_of(ranks)
-        if macs < plan.macs_before:
+        macs = plan.cost_of(ranks)
+        if macs < plan.cost_before:
             options.append((macs, tail(0, ranks[0]) + tail(1, ranks[1]), ranks))
     return sorted(options)
 
@@ -161,14 +196,14 @@ def _cp_full_rank(conv: nn.Conv2d) -> int:
 
 
 def _cp_rank_cap(plan: LayerPlan) -> int:
-    """A CP rank at which the factorisation costs at least as many MACs as the dense layer."""
-    per_rank = max(1, plan.macs_of((1,)))
-    return max(1, plan.macs_before // per_rank + 1)
+    """A CP rank at which the factorisation costs at least as much as the dense layer."""
+    per_rank = max(1, plan.cost_of((1,)))
+    return max(1, plan.cost_before // per_rank + 1)
 
 
 def _mode_sizes(plan: LayerPlan) -> tuple[int, ...]:
     """The largest useful rank per factor: min(shape) for SVD, the channel counts for Tucker,
-    the CP rank at which the factorisation stops saving MACs for CP."""
+    the CP rank at which the factorisation stops saving cost for CP."""
     if plan.method == "svd":
         return (min(plan.module.weight.shape),)
     if plan.method == "cp":
@@ -205,6 +240,11 @@ def select_ranks(plan: LayerPlan, config: LowRank) -> tuple[int, ...]:
     return _round_ranks(plan, _select_raw(plan, config, lambda r: _round_ranks(plan, r, m)), m)
 
 
+def _cost_ratio(config: LowRank) -> float:
+    """The fraction of the cost a per-layer rule keeps: ``params_ratio`` or ``macs_ratio``."""
+    return config.params_ratio if config.rank == "params" else config.macs_ratio
+
+
 def _select_raw(
     plan: LayerPlan, config: LowRank, rounded: Callable[[tuple[int, ...]], tuple[int, ...]]
 ) -> tuple[int, ...]:
@@ -218,8 +258,8 @@ def _select_raw(
             return (R.ratio_rank(full, config.ratio),)
         if rule == "evbmf":
             return (R.evbmf_rank(w),)
-        target = config.macs_ratio * plan.macs_before
-        return (R.largest_rank_within(lambda r: plan.macs_of(rounded((r,))), full, target),)
+        target = _cost_ratio(config) * plan.cost_before
+        return (R.largest_rank_within(lambda r: plan.cost_of(rounded((r,))), full, target),)
     c_out, c_in = w.shape[:2]
     if rule in ("energy", "evbmf"):
         if rule == "energy":
@@ -230,15 +270,15 @@ def _select_raw(
     if plan.method == "cp":
         if rule == "ratio":
             return (R.ratio_rank(_cp_full_rank(plan.module), config.ratio),)
-        target = config.macs_ratio * plan.macs_before
+        target = _cost_ratio(config) * plan.cost_before
         cap = _cp_rank_cap(plan)
-        return (R.largest_rank_within(lambda r: plan.macs_of(rounded((r,))), cap, target),)
+        return (R.largest_rank_within(lambda r: plan.cost_of(rounded((r,))), cap, target),)
     if rule == "ratio":
         return (R.ratio_rank(c_out, config.ratio), R.ratio_rank(c_in, config.ratio))
     options = tucker_options(plan, config.round_to)
-    if not options:  # nothing saves MACs (e.g. rounding caps every rank at full size)
+    if not options:  # nothing saves cost (e.g. rounding caps every rank at full size)
         return (c_out, c_in)
-    target = config.macs_ratio * plan.macs_before
+    target = _cost_ratio(config) * plan.cost_before
     within = [o for o in options if o[0] <= target]
     # the lowest error bound that fits; when nothing fits, the cheapest option
     return min(within, key=lambda o: (o[1], o[0]))[2] if within else options[0][2]
@@ -247,14 +287,14 @@ def _select_raw(
 def budget_curve(
     plan: LayerPlan, round_to: int = 1
 ) -> tuple[list[tuple[int, float]], list[tuple[int, ...]]]:
-    """The (MACs, error) options of one layer, dense first, for the whole-model MAC budget.
+    """The (cost, error) options of one layer, dense first, for the whole-model budget.
 
-    Returns the options ``(macs, estimated relative squared error)`` from dense to rank 1 and
+    Returns the options ``(cost, estimated relative squared error)`` from dense to rank 1 and
     their ranks (rounded up to multiples of ``round_to``; repeated options are dropped), as
     :func:`nnshrink.lowrank.rank.allocate_budget` takes them.
 
     Error estimates: SVD exact (Eckart–Young); Tucker the HOSVD bound (see
-    :func:`tucker_options`; only its Pareto front is offered, so errors grow as MACs fall);
+    :func:`tucker_options`; only its Pareto front is offered, so errors grow as the cost falls);
     CP the larger mode's discarded energy (a lower bound: a CP model of rank R has unfoldings
     of rank at most R).
 
@@ -269,7 +309,7 @@ def budget_curve(
         (0.0, ())
     """
     tail = _discarded_energy(plan)
-    options: list[tuple[int, float]] = [(plan.macs_before, 0.0)]
+    options: list[tuple[int, float]] = [(plan.cost_before, 0.0)]
     ranks: list[tuple[int, ...]] = [()]
     if plan.method == "tucker":
         # the Pareto front: walking up from the cheapest, keep what beats every cheaper error
@@ -293,7 +333,7 @@ def budget_curve(
             err = max(tail(0, cand[0]), tail(1, cand[0]))
         else:
             err = tail(0, cand[0])
-        macs = plan.macs_of(cand)
+        macs = plan.cost_of(cand)
         if macs < options[-1][0]:
             options.append((macs, err))
             ranks.append(cand)

@@ -70,6 +70,43 @@ def test_conv_methods_rebuild_from_checkpoint(tmp_path, capsys, method):
 
 
 @needs_mnist
+@pytest.mark.parametrize("budget", [False, True])
+def test_params_ratio_per_layer_and_as_a_budget(tmp_path, capsys, budget):
+    ckpt, out = tmp_path / "lenet300.safetensors", tmp_path / "svd.safetensors"
+    save_checkpoint(create("lenet300"), ckpt)
+    flags = ["--budget"] if budget else []
+    report = _run(capsys, ["decompose", str(ckpt), "--method", "svd", "--params-ratio", "0.3",
+                           *flags, "--out", str(out), *QUICK])  # fmt: skip
+    rows = [r for r in report["details"]["layers"]["layers"] if r["macs_before"] > 0]
+    if budget:
+        assert sum(r["params_after"] for r in rows) <= 0.3 * sum(r["params_before"] for r in rows)
+    else:
+        assert all(r["params_after"] <= 0.3 * r["params_before"] for r in rows if r["note"] == "")
+    model, info = load_checkpoint(out)
+    assert count_params(model) == report["params"]["after"]
+    cfg = info["extra"]["decompose"]["config"]
+    assert cfg["rank"] == ("budget" if budget else "params") and cfg["params_ratio"] == 0.3
+
+
+@needs_mnist
+def test_tucker_with_cp_fallback_rebuilds_from_checkpoint(tmp_path, capsys):
+    ckpt, out = tmp_path / "resnet20.safetensors", tmp_path / "mixed.safetensors"
+    save_checkpoint(create("resnet20"), ckpt)
+    report = _run(capsys, ["decompose", str(ckpt), "--method", "tucker", "--macs-ratio", "0.5",
+                           "--round-to", "16", "--cp-fallback", "--cp-fuse-spatial",
+                           "--skip-first", "--iters", "2", "--out", str(out), *QUICK])  # fmt: skip
+    rows = [r for r in report["details"]["layers"]["layers"] if r["note"] == ""]
+    methods = {r["name"]: r["method"] for r in rows}
+    assert {n for n, m in methods.items() if m == "cp"} == {
+        f"layer1.{b}.conv{c}" for b in range(3) for c in (1, 2)
+    }
+    assert "tucker" in methods.values()
+    model, _ = load_checkpoint(out)
+    assert count_macs(model, torch.zeros(1, 1, 28, 28)) == report["macs"]["after"]
+    assert [type(m) for m in model.get_submodule("layer1.0.conv1")] == [nn.Conv2d] * 3
+
+
+@needs_mnist
 def test_user_errors_are_one_line(tmp_path, capsys):
     ckpt = tmp_path / "m.safetensors"
     save_checkpoint(create("lenet300"), ckpt)

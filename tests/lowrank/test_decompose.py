@@ -24,6 +24,9 @@ def test_config_round_trip_and_validation():
         LowRank(method="svd", rank="evbmf", tucker_method="hooi", n_iter_max=7, seed=3),
         LowRank(round_to=16),
         LowRank(method="cp", cp_fuse_spatial=True),
+        LowRank(cp_fallback=True, cp_fuse_spatial=True, round_to=16),
+        LowRank(rank="params", params_ratio=0.3),
+        LowRank(method="cp", rank="budget", budget_on="params", params_ratio=0.2),
     ]
     for cfg in configs:
         assert Config.from_dict(cfg.to_dict()) == cfg
@@ -32,8 +35,15 @@ def test_config_round_trip_and_validation():
         LowRank(energy=1.5)
     with pytest.raises(ConfigError, match="round_to"):
         LowRank(round_to=0)
-    with pytest.raises(ConfigError, match="cp_fuse_spatial applies to method='cp'"):
+    with pytest.raises(ConfigError, match="cp_fuse_spatial applies to CP layers"):
         LowRank(method="tucker", cp_fuse_spatial=True)
+    with pytest.raises(ConfigError, match="cp_fallback applies to method='tucker'"):
+        LowRank(method="cp", cp_fallback=True)
+    assert LowRank(cp_fallback=True, cp_fuse_spatial=True).cp_fuse_spatial
+    with pytest.raises(ConfigError, match="budget_on applies to rank='budget'"):
+        LowRank(rank="macs", budget_on="params")
+    with pytest.raises(ConfigError, match="params_ratio"):
+        LowRank(rank="params", params_ratio=0)
     with pytest.raises(ConfigError):
         Config.from_dict({"type": "low-rank", "method": "qr"})
 
@@ -98,6 +108,49 @@ def test_cp_fuse_spatial_builds_three_convs_with_the_same_function():
         torch.testing.assert_close(models[True](x), models[False](x), atol=1e-4, rtol=1e-4)
 
 
+def _not_stem(module: nn.Module, name: str) -> bool:
+    return not (isinstance(module, nn.Conv2d) and module.in_channels <= 3)
+
+
+def test_cp_fallback_decomposes_by_cp_what_tucker_cannot_cut():
+    """Oracle: Tucker-2 first, then fused CP on the layers it left dense, as two passes."""
+    torch.manual_seed(0)
+    dense = create("resnet20", in_channels=3, input_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    tucker = dict(method="tucker", rank="macs", macs_ratio=0.5, round_to=16, n_iter_max=2)
+    cp = dict(method="cp", rank="macs", macs_ratio=0.5, round_to=16, n_iter_max=2,
+              cp_fuse_spatial=True)  # fmt: skip
+    one_pass = copy.deepcopy(dense)
+    report = compress_(one_pass, LowRank(**tucker, cp_fallback=True, cp_fuse_spatial=True),
+                       example_inputs=x, filter_fn=_not_stem)  # fmt: skip
+    two_pass = copy.deepcopy(dense)
+    first = compress_(two_pass, LowRank(**tucker), example_inputs=x,
+                      filter_fn=_not_stem)  # fmt: skip
+    left = tuple(r.name for r in first.skipped if "would not reduce MACs" in r.note)
+    assert left and all(n.startswith("layer1.") for n in left)  # the 16-channel stage
+    second = compress_(two_pass, LowRank(**cp, layers=left), example_inputs=x)
+    by_name = {r.name: r for r in report.decomposed}
+    assert {n for n, r in by_name.items() if r.method == "cp"} == set(left)
+    assert all(r.method == "tucker" for n, r in by_name.items() if n not in left)
+    expected = {r.name: r.ranks for r in first.decomposed + second.decomposed}
+    assert {n: r.ranks for n, r in by_name.items()} == expected
+    assert all(by_name[n].ranks[0] % 16 == 0 for n in left)
+    assert count_macs(one_pass, x) == count_macs(two_pass, x)
+    totals = report.to_dict()
+    assert count_macs(one_pass, x) == count_macs(dense, x) - (
+        totals["macs_before"] - totals["macs_after"]
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(one_pass(x), two_pass(x), atol=1e-5, rtol=1e-5)
+    # the whole-model budget spreads over the fallback layers too
+    budget = copy.deepcopy(dense)
+    rep = compress_(budget, LowRank(**{**tucker, "rank": "budget"}, cp_fallback=True),
+                    example_inputs=x, filter_fn=_not_stem)  # fmt: skip
+    t = rep.to_dict()
+    assert t["macs_after"] <= 0.5 * sum(r.macs_before for r in rep.rows if r.macs_before)
+    assert any(r.method == "cp" for r in rep.decomposed)
+
+
 def test_full_rank_tucker_keeps_the_function():
     model = create("resnet20", in_channels=1, input_size=16).eval()
     x = torch.randn(2, 1, 16, 16)
@@ -140,6 +193,29 @@ def test_budget_meets_the_overall_target():
     after = sum(r.macs_after for r in rows)
     assert after <= 0.4 * before
     assert report.decomposed
+
+
+@pytest.mark.parametrize("method", ["tucker", "cp"])
+def test_params_rule_caps_each_layer_and_the_budget_caps_the_total(method):
+    torch.manual_seed(0)
+    dense = create("resnet20", in_channels=3, input_size=32).eval()
+    x = torch.randn(1, 3, 32, 32)
+    per_layer = copy.deepcopy(dense)
+    cfg = LowRank(method=method, rank="params", params_ratio=0.3, n_iter_max=2, linear=True)
+    report = compress_(per_layer, cfg, example_inputs=x)
+    assert report.decomposed
+    for r in report.decomposed:
+        assert r.params_after <= 0.3 * r.params_before, r.name
+    saved = sum(r.params_before - r.params_after for r in report.decomposed)
+    assert count_params(per_layer) == count_params(dense) - saved  # oracle: the counter
+    whole = copy.deepcopy(dense)
+    cfg = LowRank(method=method, rank="budget", budget_on="params", params_ratio=0.4,
+                  n_iter_max=2)  # fmt: skip
+    report = compress_(whole, cfg, example_inputs=x)
+    rows = [r for r in report.rows if r.macs_before > 0]
+    assert sum(r.params_after for r in rows) <= 0.4 * sum(r.params_before for r in rows)
+    saved = sum(r.params_before - r.params_after for r in report.decomposed)
+    assert count_params(whole) == count_params(dense) - saved
 
 
 def test_evbmf_on_trained_like_low_rank_layer():

@@ -70,3 +70,29 @@ def test_svd_rules_pick_the_expected_rank():
     assert select_ranks(plan, LowRank(method="svd", rank="ratio", ratio=0.25)) == (12,)
     (r,) = select_ranks(plan, LowRank(method="svd", rank="macs", macs_ratio=0.5))
     assert plan.macs_of((r,)) <= 0.5 * plan.macs_before < plan.macs_of((r + 1,))
+
+
+@pytest.mark.parametrize("method", ["svd", "tucker", "cp"])
+def test_params_of_counts_the_built_layer_and_the_params_rule_uses_it(method):
+    from nnshrink.core import compress_
+    from nnshrink.metrics import count_params
+
+    torch.manual_seed(0)
+    if method == "svd":
+        layer, shapes = nn.Linear(48, 64), ((3, 48), (3, 64))
+    else:
+        layer, shapes = nn.Conv2d(24, 40, 3, padding=1), ((1, 24, 8, 8), (1, 40, 8, 8))
+    plan = plan_layer("l", layer, method, shapes, cost="params")
+    assert plan.cost_before == plan.params_before == count_params(layer)
+    cfg = LowRank(method=method, rank="params", params_ratio=0.4, n_iter_max=2,
+                  linear=method != "svd")  # fmt: skip
+    ranks = select_ranks(plan, cfg)
+    assert plan.cost_of(ranks) == plan.params_of(ranks) <= 0.4 * plan.params_before
+    model = nn.Sequential(layer)
+    x = torch.randn(*shapes[0])
+    (row,) = compress_(model, cfg, example_inputs=x).decomposed
+    assert row.ranks == ranks
+    assert count_params(model) == plan.params_of(ranks)  # oracle: the counter on the built layer
+    if method != "tucker":  # one rank: the largest that fits
+        bigger = (ranks[0] + 1,)
+        assert plan.params_of(bigger) > 0.4 * plan.params_before
