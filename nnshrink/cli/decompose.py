@@ -79,6 +79,13 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="decomposed checkpoint to write (.safetensors)")
     p.add_argument("--latency-threads", type=int, default=2, help="threads for latency")
+    p.add_argument(
+        "--latency-batch",
+        type=int,
+        default=1,
+        help="batch size of the latency runs (decompositions pay off at larger batches: "
+        "see docs/lowrank.md)",
+    )
     p.add_argument("--runs", type=int, default=30, help="timed runs for latency")
     add_json_arg(p)
     p.set_defaults(func=run)
@@ -145,9 +152,13 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     train, test = data_loaders(args, seed=args.seed)
     x = example_input(args)
+    if args.latency_batch < 1:
+        raise CLIError("--latency-batch must be >= 1")
+    # MACs are reported per sample, so the batch only changes what the latency runs see
+    x_latency = example_input(args, batch=args.latency_batch)
 
     def measure():
-        return snapshot(model, x, test, runtimes=("eager", "onnxruntime"),
+        return snapshot(model, x_latency, test, runtimes=("eager", "onnxruntime"),
                         threads=args.latency_threads, runs=args.runs)  # fmt: skip
 
     try:
@@ -181,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         "config": config.to_dict(),
         "layers": summary.to_dict(),
         "finetune_epochs": args.finetune_epochs,
+        "latency_batch": args.latency_batch,
+        "latency_threads": args.latency_threads,
         "source": info.get("path", args.checkpoint),
         "out": args.out,
     }

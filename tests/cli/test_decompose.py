@@ -89,12 +89,23 @@ def test_params_ratio_per_layer_and_as_a_budget(tmp_path, capsys, budget):
 
 
 @needs_mnist
-def test_tucker_with_cp_fallback_rebuilds_from_checkpoint(tmp_path, capsys):
+def test_tucker_with_cp_fallback_rebuilds_from_checkpoint(tmp_path, capsys, monkeypatch):
+    import nnshrink.metrics as metrics
+
+    batches = []
+    real = metrics.snapshot
+
+    def spy(model, example_inputs, *args, **kwargs):
+        batches.append(example_inputs.shape[0])
+        return real(model, example_inputs, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "snapshot", spy)
     ckpt, out = tmp_path / "resnet20.safetensors", tmp_path / "mixed.safetensors"
     save_checkpoint(create("resnet20"), ckpt)
     report = _run(capsys, ["decompose", str(ckpt), "--method", "tucker", "--macs-ratio", "0.5",
                            "--round-to", "16", "--cp-fallback", "--cp-fuse-spatial",
-                           "--skip-first", "--iters", "2", "--out", str(out), *QUICK])  # fmt: skip
+                           "--skip-first", "--iters", "2", "--latency-batch", "4",
+                           "--out", str(out), *QUICK])  # fmt: skip
     rows = [r for r in report["details"]["layers"]["layers"] if r["note"] == ""]
     methods = {r["name"]: r["method"] for r in rows}
     assert {n for n, m in methods.items() if m == "cp"} == {
@@ -104,6 +115,9 @@ def test_tucker_with_cp_fallback_rebuilds_from_checkpoint(tmp_path, capsys):
     model, _ = load_checkpoint(out)
     assert count_macs(model, torch.zeros(1, 1, 28, 28)) == report["macs"]["after"]
     assert [type(m) for m in model.get_submodule("layer1.0.conv1")] == [nn.Conv2d] * 3
+    assert batches == [4, 4] and report["details"]["latency_batch"] == 4  # timed at batch 4
+    # ... while MACs stay per sample
+    assert report["macs"]["before"] == count_macs(create("resnet20"), torch.zeros(1, 1, 28, 28))
 
 
 @needs_mnist
