@@ -3,9 +3,9 @@
 Each chosen layer is replaced by an ``nn.Sequential`` of standard layers (so checkpoints rebuild
 it and ONNX exports it): Linear by truncated SVD, Conv2d by CP or Tucker-2. Ranks are planned in
 :mod:`nnshrink.lowrank.planning` from the pure selectors in :mod:`nnshrink.lowrank.rank`. Layers
-whose decomposition would not reduce MACs, grouped/depthwise convs and 1x1 convs (for CP/Tucker)
-are left alone and reported as skipped. Fine-tuning afterwards is the caller's job (e.g.
-``nnshrink.train.fit``).
+whose decomposition would not reduce MACs (parameters, under the parameter rules),
+grouped/depthwise convs and 1x1 convs (for CP/Tucker) are left alone and reported as skipped.
+Fine-tuning afterwards is the caller's job (e.g. ``nnshrink.train.fit``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class LowRank(Config):
             over its ``R`` activation channels dominate; MACs are counted for this layout.
             With ``cp_fallback`` it applies to the fallback CP layers.
         cp_fallback: with ``method="tucker"``, decompose by CP the convs where no Tucker-2
-            shape cuts MACs, instead of leaving them dense. That happens when ``round_to``
+            shape cuts MACs (parameters, under the parameter rules), instead of leaving them
+            dense. That happens when ``round_to``
             caps every rank at the channel count: ResNet-20's 16-channel convs with
             ``round_to=16``, which CP at rank 16 still cuts 3.5x (fused). The report's
             ``method`` column says which layers fell back.
