@@ -147,13 +147,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.finetune_epochs < 0:
         raise CLIError("--finetune-epochs must be >= 0")
+    if args.latency_batch < 1:
+        raise CLIError("--latency-batch must be >= 1")
     config = build_config(args)
     model, info = load_model_arg(args.checkpoint, **model_kwargs_for_data(args.data))
     model.eval()
     train, test = data_loaders(args, seed=args.seed)
     x = example_input(args)
-    if args.latency_batch < 1:
-        raise CLIError("--latency-batch must be >= 1")
     # MACs are reported per sample, so the batch only changes what the latency runs see
     x_latency = example_input(args, batch=args.latency_batch)
 

@@ -26,10 +26,10 @@ from ..core import (
 )
 from . import rank as R
 from ._conv import unsupported_conv_reason
-from .cp import cp_conv, cp_factors, cp_params, cp_reconstruct
+from .cp import cp_conv, cp_factors, cp_reconstruct
 from .planning import LayerPlan, budget_curve, plan_layer, select_ranks, tucker_options
-from .svd import svd_linear, svd_params
-from .tucker import tucker2_conv, tucker2_factors, tucker2_params, tucker2_reconstruct
+from .svd import svd_linear
+from .tucker import tucker2_conv, tucker2_factors, tucker2_reconstruct
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +99,16 @@ class LowRank(Config):
     round_to: int = 1
     cp_fuse_spatial: bool = False
     cp_fallback: bool = False
+
+    @property
+    def cost(self) -> Literal["macs", "params"]:
+        """What the ``"macs"``/``"params"``/``"budget"`` rules limit: MACs or parameters."""
+        return "params" if self.rank == "params" or self.budget_on == "params" else "macs"
+
+    @property
+    def cost_ratio(self) -> float:
+        """The fraction of that cost kept: ``params_ratio`` or ``macs_ratio``."""
+        return self.params_ratio if self.cost == "params" else self.macs_ratio
 
     def validate(self) -> None:
         if self.round_to < 1:
@@ -288,23 +298,19 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _build(plan: LayerPlan, config: LowRank) -> tuple[nn.Module, float, int]:
-    """The replacement module, its relative weight error and its parameter count."""
+def _build(plan: LayerPlan, config: LowRank) -> tuple[nn.Module, float]:
+    """The replacement module and its relative weight error."""
     module = plan.module
     w = module.weight.detach().to(torch.float64)
     if plan.method == "svd":
         new = svd_linear(module, plan.ranks[0])
         approx = new[1].weight.detach().double() @ new[0].weight.detach().double()
-        params = svd_params(
-            module.in_features, module.out_features, plan.ranks[0], module.bias is not None
-        )
     elif plan.method == "cp":
         factors = cp_factors(
             module.weight, plan.ranks[0], n_iter_max=config.n_iter_max, seed=config.seed
         )
-        fuse = config.cp_fuse_spatial
-        new, approx = cp_conv(module, factors, fuse_spatial=fuse), cp_reconstruct(factors)
-        params = cp_params(module, plan.ranks[0], fuse_spatial=fuse)
+        new = cp_conv(module, factors, fuse_spatial=config.cp_fuse_spatial)
+        approx = cp_reconstruct(factors)
     else:
         factors = tucker2_factors(
             module.weight,
@@ -314,10 +320,9 @@ def _build(plan: LayerPlan, config: LowRank) -> tuple[nn.Module, float, int]:
             seed=config.seed,
         )
         new, approx = tucker2_conv(module, factors), tucker2_reconstruct(factors)
-        params = tucker2_params(module, plan.ranks)
     norm = float(w.norm()) or 1.0
     new.train(module.training)
-    return new, float((approx.to(w.device) - w).norm()) / norm, params
+    return new, float((approx.to(w.device) - w).norm()) / norm
 
 
 @register_handler(LowRank)
@@ -336,11 +341,8 @@ def _apply(
             "feature-map size and so its MACs"
         )
     shapes = _shapes(model, [m for _, m, _ in chosen], example_inputs)
-    by_params = config.rank == "params" or (
-        config.rank == "budget" and config.budget_on == "params"
-    )
-    cost: Literal["macs", "params"] = "params" if by_params else "macs"
-    cost_name = "parameter" if by_params else "MAC"
+    cost = config.cost
+    cost_name = "parameter" if cost == "params" else "MAC"
     plans = []
     for name, module, method in chosen:
         if id(module) not in shapes:
@@ -358,8 +360,7 @@ def _apply(
 
     if config.rank == "budget":
         curves = [budget_curve(p, config.round_to) for p in plans]
-        ratio = config.params_ratio if cost == "params" else config.macs_ratio
-        budget = ratio * sum(p.cost_before for p in plans)
+        budget = config.cost_ratio * sum(p.cost_before for p in plans)
         picks = R.allocate_budget([c[0] for c in curves], budget)
         for plan, (_, ranks), pick in zip(plans, curves, picks):
             plan.ranks = ranks[pick]
@@ -372,7 +373,6 @@ def _apply(
     # compute every replacement before touching the model, so a failure leaves it intact
     replacements = []
     for plan in plans:
-        params_before = _params(plan.module)
         if not plan.note:
             after = plan.cost_of(plan.ranks)
             if after >= plan.cost_before:
@@ -388,14 +388,14 @@ def _apply(
                     plan.ranks,
                     plan.macs_before,
                     plan.macs_before,
-                    params_before,
-                    params_before,
+                    plan.params_before,
+                    plan.params_before,
                     None,
                     plan.note,
                 )
             )
             continue
-        new, error, params_after = _build(plan, config)
+        new, error = _build(plan, config)
         replacements.append((plan.name, new))
         rows.append(
             LayerDecomposition(
@@ -404,8 +404,8 @@ def _apply(
                 tuple(plan.ranks),
                 plan.macs_before,
                 plan.macs_of(plan.ranks),
-                params_before,
-                params_after,
+                plan.params_before,
+                plan.params_of(plan.ranks),
                 error,
             )
         )

@@ -150,7 +150,7 @@ def _discarded_energy(plan: LayerPlan) -> Callable[[int, int], float]:
 
 
 def tucker_options(plan: LayerPlan, round_to: int = 1) -> list[tuple[int, float, tuple[int, int]]]:
-    """``(macs, estimated relative squared error, ranks)`` of the Tucker-2 shapes worth trying.
+    """``(cost, estimated relative squared error, ranks)`` of the Tucker-2 shapes worth trying.
 
     Three families, ranks rounded to multiples of ``round_to``: both channel modes cut in
     proportion (three convs), or one mode kept whole and its factor folded into the core (two
@@ -166,7 +166,7 @@ def tucker_options(plan: LayerPlan, round_to: int = 1) -> list[tuple[int, float,
     Example:
         >>> conv = nn.Conv2d(32, 32, 3, padding=1)
         >>> plan = plan_layer("c", conv, "tucker", ((1, 32, 8, 8), (1, 32, 8, 8)))
-        >>> all(macs < plan.cost_before for macs, _, _ in tucker_options(plan, round_to=16))
+        >>> all(cost < plan.cost_before for cost, _, _ in tucker_options(plan, round_to=16))
         True
     """
     c_out, c_in = plan.module.weight.shape[:2]
@@ -176,9 +176,9 @@ def tucker_options(plan: LayerPlan, round_to: int = 1) -> list[tuple[int, float,
     shapes |= {(c_out, r) for r in range(1, c_in + 1)} | {(r, c_in) for r in range(1, c_out + 1)}
     options = []
     for ranks in {_round_ranks(plan, shape, round_to) for shape in shapes}:
-        macs = plan.cost_of(ranks)
-        if macs < plan.cost_before:
-            options.append((macs, tail(0, ranks[0]) + tail(1, ranks[1]), ranks))
+        cost = plan.cost_of(ranks)
+        if cost < plan.cost_before:
+            options.append((cost, tail(0, ranks[0]) + tail(1, ranks[1]), ranks))
     return sorted(options)
 
 
@@ -240,11 +240,6 @@ def select_ranks(plan: LayerPlan, config: LowRank) -> tuple[int, ...]:
     return _round_ranks(plan, _select_raw(plan, config, lambda r: _round_ranks(plan, r, m)), m)
 
 
-def _cost_ratio(config: LowRank) -> float:
-    """The fraction of the cost a per-layer rule keeps: ``params_ratio`` or ``macs_ratio``."""
-    return config.params_ratio if config.rank == "params" else config.macs_ratio
-
-
 def _select_raw(
     plan: LayerPlan, config: LowRank, rounded: Callable[[tuple[int, ...]], tuple[int, ...]]
 ) -> tuple[int, ...]:
@@ -258,7 +253,7 @@ def _select_raw(
             return (R.ratio_rank(full, config.ratio),)
         if rule == "evbmf":
             return (R.evbmf_rank(w),)
-        target = _cost_ratio(config) * plan.cost_before
+        target = config.cost_ratio * plan.cost_before
         return (R.largest_rank_within(lambda r: plan.cost_of(rounded((r,))), full, target),)
     c_out, c_in = w.shape[:2]
     if rule in ("energy", "evbmf"):
@@ -270,7 +265,7 @@ def _select_raw(
     if plan.method == "cp":
         if rule == "ratio":
             return (R.ratio_rank(_cp_full_rank(plan.module), config.ratio),)
-        target = _cost_ratio(config) * plan.cost_before
+        target = config.cost_ratio * plan.cost_before
         cap = _cp_rank_cap(plan)
         return (R.largest_rank_within(lambda r: plan.cost_of(rounded((r,))), cap, target),)
     if rule == "ratio":
@@ -278,7 +273,7 @@ def _select_raw(
     options = tucker_options(plan, config.round_to)
     if not options:  # nothing saves cost (e.g. rounding caps every rank at full size)
         return (c_out, c_in)
-    target = _cost_ratio(config) * plan.cost_before
+    target = config.cost_ratio * plan.cost_before
     within = [o for o in options if o[0] <= target]
     # the lowest error bound that fits; when nothing fits, the cheapest option
     return min(within, key=lambda o: (o[1], o[0]))[2] if within else options[0][2]
@@ -314,12 +309,12 @@ def budget_curve(
     if plan.method == "tucker":
         # the Pareto front: walking up from the cheapest, keep what beats every cheaper error
         front, best = [], math.inf
-        for macs, err, cand in tucker_options(plan, round_to):
+        for cost, err, cand in tucker_options(plan, round_to):
             if err < best:
-                front.append((macs, err, cand))
+                front.append((cost, err, cand))
                 best = err
-        for macs, err, cand in reversed(front):
-            options.append((macs, err))
+        for cost, err, cand in reversed(front):
+            options.append((cost, err))
             ranks.append(cand)
         return options, ranks
     if plan.method == "cp":
@@ -333,8 +328,8 @@ def budget_curve(
             err = max(tail(0, cand[0]), tail(1, cand[0]))
         else:
             err = tail(0, cand[0])
-        macs = plan.cost_of(cand)
-        if macs < options[-1][0]:
-            options.append((macs, err))
+        cost = plan.cost_of(cand)
+        if cost < options[-1][0]:
+            options.append((cost, err))
             ranks.append(cand)
     return options, ranks

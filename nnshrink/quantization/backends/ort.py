@@ -39,6 +39,7 @@ from onnxruntime.quantization import (
 )
 from torch import nn
 
+from ...metrics.latency import park_ort_workers
 from ..observers import Observer, make_observer
 from .base import Backend, Calibrator, register_backend
 from .qdq_passes import quantize_zero_pads
@@ -70,7 +71,7 @@ class OrtInt8Module(nn.Module):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         if self.stop_spinning:
-            options.add_session_config_entry("session.force_spinning_stop", "1")
+            park_ort_workers(options)
         return ort.InferenceSession(self.onnx_bytes, options, providers=["CPUExecutionProvider"])
 
     def set_threads(self, threads: int, *, stop_spinning: bool = False) -> None:
