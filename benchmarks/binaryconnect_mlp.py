@@ -34,14 +34,14 @@ import torch
 from torch import nn
 
 from nnshrink import data, models
-from nnshrink.core import compress_, set_submodule
-from nnshrink.quantization.binary import (
+from nnshrink.binary.config import BinaryWeights
+from nnshrink.binary.layers import (
     BinaryLinear,
     LatentClip,
     pack_low_bit,
     recalibrate_batchnorm_,
 )
-from nnshrink.quantization.binary_config import BinaryWeights
+from nnshrink.core import compress_, set_submodule
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 

@@ -27,8 +27,8 @@ import torch
 
 from nnshrink import data, models
 from nnshrink.core import compress_
-from nnshrink.quantization.kmeans import WeightSharing, codebook_of
-from nnshrink.quantization.packbits import pack_bits
+from nnshrink.sharing.kmeans import WeightSharing, codebook_of
+from nnshrink.storage.packbits import pack_bits
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from nnshrink import data, models
+from nnshrink.binary import Ternary
+from nnshrink.binary.layers import pack_low_bit
 from nnshrink.core import compress_
-from nnshrink.quantization import Ternary
-from nnshrink.quantization.binary import pack_low_bit
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
 

@@ -9,7 +9,9 @@ Example:
 """
 
 from . import (
+    _deprecated,  # noqa: F401  (old module paths keep importing, with a warning)
     advise,
+    binary,
     compact,
     core,
     data,
@@ -23,10 +25,12 @@ from . import (
     pruning,
     quantization,
     recipes,
+    sharing,
     storage,
     train,
 )
 from ._version import __version__
+from .binary import BinaryWeights, Ternary
 from .compact import CompactReplace
 from .core import Config, ConfigError, compress_, register_handler
 from .distill import Distiller
@@ -36,16 +40,8 @@ from .metrics import Report
 from .metrics import snapshot as profile
 from .pipelines import DeepCompression, deep_compress
 from .pruning import MagnitudePruning, StructuredPruning
-from .quantization import (
-    PTQ,
-    QAT,
-    BinaryWeights,
-    Circulant,
-    Hashing,
-    MixedPrecision,
-    Ternary,
-    WeightSharing,
-)
+from .quantization import PTQ, QAT, MixedPrecision
+from .sharing import Circulant, Hashing, WeightSharing
 from .storage import FormatError, load, save, storage_report
 
 __all__ = [
@@ -69,6 +65,7 @@ __all__ = [
     "WeightSharing",
     "__version__",
     "advise",
+    "binary",
     "compact",
     "compress_",
     "core",
@@ -90,6 +87,7 @@ __all__ = [
     "register_handler",
     "save",
     "save_checkpoint",
+    "sharing",
     "storage",
     "storage_report",
     "train",

@@ -310,8 +310,9 @@ def zero_shot(
         latency: measure latency (needed when the budget limits it).
         runs: timed runs.
     """
-    from ..quantization import strip_low_bit, strip_sharing
+    from ..binary import strip_low_bit
     from ..recipes.schema import EncodeStage
+    from ..sharing import strip_sharing
     from ..storage import save as save_nns
 
     out, last_float, encode = apply_stages(model, stages, calibration)

@@ -118,7 +118,7 @@ class Sensitivity:
 def kmeans_share_weight(weight: torch.Tensor, bits: int, iterations: int = 100) -> torch.Tensor:
     """``weight`` with its non-zero values replaced by their k-means centroid (``2**bits``).
 
-    Zeros stay zero, as in the ``share`` stage (:class:`nnshrink.quantization.WeightSharing`,
+    Zeros stay zero, as in the ``share`` stage (:class:`nnshrink.sharing.WeightSharing`,
     linear initialisation).
 
     Example:
@@ -126,7 +126,7 @@ def kmeans_share_weight(weight: torch.Tensor, bits: int, iterations: int = 100) 
         >>> [round(x, 3) for x in kmeans_share_weight(w, 1).tolist()]
         [0.0, 0.105, 0.105, 1.0]
     """
-    from ..quantization.clustering import kmeans_1d
+    from ..sharing.clustering import kmeans_1d
 
     mask = weight != 0
     out = weight.detach().clone()

@@ -175,7 +175,7 @@ def packed_bytes(model: nn.Module) -> int:
     """
     packed: dict[str, int] = {}
     try:
-        from ..quantization.binary import pack_low_bit
+        from ..binary.layers import pack_low_bit
 
         packed.update({name: p.nbytes for name, p in pack_low_bit(model).items()})
     except ImportError:

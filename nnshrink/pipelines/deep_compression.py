@@ -27,7 +27,7 @@ from ..core.config import Config, ConfigError
 from ..core.registry import compress_
 from ..metrics import count_nonzero_params, count_params, dense_bytes
 from ..pruning import MagnitudePruning, MaskCallback, make_permanent, prune_iteratively
-from ..quantization import WeightSharing, strip_sharing
+from ..sharing import WeightSharing, strip_sharing
 from ..storage import save as save_nns
 from ..train import evaluate, fit
 

@@ -1,18 +1,10 @@
-"""Quantization and parameter sharing: int8 PTQ/QAT, k-means sharing, binary/ternary, hashing."""
+"""Quantization to int8 and below: PTQ (static), QAT, mixed precision, observers, backends.
+
+Parameter sharing lives in :mod:`nnshrink.sharing`, binary/ternary weights in :mod:`nnshrink.binary`.
+"""
 
 from .backends import Backend, Calibrator, backend_names, get_backend, register_backend
-from .binary import (
-    BinaryConv2d,
-    BinaryLinear,
-    TernaryConv2d,
-    TernaryLinear,
-    strip_low_bit,
-)
-from .binary_config import BinaryWeights, Ternary
-from .circulant import Circulant, CirculantLinear
 from .fold import fold_batchnorm, fold_bn_params, fuse_conv_bn
-from .hashing import HashedLinear, Hashing
-from .kmeans import WeightSharing, codebook_of, share_weights, strip_sharing
 from .mixed import MixedPrecision, allocate_bits, layer_sensitivity
 from .observers import (
     OBSERVERS,
@@ -25,7 +17,6 @@ from .observers import (
     PercentileObserver,
     make_observer,
 )
-from .packbits import PackedTensor, pack_bits, unpack_bits
 from .primitives import (
     dequantize,
     fake_quantize,
@@ -39,20 +30,6 @@ from .ptq import PTQ, PTQResult, calibration_batches, prepare, quantize_ptq
 from .qat import QAT, QATConv2d, QATLinear, convert_qat, prepare_qat, strip_qat
 
 __all__ = [
-    "BinaryConv2d",
-    "BinaryLinear",
-    "BinaryWeights",
-    "Circulant",
-    "CirculantLinear",
-    "HashedLinear",
-    "Hashing",
-    "PackedTensor",
-    "Ternary",
-    "TernaryConv2d",
-    "TernaryLinear",
-    "pack_bits",
-    "strip_low_bit",
-    "unpack_bits",
     "OBSERVERS",
     "PTQ",
     "QAT",
@@ -69,11 +46,9 @@ __all__ = [
     "PercentileObserver",
     "QATConv2d",
     "QATLinear",
-    "WeightSharing",
     "allocate_bits",
     "backend_names",
     "calibration_batches",
-    "codebook_of",
     "convert_qat",
     "dequantize",
     "fake_quantize",
@@ -92,7 +67,9 @@ __all__ = [
     "quantize",
     "quantize_ptq",
     "register_backend",
-    "share_weights",
     "strip_qat",
-    "strip_sharing",
 ]
+
+from .._deprecated import module_getattr as _module_getattr  # noqa: E402
+
+__getattr__ = _module_getattr(__name__)

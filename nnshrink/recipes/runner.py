@@ -204,7 +204,8 @@ class _Run:
 
 def _stripped(model: nn.Module) -> nn.Module:
     """A copy with training-time wrappers (k-means codebooks, low-bit latents) made plain."""
-    from ..quantization import strip_low_bit, strip_sharing
+    from ..binary import strip_low_bit
+    from ..sharing import strip_sharing
 
     return strip_low_bit(strip_sharing(copy.deepcopy(model)))
 

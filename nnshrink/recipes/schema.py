@@ -176,7 +176,16 @@ def _register_techniques() -> None:
     """Import every technique package so that their config kinds are known."""
     import importlib
 
-    for name in ("pruning", "quantization", "lowrank", "compact", "distill", "pipelines"):
+    for name in (
+        "pruning",
+        "quantization",
+        "sharing",
+        "binary",
+        "lowrank",
+        "compact",
+        "distill",
+        "pipelines",
+    ):
         importlib.import_module(f"nnshrink.{name}")
 
 

@@ -1,9 +1,9 @@
 """Codebook (weight-sharing) codec: every value becomes an index into shared distinct values.
 
 :func:`build_codebook` compares values by bit pattern so the round trip is exact. The indices are
-then bit-packed (``b`` bits each, :func:`nnshrink.quantization.packbits.pack_bits`) or Huffman
+then bit-packed (``b`` bits each, :func:`nnshrink.storage.packbits.pack_bits`) or Huffman
 coded, and the codebook itself is stored densely (fp32, or fp16 when that is exact or asked for).
-Binary/ternary layers use :mod:`nnshrink.quantization.packbits` directly (1 or 2 bits + scales).
+Binary/ternary layers use :mod:`nnshrink.storage.packbits` directly (1 or 2 bits + scales).
 """
 
 from __future__ import annotations

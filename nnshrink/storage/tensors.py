@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nnshrink.quantization.packbits import (
+from nnshrink.storage.packbits import (
     PackedTensor,
     pack_binary,
     pack_bits,

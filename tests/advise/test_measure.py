@@ -13,8 +13,9 @@ from nnshrink.advise.measure import apply_stages, deployed_call, latency_ms
 from nnshrink.core import compress_
 from nnshrink.io import save_checkpoint
 from nnshrink.pruning import MagnitudePruning
-from nnshrink.quantization import PTQ, WeightSharing, strip_sharing
+from nnshrink.quantization import PTQ
 from nnshrink.quantization.backends.ort import OrtInt8Module
+from nnshrink.sharing import WeightSharing, strip_sharing
 from nnshrink.storage import save as save_nns
 
 from ..conftest import needs_mnist

@@ -15,7 +15,7 @@ from torch import nn
 from nnshrink.advise import measure_sensitivity
 from nnshrink.advise.sensitivity import kmeans_share_weight
 from nnshrink.core import compress_
-from nnshrink.quantization import WeightSharing, strip_sharing
+from nnshrink.sharing import WeightSharing, strip_sharing
 
 
 @pytest.fixture(autouse=True)

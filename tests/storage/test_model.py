@@ -250,7 +250,7 @@ def test_index_bits_per_layer_kind(tmp_path, tiny_convnet):
 def test_deep_compression_pipeline_with_weight_sharing(tmp_path):
     """prune -> k-means sharing -> strip -> save: sparse + codebook found, outputs identical."""
     from nnshrink.core import compress_
-    from nnshrink.quantization.kmeans import WeightSharing, strip_sharing
+    from nnshrink.sharing.kmeans import WeightSharing, strip_sharing
 
     model = create("lenet300")
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Configs and handlers of binary and ternary weights: ``BinaryWeights`` and ``Ternary``.
 
 ``compress_(model, BinaryWeights(...))`` / ``compress_(model, Ternary(...))`` swap eligible
-Linear/Conv2d layers for the STE layers of :mod:`nnshrink.quantization.binary`, in place.
+Linear/Conv2d layers for the STE layers of :mod:`nnshrink.binary.layers`, in place.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
-from .binary import (
+from .layers import (
     BinaryConv2d,
     BinaryLinear,
     BinaryMode,

@@ -1,7 +1,7 @@
 """Pure functions of binary and ternary quantization (tensor in, tensor out).
 
 Signs, the straight-through estimator, XNOR per-channel scales, and the TWN / TTQ ternarizers used
-by the layers in :mod:`nnshrink.quantization.binary`. Formulas and papers: that module's docstring.
+by the layers in :mod:`nnshrink.binary.layers`. Formulas and papers: that module's docstring.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnshrink.quantization.packbits import (
+from nnshrink.storage.packbits import (
     pack_binary,
     pack_bits,
     pack_ternary,

@@ -1,19 +1,19 @@
-"""BinaryWeights / Ternary configs and handlers (nnshrink.quantization.binary_config)."""
+"""BinaryWeights / Ternary configs and handlers (nnshrink.binary.config)."""
 
 import pytest
 import torch
 from torch import nn
 
 import nnshrink as ns
-from nnshrink.core import Config, ConfigError
-from nnshrink.quantization.binary import (
+from nnshrink.binary.config import BinaryWeights, Ternary
+from nnshrink.binary.layers import (
     BinaryConv2d,
     BinaryLinear,
     pack_low_bit,
     strip_low_bit,
 )
-from nnshrink.quantization.binary_config import BinaryWeights, Ternary
-from nnshrink.quantization.packbits import packed_nbytes, unpack_binary, unpack_ternary
+from nnshrink.core import Config, ConfigError
+from nnshrink.storage.packbits import packed_nbytes, unpack_binary, unpack_ternary
 
 
 def _net():

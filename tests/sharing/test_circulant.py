@@ -4,7 +4,7 @@ from torch import nn
 
 import nnshrink as ns
 from nnshrink.core import Config, ConfigError
-from nnshrink.quantization.circulant import (
+from nnshrink.sharing.circulant import (
     Circulant,
     CirculantLinear,
     circulant_matrix,

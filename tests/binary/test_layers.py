@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import nnshrink as ns
-from nnshrink.quantization.binary import (
+from nnshrink.binary.config import Ternary
+from nnshrink.binary.layers import (
     BinaryConv2d,
     BinaryLinear,
     LatentClip,
@@ -13,7 +14,6 @@ from nnshrink.quantization.binary import (
     clip_latent_,
     recalibrate_batchnorm_,
 )
-from nnshrink.quantization.binary_config import Ternary
 
 
 def test_deterministic_forward_is_sign_and_ste_gradient():

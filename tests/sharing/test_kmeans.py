@@ -6,7 +6,7 @@ from torch import nn
 
 import nnshrink as ns
 from nnshrink.core import Config, ConfigError
-from nnshrink.quantization.kmeans import (
+from nnshrink.sharing.kmeans import (
     SharedWeightConv2d,
     SharedWeightLinear,
     WeightSharing,

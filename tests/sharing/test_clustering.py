@@ -1,9 +1,9 @@
-"""One-dimensional k-means (nnshrink.quantization.clustering) against a brute-force Lloyd oracle."""
+"""One-dimensional k-means (nnshrink.sharing.clustering) against a brute-force Lloyd oracle."""
 
 import pytest
 import torch
 
-from nnshrink.quantization.clustering import init_centroids, kmeans_1d, kmeans_objective
+from nnshrink.sharing.clustering import init_centroids, kmeans_1d, kmeans_objective
 
 
 def _brute_force_lloyd(values, centroids, iterations):

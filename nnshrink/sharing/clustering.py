@@ -1,6 +1,6 @@
 """One-dimensional k-means for weight sharing: centroid initialisation and Lloyd iterations.
 
-Pure functions (tensor in, tensor out) used by :mod:`nnshrink.quantization.kmeans`. Written here
+Pure functions (tensor in, tensor out) used by :mod:`nnshrink.sharing.kmeans`. Written here
 rather than taken from scikit-learn because the weights stay torch tensors (any device), the three
 initialisations of Deep Compression (linear over [min, max], density, random) are needed
 exactly, and in 1-D sorted centroids make assignment a ``searchsorted`` — far faster than a

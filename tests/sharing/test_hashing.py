@@ -4,7 +4,7 @@ from torch import nn
 
 import nnshrink as ns
 from nnshrink.core import Config, ConfigError
-from nnshrink.quantization.hashing import HashedLinear, Hashing, hash_positions, mix32
+from nnshrink.sharing.hashing import HashedLinear, Hashing, hash_positions, mix32
 
 
 def _fmix32_reference(h: int) -> int:

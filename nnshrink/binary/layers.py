@@ -16,7 +16,7 @@ forward uses the quantized weights, the backward passes the gradient straight th
 latent weights (TTQ scales it by ``W_p`` / ``W_n`` / 1 as in the paper, eq. 8). Stochastic layers
 sample only in training mode; in eval mode they use ``sign(w)``, so the deployed model is binary
 (re-estimate batch-norm statistics for it with :func:`recalibrate_batchnorm_`).
-The pure functions live in :mod:`.binary_ops`, the configs and handlers in :mod:`.binary_config`.
+The pure functions live in :mod:`.ops`, the configs and handlers in :mod:`.config`.
 :func:`pack_low_bit` stores the weights in 1 or 2 bits each; :func:`strip_low_bit` turns the layers
 into plain ones holding the quantized values (e.g. for ONNX export).
 
@@ -39,8 +39,9 @@ from torch import nn
 
 from ..core import set_submodule
 from ..io import layer_kwargs, register_module
+from ..storage.packbits import PackedTensor, pack_binary, pack_ternary
 from ..train.callbacks import Callback
-from .binary_ops import (
+from .ops import (
     BinaryMode,
     TernaryMode,
     binarize,
@@ -51,7 +52,6 @@ from .binary_ops import (
     twn_threshold,
     xnor_scales,
 )
-from .packbits import PackedTensor, pack_binary, pack_ternary
 
 __all__ = [
     "BinaryConv2d",
@@ -419,7 +419,7 @@ def pack_low_bit(model: nn.Module) -> dict[str, PackedTensor]:
     """Bit-packed weights of every binary (1 bit) and ternary (2 bits) layer, by module name.
 
     Sizes: ``sum(p.nbytes for p in pack_low_bit(model).values())``; restore a weight exactly
-    with :func:`~nnshrink.quantization.packbits.unpack_binary` / ``unpack_ternary``.
+    with :func:`~nnshrink.storage.packbits.unpack_binary` / ``unpack_ternary``.
     """
     out: dict[str, PackedTensor] = {}
     for name, m in model.named_modules():

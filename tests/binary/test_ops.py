@@ -1,13 +1,13 @@
-"""Pure binary/ternary functions (nnshrink.quantization.binary_ops) against their formulas."""
+"""Pure binary/ternary functions (nnshrink.binary.ops) against their formulas."""
 
 import pytest
 import torch
 
-from nnshrink.quantization.binary import (
+from nnshrink.binary.layers import (
     ternarize_twn,
     twn_threshold,
 )
-from nnshrink.quantization.binary_ops import binarize, sign_pm1, ste, xnor_scales
+from nnshrink.binary.ops import binarize, sign_pm1, ste, xnor_scales
 
 
 def test_twn_threshold_and_scale():
