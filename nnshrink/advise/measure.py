@@ -278,7 +278,7 @@ def apply_stages(
         if name not in TECHNIQUE_STAGES:
             continue
         result = compress_(model, Config.from_dict(dict(body)), example_inputs=calibration)
-        replacement = result if isinstance(result, nn.Module) else getattr(result, "model", None)
+        replacement = result.artifact or getattr(result.summary, "model", None)
         if isinstance(replacement, nn.Module):
             model = replacement
         if not isinstance(model, OrtInt8Module):

@@ -289,7 +289,7 @@ def _rank_scan(model, top1, base, example, ratios, layers, rows) -> None:
         for ratio in ratios:
             trial = copy.deepcopy(model)
             config = LowRank(method=method, rank="macs", macs_ratio=ratio, layers=(name,))
-            report = compress_(trial, config, example_inputs=example)
+            report = compress_(trial, config, example_inputs=example).summary
             if not report.decomposed:  # no rank saves MACs at this ratio
                 continue
             rows[name].rank[ratio] = base - top1(trial)

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     before = measure(model, args, test)
     compact = copy.deepcopy(model)
     try:
-        result = compress_(compact, config, example_inputs=example_input(args))
+        result = compress_(compact, config, example_inputs=example_input(args)).summary
     except (ValueError, RuntimeError) as exc:
         raise CLIError(f"compact --block {args.block}: {exc}") from None
     if not result.replaced:

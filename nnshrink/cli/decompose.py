@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                      None)  # fmt: skip
         filter_fn = lambda m, n: n != first  # noqa: E731
     try:
-        summary = compress_(model, config, example_inputs=x, filter_fn=filter_fn)
+        summary = compress_(model, config, example_inputs=x, filter_fn=filter_fn).summary
     except ValueError as exc:  # ConfigError included: unsupported layer named, bad layer name
         raise CLIError(str(exc)) from None
     if not summary.decomposed:

@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         inputs = x
     try:
-        summary = compress_(model, config, example_inputs=inputs)
+        summary = compress_(model, config, example_inputs=inputs).summary
     except ValueError as exc:  # e.g. no prunable layer, an unsupported module in the graph
         raise CLIError(str(exc)) from None
     model.zero_grad(set_to_none=True)

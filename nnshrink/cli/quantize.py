@@ -157,7 +157,7 @@ def _other(model, args, train, method: str) -> tuple[nn.Module, int, dict[str, A
         cfg = Config.from_dict(spec)
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
-    result = compress_(model, cfg, example_inputs=_calibration(train, 1)[0])
+    result = compress_(model, cfg, example_inputs=_calibration(train, 1)[0]).summary
     _finetune(model, train, args.epochs or 0, args.lr)
     model.eval()
     save_checkpoint(model, args.out)

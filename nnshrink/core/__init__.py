@@ -1,6 +1,7 @@
 """Core API: config base, handler registry and the in-place entry point ``compress_``."""
 
 from .config import Config, ConfigError, check_regexes, config_types
+from .layers import LayerSelection, SelectedLayer
 from .modules import (
     as_input_tuple,
     eval_mode,
@@ -9,9 +10,17 @@ from .modules import (
     named_layers,
     set_submodule,
 )
-from .registry import compress_, handler_for, register_handler
+from .registry import compress_, handler_for, measure_model, register_handler
+from .result import CompressResult, Deployable
+from .transaction import transaction
 
 __all__ = [
+    "CompressResult",
+    "Deployable",
+    "LayerSelection",
+    "SelectedLayer",
+    "measure_model",
+    "transaction",
     "Config",
     "ConfigError",
     "check_regexes",

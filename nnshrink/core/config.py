@@ -38,8 +38,20 @@ def check_regexes(kind: str, patterns: Iterable[str]) -> None:
             raise ConfigError(f"{kind}: bad regex {pattern!r}: {exc}") from None
 
 
+class _ConfigType(type):
+    """Metaclass translating deprecated field names (``renamed``) before ``__init__`` runs."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        renamed = cls.__dict__.get("renamed") or getattr(cls, "renamed", None)
+        if renamed and kwargs:
+            from .._deprecated import renamed_fields
+
+            kwargs = renamed_fields(cls.kind or cls.__name__, kwargs, renamed)
+        return super().__call__(*args, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(metaclass=_ConfigType):
     """Base class for technique configs.
 
     Subclasses are frozen dataclasses with a unique ``kind`` class attribute. They are registered
@@ -55,6 +67,11 @@ class Config:
     """
 
     kind: ClassVar[str] = ""
+    #: ``{deprecated field: new field}`` (or ``old: fn(value) -> {new: value}``); see
+    #: :func:`nnshrink._deprecated.renamed_fields`.
+    renamed: ClassVar[dict[str, Any]] = {}
+    #: the field a plain number in ``per_layer`` sets (configs with a :class:`LayerSelection`).
+    amount_field: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,6 +80,10 @@ class Config:
             _CONFIG_TYPES[kind] = cls
 
     def __post_init__(self) -> None:
+        from .layers import LayerSelection
+
+        if isinstance(self, LayerSelection):
+            self.validate_selection(self.kind, (f.name for f in dataclasses.fields(self)))
         self.validate()
 
     def validate(self) -> None:
@@ -90,14 +111,37 @@ class Config:
             if kind not in _CONFIG_TYPES:
                 raise ConfigError(f"unknown type {kind!r}; known types: {sorted(_CONFIG_TYPES)}")
             target = _CONFIG_TYPES[kind]
+        if target.renamed:
+            from .._deprecated import renamed_fields
+
+            data = renamed_fields(target.kind, data, target.renamed)
         fields = {f.name: f for f in dataclasses.fields(target)}
+        errors = []
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(f"{target.kind}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+            errors.append(f"{target.kind}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
         hints = typing.get_type_hints(target)
-        kwargs = {
-            name: _coerce(target.kind, name, hints[name], value) for name, value in data.items()
-        }
+        kwargs = {}
+        for name, value in data.items():
+            if name not in fields:
+                continue
+            try:
+                kwargs[name] = _coerce(target.kind, name, hints[name], value)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        missing = sorted(
+            name
+            for name, f in fields.items()
+            if f.init
+            and name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        if missing:
+            errors.append(f"{target.kind}: missing required field(s) {missing}")
+        if errors:
+            # every problem at once, each naming its field (as pydantic does)
+            raise ConfigError("; ".join(errors))
         try:
             return target(**kwargs)
         except TypeError as exc:  # missing required fields

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from .config import Config
+from .result import CompressResult, Deployable
+from .transaction import transaction
 
 Handler = Callable[..., Any]
 _HANDLERS: dict[type[Config], Handler] = {}
@@ -61,24 +63,73 @@ def compress_(
     *,
     example_inputs: Any = None,
     filter_fn: Callable[[torch.nn.Module, str], bool] | None = None,
-) -> Any:
-    """Apply a compression technique to ``model`` in place and return the handler's result.
+    measure: bool = True,
+) -> CompressResult:
+    """Apply a compression technique to ``model`` in place; return what it did.
+
+    The contract, the same for every technique:
+
+    * ``model`` itself is edited (layers sliced, replaced or re-parametrised); keep a
+      ``copy.deepcopy`` to hold on to the original.
+    * All or nothing: if the technique raises, ``model`` is left bit-identical (same modules,
+      same parameter objects, same values) and the error propagates.
+    * The return value is a :class:`~nnshrink.core.result.CompressResult`: parameters, non-zero
+      parameters, dense bytes and (with tensor ``example_inputs``) MACs per sample before and
+      after, the technique's summary, and ``artifact`` when the technique also built a
+      deployable runtime module (int8 ONNX Runtime).
+    * Techniques with a training-time form (masks, shared codebooks, binary latents, QAT) are
+      made plain and final by :func:`nnshrink.finalize`.
 
     Args:
-        model: any ``nn.Module``; it is modified in place (copy it first to keep the original).
-        config: a technique config, e.g. ``StructuredPruning(ratio=0.5)``.
-        example_inputs: a tensor or tuple of tensors for techniques that trace or measure the model.
-        filter_fn: ``(module, qualified_name) -> bool`` choosing which layers the technique touches.
-
-    Returns:
-        Whatever the technique reports (often a per-layer summary); ``None`` for some techniques.
+        model: any ``nn.Module``.
+        config: a technique config, e.g. ``StructuredPruning(sparsity=0.5)``.
+        example_inputs: a tensor or tuple of tensors for techniques that trace, calibrate or
+            measure the model (calibration techniques also take a list of batches or a loader).
+        filter_fn: ``(module, qualified_name) -> bool``, on top of the config's
+            ``include``/``exclude``.
+        measure: count parameters and MACs before and after (``False`` skips it).
 
     Example:
-        >>> import nnshrink as ns  # doctest: +SKIP
-        >>> ns.compress_(model, ns.StructuredPruning(ratio=0.5), example_inputs=x)  # doctest: +SKIP
+        >>> import torch, nnshrink as ns
+        >>> model = ns.models.create("resnet20", in_channels=1)
+        >>> result = ns.compress_(model, ns.StructuredPruning(sparsity=0.5),
+        ...                       example_inputs=torch.zeros(1, 1, 28, 28))
+        >>> result.after["macs"] < result.before["macs"]
+        True
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"compress_ expects an nn.Module, got {type(model).__name__}")
     if not isinstance(config, Config):
         raise TypeError(f"compress_ expects a Config instance, got {type(config).__name__}")
-    return handler_for(config)(model, config, example_inputs=example_inputs, filter_fn=filter_fn)
+    handler = handler_for(config)
+    before = measure_model(model, example_inputs) if measure else {}
+    with transaction(model):
+        output = handler(model, config, example_inputs=example_inputs, filter_fn=filter_fn)
+    summary, artifact = output, None
+    if isinstance(output, Deployable):
+        summary, artifact = output.summary, output.artifact
+    after = measure_model(model, example_inputs) if measure else {}
+    return CompressResult(config.kind, config, before, after, summary, artifact)
+
+
+def measure_model(model: torch.nn.Module, example_inputs: Any = None) -> dict[str, Any]:
+    """``params``, ``nonzero_params``, ``dense_bytes`` and, for tensor inputs, ``macs``/sample.
+
+    MACs are ``None`` when ``example_inputs`` is not a tensor (or tuple of tensors) or the model
+    cannot be run on it here.
+    """
+    from ..metrics import count_macs_per_sample, count_nonzero_params, count_params, dense_bytes
+
+    out: dict[str, Any] = {
+        "params": count_params(model),
+        "nonzero_params": count_nonzero_params(model),
+        "dense_bytes": dense_bytes(model),
+        "macs": None,
+    }
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    if isinstance(inputs, tuple) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
+        try:
+            out["macs"] = count_macs_per_sample(model, inputs)
+        except Exception:  # a model that needs other inputs: MACs are then unknown, not wrong
+            out["macs"] = None
+    return out

@@ -147,10 +147,9 @@ class _Run:
             )  # fmt: skip
             details["history"] = history.epochs
         elif name in TECHNIQUE_STAGES:
-            result = compress_(model, config, example_inputs=self.example_batch)
-            replacement = (
-                result if isinstance(result, nn.Module) else getattr(result, "model", None)
-            )
+            outcome = compress_(model, config, example_inputs=self.example_batch)
+            result = outcome.summary
+            replacement = outcome.artifact or getattr(result, "model", None)
             if isinstance(replacement, nn.Module):
                 model = replacement
             if result is not None and not isinstance(result, nn.Module):

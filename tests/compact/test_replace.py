@@ -103,7 +103,7 @@ def test_include_exclude_filter_fn_and_skip_first():
 def test_every_block_on_resnet20_keeps_the_output_and_shrinks(block):
     model = create("resnet20", in_channels=1, shortcut="B").eval()
     x = torch.randn(2, 1, 8, 8)
-    result = compress_(model, CompactReplace(block=block), example_inputs=x)
+    result = compress_(model, CompactReplace(block=block), example_inputs=x).summary
     assert model.eval()(x).shape == (2, 10)
     assert len(result.replaced) == 18  # every 3x3 conv but the stem
     assert result.params_after < result.params_before

@@ -35,13 +35,13 @@ def _scale(model, config, *, example_inputs=None, filter_fn=None):
 
 def test_compress_dispatches_and_edits_in_place(tiny_mlp):
     before = tiny_mlp[1].weight.detach().clone()
-    touched = compress_(tiny_mlp, _ScaleWeights(factor=3.0))
-    assert touched == ["1", "3"]
+    result = compress_(tiny_mlp, _ScaleWeights(factor=3.0))
+    assert result.summary == ["1", "3"] and result.technique == _ScaleWeights.kind
     torch.testing.assert_close(tiny_mlp[1].weight, before * 3)
 
 
 def test_filter_fn_selects_layers(tiny_mlp):
-    touched = compress_(tiny_mlp, _ScaleWeights(), filter_fn=lambda m, n: n == "3")
+    touched = compress_(tiny_mlp, _ScaleWeights(), filter_fn=lambda m, n: n == "3").summary
     assert touched == ["3"]
 
 

@@ -54,7 +54,7 @@ def test_resnet20_macs_really_drop_and_model_runs(method):
     x = torch.randn(2, 3, 32, 32)
     macs_before = count_macs(model, x)
     cfg = LowRank(method=method, rank="macs", macs_ratio=0.5, n_iter_max=1)
-    report = compress_(model, cfg, example_inputs=x)
+    report = compress_(model, cfg, example_inputs=x).summary
     assert len(report.decomposed) == 19  # every 3x3 conv; stem has 3 input channels
     for row in report.decomposed:
         assert row.macs_after <= 0.5 * row.macs_before
@@ -87,7 +87,7 @@ def test_cp_fuse_spatial_builds_three_convs_with_the_same_function():
     for fuse in (False, True):
         models[fuse] = copy.deepcopy(dense)
         cfg = LowRank(method="cp", rank="ratio", ratio=0.5, n_iter_max=2, cp_fuse_spatial=fuse)
-        reports[fuse] = compress_(models[fuse], cfg, example_inputs=x)
+        reports[fuse] = compress_(models[fuse], cfg, example_inputs=x).summary
     for row in reports[True].decomposed:
         seq = models[True].get_submodule(row.name)
         assert [m.groups > 1 for m in seq] == [False, True, False]
@@ -122,13 +122,13 @@ def test_cp_fallback_decomposes_by_cp_what_tucker_cannot_cut():
               cp_fuse_spatial=True)  # fmt: skip
     one_pass = copy.deepcopy(dense)
     report = compress_(one_pass, LowRank(**tucker, cp_fallback=True, cp_fuse_spatial=True),
-                       example_inputs=x, filter_fn=_not_stem)  # fmt: skip
+                       example_inputs=x, filter_fn=_not_stem).summary  # fmt: skip
     two_pass = copy.deepcopy(dense)
     first = compress_(two_pass, LowRank(**tucker), example_inputs=x,
-                      filter_fn=_not_stem)  # fmt: skip
+                      filter_fn=_not_stem).summary  # fmt: skip
     left = tuple(r.name for r in first.skipped if "would not reduce MACs" in r.note)
     assert left and all(n.startswith("layer1.") for n in left)  # the 16-channel stage
-    second = compress_(two_pass, LowRank(**cp, layers=left), example_inputs=x)
+    second = compress_(two_pass, LowRank(**cp, layers=left), example_inputs=x).summary
     by_name = {r.name: r for r in report.decomposed}
     assert {n for n, r in by_name.items() if r.method == "cp"} == set(left)
     assert all(r.method == "tucker" for n, r in by_name.items() if n not in left)
@@ -146,7 +146,7 @@ def test_cp_fallback_decomposes_by_cp_what_tucker_cannot_cut():
     budget = copy.deepcopy(dense)
     rep = compress_(budget, LowRank(**{**tucker, "rank": "budget"}, cp_fallback=True),
                     example_inputs=x, filter_fn=_not_stem)  # fmt: skip
-    t = rep.to_dict()
+    t = rep.summary.to_dict()
     assert t["macs_after"] <= 0.5 * sum(r.macs_before for r in rep.rows if r.macs_before)
     assert any(r.method == "cp" for r in rep.decomposed)
 

@@ -38,7 +38,7 @@ def test_fake_backend_close_to_fp32(tiny_convnet, observer):
     model = tiny_convnet.eval()
     batches = _batches()
     ref = model(batches[0])
-    result = ns.compress_(model, PTQ(observer=observer), example_inputs=batches)
+    result = ns.compress_(model, PTQ(observer=observer), example_inputs=batches).summary
     assert isinstance(result, PTQResult) and result.model is model  # in place
     assert result.calibration_batches == 3
     assert sqnr_db(ref, model(batches[0])) > 25

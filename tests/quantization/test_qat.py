@@ -30,7 +30,7 @@ def test_config_round_trip_and_validation():
 def test_prepare_swaps_layers_and_gradients_flow(tiny_convnet, lsq):
     names = ns.compress_(
         tiny_convnet, QAT(bits=4, lsq=lsq), example_inputs=torch.randn(2, 1, 28, 28)
-    )
+    ).summary
     assert names == ["conv1", "conv2", "fc"]
     assert isinstance(tiny_convnet.conv1, QATConv2d) and isinstance(tiny_convnet.fc, QATLinear)
     tiny_convnet.train()

@@ -281,7 +281,9 @@ def test_summary_and_config_round_trip():
         StructuredPruning().per_layer
     )
     model = ns.models.create("lenet5")
-    summary = ns.compress_(model, StructuredPruning(), example_inputs=torch.randn(1, 1, 28, 28))
+    summary = ns.compress_(
+        model, StructuredPruning(), example_inputs=torch.randn(1, 1, 28, 28)
+    ).summary
     assert isinstance(summary, StructuredPruningSummary)
     d = summary.to_dict()
     assert d["params_after"] == sum(p.numel() for p in model.parameters())
