@@ -32,7 +32,7 @@ from . import (
 from ._version import __version__
 from .binary import BinaryWeights, Ternary
 from .compact import CompactReplace
-from .core import Config, ConfigError, compress_, register_handler
+from .core import CompressResult, Config, ConfigError, compress_, finalize, register_handler
 from .distill import Distiller
 from .io import load_checkpoint, save_checkpoint
 from .lowrank import LowRank
@@ -50,6 +50,7 @@ __all__ = [
     "BinaryWeights",
     "Circulant",
     "CompactReplace",
+    "CompressResult",
     "Config",
     "ConfigError",
     "DeepCompression",
@@ -73,6 +74,7 @@ __all__ = [
     "deep_compress",
     "distill",
     "export",
+    "finalize",
     "io",
     "load",
     "load_checkpoint",

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import set_submodule
+from ..core.finalize import register_finalizer
 from ..io import layer_kwargs, register_module
 from ..storage.packbits import PackedTensor, pack_binary, pack_ternary
 from ..train.callbacks import Callback
@@ -435,3 +436,12 @@ def pack_low_bit(model: nn.Module) -> dict[str, PackedTensor]:
 
 for _cls in _LOW_BIT:
     register_module(_cls, _init_kwargs)
+
+
+def _finalize_low_bit(model: nn.Module) -> list[str]:
+    names = [name for name, m in model.named_modules() if isinstance(m, _LOW_BIT)]
+    strip_low_bit(model)
+    return names
+
+
+register_finalizer("low-bit", _finalize_low_bit)

@@ -1,6 +1,7 @@
 """Core API: config base, handler registry and the in-place entry point ``compress_``."""
 
 from .config import Config, ConfigError, check_regexes, config_types
+from .finalize import finalize, register_finalizer
 from .layers import LayerSelection, SelectedLayer
 from .modules import (
     as_input_tuple,
@@ -28,10 +29,12 @@ __all__ = [
     "compress_",
     "config_types",
     "eval_mode",
+    "finalize",
     "forward_with_hooks",
     "handler_for",
     "model_device",
     "named_layers",
+    "register_finalizer",
     "register_handler",
     "set_submodule",
 ]

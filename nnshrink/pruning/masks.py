@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from ..core.finalize import register_finalizer
+
 MASK_SUFFIX = "_mask"
 LAYER_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
     "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d),
@@ -175,3 +177,12 @@ def global_masks(scores: Mapping[str, torch.Tensor], sparsity: float) -> dict[st
         out[k] = mask[offset : offset + n].reshape(scores[k].shape)
         offset += n
     return out
+
+
+def _finalize_masks(model: nn.Module) -> list[str]:
+    names = sorted({name.rpartition(".")[0] for name, _, _, _ in iter_masks(model)})
+    make_permanent(model)
+    return names
+
+
+register_finalizer("masks", _finalize_masks)

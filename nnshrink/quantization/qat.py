@@ -37,6 +37,7 @@ from ..core import (
     register_handler,
     set_submodule,
 )
+from ..core.finalize import register_finalizer
 from ..io import layer_kwargs, register_module
 from .backends.fake import QuantizedLayer
 from .fold import fold_batchnorm
@@ -345,3 +346,6 @@ def _qat_kwargs(m: nn.Module) -> dict[str, Any]:
 
 register_module(QATConv2d, _qat_kwargs)
 register_module(QATLinear, _qat_kwargs)
+
+
+register_finalizer("qat", strip_qat)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
+from ..core.finalize import register_finalizer
 from ..io import layer_kwargs, register_module
 from .clustering import InitMethod, init_centroids, kmeans_1d, kmeans_objective
 
@@ -489,3 +490,12 @@ def _apply(
 
 for _cls in (SharedWeightLinear, SharedWeightConv2d):
     register_module(_cls, lambda m: {**layer_kwargs(m), "bits": m.bits})
+
+
+def _finalize_sharing(model: nn.Module) -> list[str]:
+    names = [name for name, m in model.named_modules() if isinstance(m, _SharedWeight)]
+    strip_sharing(model)
+    return names
+
+
+register_finalizer("sharing", _finalize_sharing)

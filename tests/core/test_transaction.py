@@ -52,3 +52,21 @@ def test_compress_returns_one_result_type_and_measures(tiny_mlp):
     assert result.after["nonzero_params"] < result.before["nonzero_params"]
     assert result.before["macs"] == 16 * 32 + 32 * 4
     assert result.summary["layers"] and result.to_dict()["summary"] == result.summary
+
+
+def test_finalize_makes_every_training_time_form_plain():
+    import nnshrink as ns
+
+    model = ns.models.create("lenet300")
+    ns.compress_(model, ns.MagnitudePruning(sparsity=0.8))
+    assert ns.finalize(model) == {"masks": ["1", "3", "5"]}
+    ns.compress_(model, ns.WeightSharing(bits=3))
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    assert ns.finalize(model) == {"sharing": ["1", "3", "5"]}
+    assert all(type(m) in (nn.Linear, nn.Flatten, nn.ReLU, nn.Sequential) for m in model.modules())
+    assert not [n for n, _ in model.named_buffers() if n.endswith("_mask")]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
+    assert ns.finalize(model) == {}  # nothing left to make final
