@@ -10,6 +10,7 @@ from .modules import (
     model_device,
     named_layers,
     set_submodule,
+    to_device,
 )
 from .registry import compress_, handler_for, measure_model, register_handler
 from .result import CompressResult, Deployable
@@ -37,4 +38,5 @@ __all__ = [
     "register_finalizer",
     "register_handler",
     "set_submodule",
+    "to_device",
 ]

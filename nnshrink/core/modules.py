@@ -52,6 +52,24 @@ def as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
     return tuple(example_inputs)
 
 
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """Move a batch (a tensor, or tuples / lists / dicts of them) to ``device``; others pass.
+
+    Example:
+        >>> to_device((torch.zeros(1), {"ids": torch.ones(1)}, "text"), "cpu")[2]
+        'text'
+    """
+    if isinstance(batch, torch.Tensor):
+        return (
+            batch if batch.device == torch.device(device) else batch.to(device, non_blocking=True)
+        )
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Return the device of the first parameter or buffer (CPU for empty models)."""
     for tensor in model.parameters():

@@ -1,5 +1,5 @@
 """Export to deployment formats (ONNX)."""
 
-from .onnx import export_onnx
+from .onnx import deployable_copy, export_onnx
 
-__all__ = ["export_onnx"]
+__all__ = ["deployable_copy", "export_onnx"]

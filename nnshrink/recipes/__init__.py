@@ -1,6 +1,8 @@
 """YAML recipes: validated stage lists run with checkpoints, resume, reports and plots."""
 
-from .runner import RunResult, render_markdown, run_recipe
+from .artifacts import load_model_file, write_model
+from .render import render_markdown
+from .runner import RunResult, run_recipe
 from .schema import (
     ALL_STAGES,
     TECHNIQUE_STAGES,
@@ -29,9 +31,11 @@ __all__ = [
     "RunResult",
     "Stage",
     "TrainStage",
+    "load_model_file",
     "load_recipe",
     "parse_recipe",
     "preset_names",
     "render_markdown",
     "run_recipe",
+    "write_model",
 ]

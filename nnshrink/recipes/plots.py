@@ -13,9 +13,10 @@ matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _stage_plot(rows, x_key: str, x_label: str, path: Path) -> Path | None:
-    points = [(r[x_key], 100 * r["top1"], r["label"]) for r in rows
-              if r.get(x_key) is not None and r.get("top1") is not None]  # fmt: skip
+def _stage_plot(rows, x_key: str, x_label: str, path: Path, metric: str = "top1") -> Path | None:
+    scale = 100 if metric in ("top1", "top5") else 1
+    points = [(r[x_key], scale * r[metric], r["label"]) for r in rows
+              if r.get(x_key) is not None and r.get(metric) is not None]  # fmt: skip
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -25,7 +26,7 @@ def _stage_plot(rows, x_key: str, x_label: str, path: Path) -> Path | None:
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel("top-1 (%)" if metric == "top1" else metric)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -33,17 +34,22 @@ def _stage_plot(rows, x_key: str, x_label: str, path: Path) -> Path | None:
     return path
 
 
-def stage_plots(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> list[Path]:
-    """Accuracy vs bytes and accuracy vs measured latency, one point per stage."""
+def stage_plots(
+    rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, *, metric: str = "top1"
+) -> list[Path]:
+    """The headline metric vs bytes and vs measured latency, one point per stage."""
     out = Path(out_dir)
     made = [
-        _stage_plot(rows, "size_bytes", "size (bytes, log)", out / "accuracy_vs_size.png"),
-        _stage_plot(rows, "latency_ms", "eager latency (ms, log)", out / "accuracy_vs_latency.png"),
+        _stage_plot(rows, "size_bytes", "size (bytes, log)", out / "accuracy_vs_size.png", metric),
+        _stage_plot(
+            rows, "latency_ms", "eager latency (ms, log)", out / "accuracy_vs_latency.png", metric
+        ),  # fmt: skip
         _stage_plot(
             rows,
             "latency_onnx_ms",
             "ONNX Runtime latency (ms, log)",
             out / "accuracy_vs_onnx_latency.png",
+            metric,
         ),  # fmt: skip
     ]
     return [p for p in made if p is not None]

@@ -1,7 +1,17 @@
-"""Run a recipe: stages in order, a checkpoint after each, resumable, with a report and plots.
+"""Run a recipe: stages in order, an artefact after each, resumable, with a report and plots.
 
-Handler convention: a technique handler edits the model in place; if it returns an
-``nn.Module`` (e.g. a converted int8 runtime module) the runner continues with that module.
+This is the one runner behind ``nnshrink run``, every technique command of the CLI (each builds a
+one-stage recipe) and ``advise``: model, data and metric handling and the training loops live
+here only. The model, data and metric may be the user's own (factories named in the recipe, or
+objects passed by Python callers).
+
+Handler convention: a technique edits the model in place (``compress_``); when it also builds a
+deployable runtime module (``CompressResult.artifact``, e.g. an int8 ONNX Runtime session) the run
+continues with that module, and its stage artefact is that module's ``.onnx``.
+
+Every row's ``size_bytes`` is the size on disk of the artefact written for that stage (the stage
+checkpoint, the ``.nns`` of an ``encode`` stage, the ``.onnx`` of an int8 stage, the ``--out``
+file at the end); ``dense_bytes`` is the fp32 size of the parameters in memory.
 """
 
 from __future__ import annotations
@@ -17,29 +27,33 @@ import torch
 from torch import nn
 
 from ..core.registry import compress_
-from ..data import DataNotFoundError, input_shape, loader
-from ..data.datasets import VAL_SIZE
-from ..io import ArchitectureError, load_checkpoint, save_checkpoint
+from ..data import DataBundle, DataError, open_data
+from ..io import ArchitectureError
 from ..metrics import file_bytes, snapshot
-from ..models import create
 from ..pruning import BNSlimmingCallback, GroupLassoCallback, input_layer
 from ..train import Callback, KeepZeros, barrier, fit, init_distributed, is_main_process, wrap_ddp
+from ..train.task import Task, task_from_references
 from ..utils import atomic_write_bytes, environment, seed_everything
-from .schema import TECHNIQUE_STAGES, Recipe, RecipeError, Stage, TrainStage
+from ..utils.device import resolve_device
+from ..utils.references import ReferenceError_
+from .artifacts import is_runtime_module, load_model_file, write_model
+from .models import build_model
+from .schema import Recipe, RecipeError, Stage, TrainStage, is_technique_stage
 
-ROW_KEYS = ("params", "nonzero_params", "macs", "size_bytes", "file_bytes", "latency_ms",
-            "latency_onnx_ms", "top1", "top5", "loss")  # fmt: skip
+ROW_KEYS = ("params", "nonzero_params", "macs", "dense_bytes", "latency_ms", "latency_onnx_ms")
 
 
 @dataclasses.dataclass
 class RunResult:
-    """What :func:`run_recipe` produced."""
+    """What :func:`run_recipe` produced: the final model, one row per stage, the report files."""
 
     model: nn.Module
     rows: list[dict[str, Any]]
     out_dir: Path
     report_json: Path
     report_md: Path
+    task: Task = dataclasses.field(default_factory=Task)
+    final_path: Path | None = None
 
 
 def _json_safe(value: Any) -> Any:
@@ -49,77 +63,98 @@ def _json_safe(value: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _json_safe(dataclasses.asdict(value))
+    if isinstance(value, nn.Module):
+        return type(value).__name__
     if hasattr(value, "to_dict"):
         return _json_safe(value.to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _json_safe(
+            {
+                f.name: getattr(value, f.name)
+                for f in dataclasses.fields(value)
+                if not isinstance(getattr(value, f.name), nn.Module)
+            }  # fmt: skip
+        )
     if isinstance(value, torch.Tensor):
         return value.tolist() if value.numel() <= 64 else f"tensor{tuple(value.shape)}"
     return str(value)
 
 
-def _without_model(result: Any) -> Any:
-    """Handler results may carry the model itself; keep only the report part."""
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
-                if not isinstance(getattr(result, f.name), nn.Module)}  # fmt: skip
-    return result
-
-
 class _Run:
-    def __init__(self, recipe: Recipe, out_dir: Path, progress: bool, log) -> None:
-        self.recipe = recipe
-        self.out = out_dir
-        self.progress = progress
-        self.log = log
-        data = recipe.data
+    """Everything a run needs besides the model: device, data, task, measurement settings."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out_dir: Path,
+        progress: bool,
+        log,
+        *,
+        data: DataBundle | None = None,
+        task: Task | None = None,
+    ) -> None:
+        self.recipe, self.out, self.progress, self.log = recipe, out_dir, progress, log
         measure = recipe.measure
         self.threads = int(measure.get("threads", 2))
         self.latency = bool(measure.get("latency", True))
         self.runs = int(measure.get("runs", 30))
         self.latency_batch = int(measure.get("batch_size", 1))
+        try:
+            self.device = resolve_device(recipe.device)
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
         # Under torchrun every rank runs the recipe; training data is sharded by rank,
         # gradients are averaged by DDP, and only rank 0 writes files.
-        self.dist = init_distributed()
-        # eval_split "val": measure on the last val_size training samples, train on the rest
-        val = data.get("eval_split", "test") == "val"
-        split = {"holdout": data.get("val_size", VAL_SIZE)} if val else {}
-        self.eval_split = "val" if val else "test"
+        self.dist = init_distributed(self.device)
+        if self.dist.world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process
         try:
-            self.train_loader = loader(
-                data["name"], "train", data.get("batch_size", 128), train=True,
-                root=data.get("root"), seed=recipe.seed, limit=data.get("train_limit"),
-                rank=self.dist.rank, world_size=self.dist.world_size, **split,
-            )  # fmt: skip
-            self.test_loader = loader(
-                data["name"], self.eval_split, 1000, root=data.get("root"),
-                limit=data.get("limit"), val_size=data.get("val_size", VAL_SIZE),
-            )  # fmt: skip
-            calib = loader(data["name"], "train", data.get("batch_size", 128), root=data.get("root"),
-                           limit=data.get("train_limit"), **split)  # fmt: skip
-        except (DataNotFoundError, ValueError) as exc:  # ValueError: val_size >= training set
+            self.task = task or task_from_references(recipe.metric, recipe.loss)
+            self.data = data or open_data(
+                recipe.data, seed=recipe.seed, rank=self.dist.rank, world_size=self.dist.world_size
+            )
+            self.example_batch = self.data.example_inputs()
+        except (DataError, ReferenceError_, ValueError) as exc:
             raise RecipeError(f"data: {exc}") from None
-        self.example_batch = next(iter(calib))[0]
-        self.latency_input = torch.zeros(self.latency_batch, *input_shape(data["name"]))
+        if self.data.train is None:
+            raise RecipeError(f"data: {self.data.name} has no training batches")
+        val = recipe.data.get("eval_split", "test") == "val"
+        self.eval_split = "val" if val else "test"
+        self.test_loader = self.data.val if val else self.data.test
+        if self.test_loader is None:
+            raise RecipeError(
+                f"data: {self.data.name} has no {self.eval_split} batches to measure on"
+            )
+        self.train_loader = self.data.train
+        self.latency_input = _latency_input(self.example_batch, self.latency_batch)
 
     # -- model -----------------------------------------------------------------------------
     def initial_model(self) -> nn.Module:
-        spec = self.recipe.model
-        if "checkpoint" in spec:
-            model, _ = load_checkpoint(spec["checkpoint"])
-            return model
-        c, h, _ = input_shape(self.recipe.data["name"])
-        kwargs = {"in_channels": c, "input_size": h, **spec.get("kwargs", {})}
-        return create(spec["name"], **kwargs)
+        try:
+            model = build_model(self.recipe.model, self.data)
+        except (ReferenceError_, ArchitectureError, ValueError, TypeError) as exc:
+            raise RecipeError(f"model: {exc}") from None
+        return model.to(self.device)
 
     def measure(self, model: nn.Module, label: str, extra: dict[str, Any]) -> dict[str, Any]:
+        runtime = is_runtime_module(model)
+        x = _to(self.latency_input, "cpu" if runtime else self.device)
         stats = snapshot(
-            model, self.latency_input, self.test_loader, latency=self.latency,
-            threads=self.threads, runs=self.runs,
+            model, x, None, latency=self.latency, threads=self.threads, runs=self.runs,
+            runtimes=("eager",) if runtime else ("eager", "onnxruntime"),
         )  # fmt: skip
-        row = {"label": label, **{k: stats.get(k) for k in ROW_KEYS if k in stats}, **extra}
-        if row.get("file_bytes") is not None and extra.get("encoded"):
-            row["size_bytes"] = row["file_bytes"]
+        stats["dense_bytes"] = stats.pop("size_bytes")
+        row = {"label": label, **{k: stats.get(k) for k in ROW_KEYS if k in stats}}
+        try:
+            metrics = self.task.evaluate(model, self.test_loader)
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
+        except RuntimeError as exc:
+            raise RecipeError(f"the model does not run on {self.data.name}: {exc}") from None
+        row.update({k: v for k, v in metrics.items() if isinstance(v, int | float | type(None))})
+        row.update(extra)
+        row["size_bytes"] = row.get("file_bytes") or row.get("dense_bytes")
+        row["size_kind"] = "file" if row.get("file_bytes") else "dense fp32"
         return row
 
     # -- stages ----------------------------------------------------------------------------
@@ -143,56 +178,67 @@ class _Run:
                 optimizer=config.optimizer, schedule=config.schedule,
                 weight_decay=config.weight_decay, momentum=config.momentum,
                 callbacks=self.train_callbacks(model, config, keep), seed=self.recipe.seed + index,
-                progress=self.progress,
+                progress=self.progress, criterion=self.task.criterion, amp=self.recipe.amp,
             )  # fmt: skip
             details["history"] = history.epochs
-        elif name in TECHNIQUE_STAGES:
-            outcome = compress_(model, config, example_inputs=self.example_batch)
-            result = outcome.summary
-            replacement = outcome.artifact or getattr(result, "model", None)
-            if isinstance(replacement, nn.Module):
-                model = replacement
-            if result is not None and not isinstance(result, nn.Module):
-                details["result"] = _json_safe(_without_model(result))
+        elif is_technique_stage(stage):
+            example = _to(self.example_batch, self.device)
+            outcome = compress_(model, config, example_inputs=example)
+            details["result"] = _json_safe(outcome.summary)
+            details["before"], details["after"] = outcome.before, outcome.after
+            artifact = outcome.artifact
+            replaced = getattr(outcome.summary, "model", None)  # summaries that carry a new model
+            if artifact is None and isinstance(replaced, nn.Module) and replaced is not model:
+                artifact = replaced
+            if artifact is not None:
+                model = artifact
         elif name == "distill":
             details["history"] = self.distill(model, baseline, config, index)
         elif name == "encode":
-            from ..storage import save as save_nns
-
             path = self.out / "model.nns"
             if is_main_process():
-                save_nns(_stripped(model), path, huffman=config.huffman,
-                         index_bits={"conv": config.conv_index_bits, "fc": config.fc_index_bits})  # fmt: skip
+                write_model(model, path, huffman=config.huffman,
+                            index_bits={"conv": config.conv_index_bits, "fc": config.fc_index_bits})  # fmt: skip
             barrier()
             details.update(encoded=True, path=str(path), file_bytes=file_bytes(path))
         elif name == "export":
-            from ..export import export_onnx
-            from ..metrics import ort_session
-            from ..quantization.backends.ort import OrtInt8Module
-
-            path = self.out / "model.onnx"
-            if isinstance(model, OrtInt8Module):  # already an ONNX graph: write it as it runs
-                if is_main_process():
-                    model.save(path)
-                barrier()
-                details.update(path=str(path), file_bytes=file_bytes(path), int8=True)
-                return model, details
-            data = export_onnx(model, self.latency_input, path if is_main_process() else None)
-            session = ort_session(data, threads=1)
-            x = self.example_batch[:8]
-            (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-            model.eval()
-            with torch.no_grad():
-                diff = float((torch.from_numpy(out) - model(x)).abs().max())
-            details.update(path=str(path), max_abs_diff_vs_pytorch=diff)
+            details.update(self.export(model))
         return model, details
+
+    def export(self, model: nn.Module) -> dict[str, Any]:
+        from ..metrics import ort_session
+
+        path = self.out / "model.onnx"
+        if is_runtime_module(model):  # already an ONNX graph: write it as it runs
+            if is_main_process():
+                model.save(path)
+            barrier()
+            return {"path": str(path), "file_bytes": file_bytes(path), "int8": True}
+        x = _to(self.example_batch, "cpu")
+        x = x[:8] if isinstance(x, torch.Tensor) else x
+        if is_main_process():
+            write_model(model, path, example_inputs=self.latency_input)
+        barrier()
+        session = ort_session(path.read_bytes(), threads=1)
+        feeds = dict(zip([i.name for i in session.get_inputs()], _numpy_inputs(x)))
+        out = session.run(None, feeds)[0]
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        model.eval()
+        with torch.no_grad():
+            ref = model(*(_as_tuple(_to(x, device))))
+        ref = ref[0] if isinstance(ref, tuple | list) else getattr(ref, "logits", ref)
+        diff = float((torch.from_numpy(out) - ref.detach().cpu()).abs().max())
+        return {"path": str(path), "file_bytes": file_bytes(path), "max_abs_diff_vs_pytorch": diff}
 
     def distill(self, student: nn.Module, baseline: nn.Module, config, index: int):
         from ..distill import distill
 
         teacher = baseline
         if config.teacher != "baseline":
-            teacher, _ = load_checkpoint(config.teacher)
+            teacher = load_model_file(
+                config.teacher, trust_code=bool(self.recipe.model.get("trust_code"))
+            )
+        teacher = teacher.to(self.device)
         result = distill(
             teacher, student, self.train_loader, method=config.method, epochs=config.epochs,
             lr=config.lr, optimizer=config.optimizer, temperature=config.temperature,
@@ -201,12 +247,36 @@ class _Run:
         return result.history.epochs
 
 
-def _stripped(model: nn.Module) -> nn.Module:
-    """A copy with training-time wrappers (k-means codebooks, low-bit latents) made plain."""
-    from ..binary import strip_low_bit
-    from ..sharing import strip_sharing
+def _as_tuple(x: Any) -> tuple[Any, ...]:
+    return tuple(x) if isinstance(x, tuple | list) else (x,)
 
-    return strip_low_bit(strip_sharing(copy.deepcopy(model)))
+
+def _numpy_inputs(x: Any) -> list[Any]:
+    return [t.detach().cpu().numpy() for t in _as_tuple(x)]
+
+
+def _to(x: Any, device: Any) -> Any:
+    from ..core.modules import to_device
+
+    return to_device(x, device)
+
+
+def _latency_input(example: Any, batch: int) -> Any:
+    """``batch`` real samples from the first batch (repeated if the batch is smaller)."""
+
+    def take(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return t
+        reps = -(-batch // t.shape[0])
+        return (
+            t.repeat(reps, *([1] * (t.dim() - 1)))[:batch].clone()
+            if reps > 1
+            else t[:batch].clone()
+        )
+
+    if isinstance(example, tuple | list):
+        return tuple(take(t) for t in example)
+    return take(example)
 
 
 def _state_path(out: Path) -> Path:
@@ -220,16 +290,28 @@ def run_recipe(
     resume: bool = False,
     progress: bool = True,
     log=print,
+    model: nn.Module | None = None,
+    data: DataBundle | tuple | None = None,
+    task: Task | None = None,
+    final_path: str | os.PathLike | None = None,
 ) -> RunResult:
-    """Run every stage of ``recipe``, writing checkpoints and reports under ``out_dir``.
+    """Run every stage of ``recipe``, writing artefacts and reports under ``out_dir``.
 
     Args:
         recipe: a validated recipe (:func:`~nnshrink.recipes.load_recipe`).
-        out_dir: output folder: ``stages/NN-name.safetensors``, ``state.json``, ``report.json``,
-            ``report.md`` and plots.
+        out_dir: output folder: ``stages/NN-name.safetensors`` (``.onnx`` for runtime stages),
+            ``state.json``, ``report.json``, ``report.md`` and plots.
         resume: continue after the last finished stage of a previous run of the same recipe.
         progress: show progress bars.
         log: function taking one line of progress text.
+        model: the user's module to run the stages on (edited in place, as by ``compress_``);
+            default: the recipe's ``model``.
+        data: a :class:`~nnshrink.data.DataBundle` or ``(train, test[, val])`` loaders;
+            default: the recipe's ``data``.
+        task: the metric and loss (:class:`~nnshrink.train.task.Task`); default: the recipe's
+            ``metric``/``loss``, else classification.
+        final_path: also write the final model there (``.safetensors``, ``.nns`` or ``.onnx``,
+            chosen by suffix); the last row's ``size_bytes`` is that file's size.
 
     Example:
         >>> run_recipe(load_recipe("int8-ptq-lenet5"), "runs/int8")  # doctest: +SKIP
@@ -240,14 +322,15 @@ def run_recipe(
         raise RecipeError(
             f"{out} holds a previous run; pass --resume to continue it or a new --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stages").mkdir(exist_ok=True)
+    if isinstance(data, tuple | list):
+        data = DataBundle(*data, name="user data")
     torch.set_num_threads(int(recipe.measure.get("threads", 2)))
     seed_everything(recipe.seed)
-    run = _Run(recipe, out, progress, log)
+    run = _Run(recipe, out, progress, log, data=data, task=task)
+    model = run.initial_model() if model is None else model.to(run.device)
+    out.mkdir(parents=True, exist_ok=True)  # only after model and data are known to be good
+    (out / "stages").mkdir(exist_ok=True)
     state: dict[str, Any] = {"fingerprint": recipe.fingerprint(), "finished": [], "rows": []}
-    model = run.initial_model()
-    baseline_path = out / "stages" / "baseline.safetensors"
     start = 0
     if resume and state_file.is_file():
         state = json.loads(state_file.read_text())
@@ -255,62 +338,97 @@ def run_recipe(
             raise RecipeError(f"{out} was produced by a different recipe; use a new --out")
         for entry in reversed(state["finished"]):
             if entry.get("checkpoint"):
-                model, _ = load_checkpoint(entry["checkpoint"])
+                model = _reload(entry["checkpoint"], model, recipe).to(run.device)
                 start = entry["index"] + 1
                 break
         state["finished"] = [e for e in state["finished"] if e["index"] < start]
         state["rows"] = state["rows"][: start + 1]
         log(f"resuming after stage {start} of {len(recipe.stages)}")
+    baseline_path = out / "stages" / "00-original.safetensors"
     if not state["rows"]:
         log("measuring the original model")
-        state["rows"].append(run.measure(model, "original", {"stage": "original"}))
+        extra = {"stage": "original"}
+        saved = _save_stage(model, baseline_path)
+        if saved:
+            extra.update(file_bytes=file_bytes(saved), checkpoint=str(saved))
+        state["rows"].append(run.measure(model, "original", extra))
         _write_state(state_file, state)
     baseline = None
     for index in range(start, len(recipe.stages)):
         stage = recipe.stages[index]
-        if baseline is None and (stage.name in TECHNIQUE_STAGES or stage.name == "distill"):
-            baseline = _baseline(model, baseline_path, state, state_file)
+        if baseline is None and (is_technique_stage(stage) or stage.name == "distill"):
+            baseline = _baseline(model, out, state, recipe)
+            _write_state(state_file, state)
         label = f"{index + 1}:{stage.name}"
         log(f"stage {label} ({stage.config.kind})")
         model, details = run.run_stage(index, stage, model, baseline)
-        ckpt_path = out / "stages" / f"{index + 1:02d}-{stage.name}.safetensors"
-        try:
-            if is_main_process():
-                save_checkpoint(model, ckpt_path, extra={"stage": stage.name, "index": index})
-            barrier()
-            checkpoint = str(ckpt_path)
-        except (ArchitectureError, TypeError, ValueError) as exc:
-            checkpoint = None  # e.g. a runtime-backed int8 module: resume redoes this stage
-            details["checkpoint_error"] = str(exc)
-        extra = {"stage": stage.name}
+        suffix = ".onnx" if is_runtime_module(model) else ".safetensors"
+        saved = _save_stage(
+            model, out / "stages" / f"{index + 1:02d}-{stage.name}{suffix}", details
+        )
+        checkpoint = str(saved) if saved and suffix == ".safetensors" else None
+        extra: dict[str, Any] = {"stage": stage.name}
         if details.get("encoded"):
             extra.update(encoded=True, file_bytes=details["file_bytes"])
-        elif checkpoint:
-            extra["file_bytes"] = file_bytes(checkpoint)
+        elif saved:
+            extra["file_bytes"] = file_bytes(saved)
         row = run.measure(model, label, extra)
         state["rows"].append(row)
         state["finished"].append(
             {"index": index, "stage": stage.name, "checkpoint": checkpoint,
-             "details": _json_safe(details)}
+             "artifact": str(saved) if saved else None, "details": _json_safe(details)}
         )  # fmt: skip
         _write_state(state_file, state)
-    return _write_reports(recipe, out, model, state)
+    final = None
+    if final_path is not None:
+        final = Path(final_path)
+        if is_main_process():
+            write_model(model, final, example_inputs=run.latency_input)
+        barrier()
+        last = state["rows"][-1]
+        last.update(file_bytes=file_bytes(final), size_bytes=file_bytes(final), size_kind="file",
+                    final_path=str(final))  # fmt: skip
+        _write_state(state_file, state)
+    result = _write_reports(recipe, out, model, state, run)
+    result.final_path = final
+    return result
 
 
-def _baseline(model, path: Path, state, state_file) -> nn.Module:
-    if state.get("baseline") and Path(state["baseline"]).is_file():
-        baseline, _ = load_checkpoint(state["baseline"])
-        return baseline
-    baseline = copy.deepcopy(model).eval()
+def _save_stage(model: nn.Module, path: Path, details: dict | None = None) -> Path | None:
+    """Write a stage's artefact (checkpoint, or ONNX for runtime modules); None if impossible."""
     try:
         if is_main_process():
-            save_checkpoint(baseline, path)
+            write_model(model, path)
         barrier()
-        state["baseline"] = str(path)
-        _write_state(state_file, state)
-    except (ArchitectureError, TypeError, ValueError):
-        pass
+        return path
+    except (ArchitectureError, TypeError, ValueError) as exc:
+        if details is not None:
+            details["checkpoint_error"] = str(exc)  # resume redoes this stage
+        return None
+
+
+def _reload(path: str, model: nn.Module, recipe: Recipe) -> nn.Module:
+    return load_model_file(path, like=model, trust_code=bool(recipe.model.get("trust_code")))
+
+
+def _baseline(model: nn.Module, out: Path, state: dict[str, Any], recipe: Recipe) -> nn.Module:
+    """The model before the first compression stage (the distillation teacher), kept on disk
+    so that a resumed run distils from the same teacher."""
+    path = state.get("baseline")
+    if path and Path(path).is_file():
+        try:
+            return _reload(path, model, recipe).to(_device_of(model)).eval()
+        except (ArchitectureError, ValueError, TypeError):
+            pass
+    baseline = copy.deepcopy(model).eval()
+    saved = _save_stage(baseline, out / "stages" / "baseline.safetensors")
+    if saved:
+        state["baseline"] = str(saved)
     return baseline
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
@@ -323,78 +441,44 @@ def _ratio(a: Any, b: Any) -> float | None:
     return (a / b) if (a is not None and b) else None
 
 
-def _write_reports(recipe: Recipe, out: Path, model: nn.Module, state) -> RunResult:
+def _write_reports(recipe: Recipe, out: Path, model: nn.Module, state, run: _Run) -> RunResult:
     rows = state["rows"]
     original = rows[0]
+    headline = run.task.headline
     for row in rows:
         row["compression"] = _ratio(original.get("size_bytes"), row.get("size_bytes"))
         row["mac_reduction"] = _ratio(original.get("macs"), row.get("macs"))
         row["speedup"] = _ratio(original.get("latency_ms"), row.get("latency_ms"))
         row["speedup_onnx"] = _ratio(original.get("latency_onnx_ms"), row.get("latency_onnx_ms"))
-        if row.get("top1") is not None and original.get("top1") is not None:
-            row["top1_change"] = row["top1"] - original["top1"]
+        if row.get(headline) is not None and original.get(headline) is not None:
+            row[f"{headline}_change"] = row[headline] - original[headline]
+    paths = (out / "report.json", out / "report.md")
     if not is_main_process():
-        return RunResult(model, rows, out, out / "report.json", out / "report.md")
+        return RunResult(model, rows, out, *paths, task=run.task)
     from .plots import stage_plots  # matplotlib is imported only when a report is written
+    from .render import render_markdown
 
-    plots = stage_plots(rows, out)
+    plots = stage_plots(rows, out, metric=headline)
     report = {
         "recipe": recipe.source,
         "environment": environment(recipe.seed),
-        "eval_split": recipe.data.get("eval_split", "test"),
+        "device": str(run.device),
+        "world_size": run.dist.world_size,
+        "data": run.data.name,
+        "metric": {
+            "name": run.task.name,
+            "headline": headline,
+            "higher_is_better": run.task.higher_is_better,
+        },  # fmt: skip
+        "eval_split": run.eval_split,
         "rows": rows,
         "stages": state["finished"],
         "plots": [p.name for p in plots],
     }
-    report_json = out / "report.json"
-    atomic_write_bytes(report_json, json.dumps(_json_safe(report), indent=1).encode())
-    report_md = out / "report.md"
-    text = render_markdown(recipe.name, rows, state, plots)
-    if report["eval_split"] == "val":
-        val_size = recipe.data.get("val_size", VAL_SIZE)
-        text += (f"\nTop-1 is on the validation split: the last {val_size:,} training samples, "
-                 "which training did not see.\n")  # fmt: skip
-    atomic_write_bytes(report_md, text.encode())
-    return RunResult(model, rows, out, report_json, report_md)
-
-
-def _fmt(value: Any, pct: bool = False, suffix: str = "") -> str:
-    if value is None:
-        return "-"
-    if pct:
-        return f"{100 * value:.2f}%"
-    if isinstance(value, float):
-        return f"{value:.3g}{suffix}"
-    return f"{value:,}{suffix}"
-
-
-def render_markdown(name: str, rows, state, plots) -> str:
-    """The run report as markdown: one row per stage, ratios vs the original, plots."""
-    lines = [f"# Run report: {name}", "",
-             "| stage | top-1 | params | non-zero | MACs | bytes | compression | eager ms | "
-             "speed-up | ORT ms | ORT speed-up |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for r in rows:
-        lines.append(
-            f"| {r['label']} | {_fmt(r.get('top1'), pct=True)} | {_fmt(r.get('params'))} | "
-            f"{_fmt(r.get('nonzero_params'))} | {_fmt(r.get('macs'))} | {_fmt(r.get('size_bytes'))} | "
-            f"{_fmt(r.get('compression'), suffix='x')} | {_fmt(r.get('latency_ms'))} | "
-            f"{_fmt(r.get('speedup'), suffix='x')} | {_fmt(r.get('latency_onnx_ms'))} | "
-            f"{_fmt(r.get('speedup_onnx'), suffix='x')} |"
-        )
-    lines += ["", "Bytes: dense fp32 parameters, or the encoded file after an `encode` stage. "
-              "Latency: median, batch and threads as in the recipe's `measure`.", ""]  # fmt: skip
-    for entry in state["finished"]:
-        result = entry.get("details", {}).get("result")
-        if isinstance(result, dict) and isinstance(result.get("layers"), list):
-            layers = result["layers"]
-            if layers and isinstance(layers[0], dict):
-                keys = list(layers[0])
-                lines += [f"## Stage {entry['index'] + 1} ({entry['stage']}): per layer", "",
-                          "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]  # fmt: skip
-                for layer in layers:
-                    lines.append("| " + " | ".join(str(layer.get(k)) for k in keys) + " |")
-                lines.append("")
-    for plot in plots:
-        lines += [f"![{plot.stem}]({plot.name})", ""]
-    return "\n".join(lines)
+    atomic_write_bytes(paths[0], json.dumps(_json_safe(report), indent=1).encode())
+    text = render_markdown(recipe.name, rows, state, plots, headline=headline)
+    if run.eval_split == "val":
+        text += (f"\n{headline} is measured on the validation split, which training did not "
+                 "see.\n")  # fmt: skip
+    atomic_write_bytes(paths[1], text.encode())
+    return RunResult(model, rows, out, *paths, task=run.task)

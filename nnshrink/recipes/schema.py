@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from ..core.config import Config, ConfigError
+from ..utils.references import is_reference
 
 TECHNIQUE_STAGES = ("prune", "quantize", "share", "decompose", "compact")
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -144,7 +145,16 @@ class Stage:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A validated recipe."""
+    """A validated recipe.
+
+    ``model`` has one of ``name`` (zoo), ``checkpoint`` (a ``.safetensors`` or ``.nns`` file),
+    ``factory`` (``"package.module:callable"``, with ``kwargs``) or ``hf`` (a local Hugging Face
+    model folder), and optionally ``trust_code`` (let a checkpoint import the factory it names).
+    ``data`` has one of ``name``, ``factory``, ``file`` or ``image_dir`` (see
+    :mod:`nnshrink.data.source`). ``metric`` / ``loss`` name the user's metric and training loss;
+    ``device`` is ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; ``amp`` is
+    ``bf16`` or ``fp16`` mixed precision for training stages.
+    """
 
     name: str
     model: dict[str, Any]
@@ -153,17 +163,35 @@ class Recipe:
     seed: int = 0
     measure: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metric: str | None = None
+    loss: str | None = None
+    device: str = "auto"
+    amp: str | None = None
 
     def fingerprint(self) -> str:
         """Hash of the recipe content: a resumed run must use the same recipe."""
         return hashlib.sha256(json.dumps(self.source, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_TOP_KEYS = {"name", "model", "data", "stages", "seed", "measure"}
-_MODEL_KEYS = {"name", "checkpoint", "kwargs"}
-_DATA_KEYS = {"name", "root", "batch_size", "limit", "train_limit", "eval_split", "val_size"}
+_TOP_KEYS = {
+    "name",
+    "model",
+    "data",
+    "stages",
+    "seed",
+    "measure",
+    "metric",
+    "loss",
+    "device",
+    "amp",
+}
+MODEL_SOURCES = ("name", "checkpoint", "factory", "hf")
+_MODEL_KEYS = {*MODEL_SOURCES, "kwargs", "trust_code"}
+_DATA_KEYS = {"name", "factory", "file", "image_dir", "kwargs", "root", "batch_size", "limit",
+              "train_limit", "eval_split", "val_size", "image_size"}  # fmt: skip
 EVAL_SPLITS = ("test", "val")
 _MEASURE_KEYS = {"latency", "runs", "threads", "batch_size"}
+AMP_MODES = ("bf16", "fp16")
 
 
 def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
@@ -176,17 +204,32 @@ def _register_techniques() -> None:
     """Import every technique package so that their config kinds are known."""
     import importlib
 
-    for name in (
-        "pruning",
-        "quantization",
-        "sharing",
-        "binary",
-        "lowrank",
-        "compact",
-        "distill",
-        "pipelines",
-    ):
+    for name in ("pruning", "quantization", "sharing", "binary", "lowrank", "compact", "distill",
+                 "pipelines"):  # fmt: skip
         importlib.import_module(f"nnshrink.{name}")
+
+
+class _Errors:
+    """Collects every problem of a recipe so that one message lists them all (as pydantic does)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def check(self, fn, *args):
+        try:
+            return fn(*args)
+        except RecipeError as exc:
+            self.messages.append(str(exc))
+        except ConfigError as exc:
+            self.messages.append(str(exc))
+        return None
+
+    def raise_if_any(self) -> None:
+        if len(self.messages) == 1:
+            raise RecipeError(self.messages[0])
+        if self.messages:
+            listed = "\n".join(f"  - {m}" for m in self.messages)
+            raise RecipeError(f"{len(self.messages)} problems in the recipe:\n{listed}")
 
 
 def parse_recipe(source: dict[str, Any], base_dir: str | os.PathLike | None = None) -> Recipe:
@@ -194,47 +237,151 @@ def parse_recipe(source: dict[str, Any], base_dir: str | os.PathLike | None = No
 
     Args:
         source: the recipe mapping.
-        base_dir: directory that relative checkpoint paths are resolved against.
+        base_dir: directory that relative checkpoint / data paths are resolved against.
 
     Raises:
-        RecipeError: naming the stage index and name, the field and what is allowed.
+        RecipeError: listing every problem, each naming the stage index and name, the field and
+            what is allowed.
     """
-    from ..data import names as data_names
-    from ..models import list_models
-
     _register_techniques()
     if not isinstance(source, dict):
         raise RecipeError("a recipe must be a mapping with model, data and stages")
-    _check_keys("recipe", source, _TOP_KEYS)
+    errors = _Errors()
+    errors.check(_check_keys, "recipe", source, _TOP_KEYS)
     for key in ("model", "data", "stages"):
         if key not in source:
-            raise RecipeError(f"recipe: missing required key {key!r}")
-    model = source["model"]
+            errors.messages.append(f"recipe: missing required key {key!r}")
+    model = errors.check(_parse_model, source.get("model"), base_dir) if "model" in source else None
+    data = errors.check(_parse_data, source.get("data"), base_dir) if "data" in source else None
+    measure = source.get("measure") or {}
+    if not isinstance(measure, dict):
+        errors.messages.append("measure: expected a mapping")
+        measure = {}
+    errors.check(_check_keys, "measure", measure, _MEASURE_KEYS)
+    seed = source.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        errors.messages.append(f"seed: expected an integer, got {seed!r}")
+    for key in ("metric", "loss"):
+        value = source.get(key)
+        if value is not None and not is_reference(value):
+            errors.messages.append(f"{key}: expected 'package.module:callable', got {value!r}")
+    device = source.get("device", "auto")
+    errors.check(_check_device, device)
+    amp = source.get("amp")
+    if amp is not None and amp not in AMP_MODES:
+        errors.messages.append(f"amp: expected one of {list(AMP_MODES)}, got {amp!r}")
+    stages: list[Stage] = []
+    raw_stages = source.get("stages")
+    if "stages" in source and (not isinstance(raw_stages, list) or not raw_stages):
+        errors.messages.append("stages: expected a non-empty list")
+    elif isinstance(raw_stages, list):
+        for i, raw in enumerate(raw_stages):
+            stage = errors.check(_parse_stage, i, raw)
+            if stage is not None:
+                stages.append(stage)
+    errors.raise_if_any()
+    name = source.get("name") or _default_name(model)
+    return Recipe(
+        name=str(name), model=model, data=data, stages=tuple(stages), seed=seed,
+        measure=dict(measure), source=source, metric=source.get("metric"),
+        loss=source.get("loss"), device=str(device), amp=amp,
+    )  # fmt: skip
+
+
+def _default_name(model: dict[str, Any]) -> str:
+    if "name" in model:
+        return model["name"]
+    if "checkpoint" in model:
+        return Path(model["checkpoint"]).stem
+    if "hf" in model:
+        return Path(model["hf"]).name
+    return model["factory"].rpartition(":")[2]
+
+
+def _check_device(device: Any) -> None:
+    from ..utils.device import DEVICE_HELP, parse_device
+
+    try:
+        parse_device(device)
+    except ValueError:
+        raise RecipeError(f"device: {DEVICE_HELP}, got {device!r}") from None
+
+
+def _parse_model(model: Any, base_dir) -> dict[str, Any]:
+    from ..models import list_models
+
     if not isinstance(model, dict):
-        raise RecipeError("model: expected a mapping like {name: lenet300} or {checkpoint: PATH}")
+        raise RecipeError(
+            "model: expected a mapping like {name: resnet20}, {checkpoint: PATH}, "
+            "{factory: 'package.module:callable', kwargs: {...}} or {hf: DIR}"
+        )
     _check_keys("model", model, _MODEL_KEYS)
-    if ("name" in model) == ("checkpoint" in model):
-        raise RecipeError("model: give exactly one of 'name' or 'checkpoint'")
+    given = [k for k in MODEL_SOURCES if k in model]
+    if len(given) != 1:
+        raise RecipeError(
+            f"model: give exactly one of {list(MODEL_SOURCES)}, got {given or 'none'}"
+        )
     model = dict(model)
     if "name" in model and model["name"] not in list_models():
         raise RecipeError(
-            f"model.name: unknown model {model['name']!r}; choose from {list_models()}"
+            f"model.name: unknown model {model['name']!r}; choose from {list_models()} (or name "
+            "your own with factory: 'package.module:callable')"
         )
-    if "checkpoint" in model:
-        path = Path(model["checkpoint"])
-        if not path.is_absolute() and base_dir is not None:
-            path = Path(base_dir) / path
-        if not path.is_file():
-            raise RecipeError(f"model.checkpoint: file {str(path)!r} does not exist")
-        model["checkpoint"] = str(path)
-    data = source["data"]
+    if "factory" in model and not is_reference(model["factory"]):
+        raise RecipeError(
+            f"model.factory: expected 'package.module:callable', got {model['factory']!r}"
+        )
+    if "kwargs" in model and not isinstance(model["kwargs"], dict):
+        raise RecipeError("model.kwargs: expected a mapping of keyword arguments")
+    if "trust_code" in model and not isinstance(model["trust_code"], bool):
+        raise RecipeError("model.trust_code: expected true/false")
+    for key in ("checkpoint", "hf"):
+        if key in model:
+            path = _resolve(model[key], base_dir)
+            exists = path.is_file() if key == "checkpoint" else path.is_dir()
+            if not exists:
+                what = "file" if key == "checkpoint" else "folder"
+                raise RecipeError(f"model.{key}: {what} {str(path)!r} does not exist")
+            model[key] = str(path)
+    return model
+
+
+def _resolve(value: Any, base_dir) -> Path:
+    path = Path(str(value))
+    if not path.is_absolute() and base_dir is not None and not path.exists():
+        path = Path(base_dir) / path
+    return path
+
+
+def _parse_data(data: Any, base_dir) -> dict[str, Any]:
+    from ..data import names as data_names
+    from ..data.source import SOURCE_KEYS
+
     if isinstance(data, str):
-        data = {"name": data}
+        data = {"factory": data} if is_reference(data) else {"name": data}
     if not isinstance(data, dict):
-        raise RecipeError("data: expected a data set name or a mapping with 'name'")
+        raise RecipeError("data: expected a data set name or a mapping with one of "
+                          f"{list(SOURCE_KEYS)}")  # fmt: skip
     _check_keys("data", data, _DATA_KEYS)
-    if data.get("name") not in data_names():
-        raise RecipeError(f"data.name: {data.get('name')!r} is not one of {data_names()}")
+    given = [k for k in SOURCE_KEYS if k in data]
+    if len(given) != 1:
+        raise RecipeError(f"data: give exactly one of {list(SOURCE_KEYS)}, got {given or 'none'}")
+    data = dict(data)
+    if "name" in data and data["name"] not in data_names():
+        raise RecipeError(
+            f"data.name: {data.get('name')!r} is not one of {data_names()} (or give factory: "
+            "'package.module:callable', file: PATH.pt|.npz or image_dir: DIR)"
+        )
+    if "factory" in data and not is_reference(data["factory"]):
+        raise RecipeError(
+            f"data.factory: expected 'package.module:callable', got {data['factory']!r}"
+        )
+    for key in ("file", "image_dir"):
+        if key in data:
+            path = _resolve(data[key], base_dir)
+            if not (path.is_file() if key == "file" else path.is_dir()):
+                raise RecipeError(f"data.{key}: {str(path)!r} does not exist")
+            data[key] = str(path)
     if data.get("eval_split", "test") not in EVAL_SPLITS:
         raise RecipeError(
             f"data.eval_split: expected one of {list(EVAL_SPLITS)} ('val': measure top-1 on the "
@@ -242,50 +389,38 @@ def parse_recipe(source: dict[str, Any], base_dir: str | os.PathLike | None = No
         )
     if "val_size" in data and data.get("eval_split", "test") != "val":
         raise RecipeError("data.val_size: only used with eval_split: val (add it or drop val_size)")
-    for key in ("batch_size", "limit", "train_limit", "val_size"):
+    for key in ("batch_size", "limit", "train_limit", "val_size", "image_size"):
         value = data.get(key)
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or value < 1
         ):
             raise RecipeError(f"data.{key}: expected a positive integer, got {value!r}")
-    measure = source.get("measure") or {}
-    if not isinstance(measure, dict):
-        raise RecipeError("measure: expected a mapping")
-    _check_keys("measure", measure, _MEASURE_KEYS)
-    seed = source.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise RecipeError(f"seed: expected an integer, got {seed!r}")
-    raw_stages = source["stages"]
-    if not isinstance(raw_stages, list) or not raw_stages:
-        raise RecipeError("stages: expected a non-empty list")
-    stages = tuple(_parse_stage(i, raw) for i, raw in enumerate(raw_stages))
-    name = source.get("name") or (model.get("name") or Path(model["checkpoint"]).stem)
-    return Recipe(
-        name=str(name),
-        model=model,
-        data=dict(data),
-        stages=stages,
-        seed=seed,
-        measure=dict(measure),
-        source=source,
-    )
+    return data
 
 
 def _parse_stage(index: int, raw: Any) -> Stage:
     if not isinstance(raw, dict) or len(raw) != 1:
         raise RecipeError(
             f"stages[{index}]: each stage is a one-key mapping like '- prune: {{...}}'; "
-            f"stages: {list(ALL_STAGES)}"
+            f"stages: {list(ALL_STAGES)} or a technique kind {_technique_kinds()[:6]}..."
         )
     ((name, body),) = raw.items()
     where = f"stages[{index}] ({name})"
-    if name not in ALL_STAGES:
-        raise RecipeError(f"stages[{index}]: unknown stage {name!r}; allowed: {list(ALL_STAGES)}")
+    kinds = _technique_kinds()
+    if name not in ALL_STAGES and name not in kinds:
+        raise RecipeError(
+            f"stages[{index}]: unknown stage {name!r}; allowed: {list(ALL_STAGES)} or a technique "
+            f"kind {kinds}"
+        )
     body = {} if body is None else body
     if not isinstance(body, dict):
         raise RecipeError(f"{where}: expected a mapping of parameters, got {body!r}")
     try:
-        if name in TECHNIQUE_STAGES:
+        if name in kinds:  # the technique's own name as the stage: - structured-pruning: {...}
+            if "type" in body and body["type"] != name:
+                raise RecipeError(f"{where}: 'type' is the stage name already; drop it")
+            config = Config.from_dict({**body, "type": name})
+        elif name in TECHNIQUE_STAGES:
             if "type" not in body:
                 raise RecipeError(
                     f"{where}: missing 'type' (the technique config kind, e.g. "
@@ -304,6 +439,11 @@ def _parse_stage(index: int, raw: Any) -> Stage:
     except ConfigError as exc:
         raise RecipeError(f"{where}: {exc}") from None
     return Stage(name=name, config=config)
+
+
+def is_technique_stage(stage: Stage) -> bool:
+    """Whether a stage applies a technique through ``compress_`` (not train/distill/encode/...)."""
+    return stage.name not in STAGE_SCHEMAS
 
 
 def _technique_kinds() -> list[str]:

@@ -36,11 +36,18 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_distributed(backend: str | None = None) -> DistInfo:
+def init_distributed(
+    device: torch.device | str | None = None, backend: str | None = None
+) -> DistInfo:
     """Join the process group described by torchrun's environment variables.
 
+    On CUDA each process takes the GPU of its ``LOCAL_RANK`` (``torch.cuda.set_device``) and the
+    group uses nccl; on CPU gloo.
+
     Args:
-        backend: ``"gloo"`` (CPU) or ``"nccl"`` (GPU); default picks by CUDA availability.
+        device: the device the run asked for (``cuda`` picks ``cuda:LOCAL_RANK``); default:
+            CUDA when available.
+        backend: override ``"gloo"`` / ``"nccl"``.
 
     Returns:
         This process's :class:`DistInfo` (rank 0 of 1 without torchrun, and nothing is started).
@@ -48,13 +55,19 @@ def init_distributed(backend: str | None = None) -> DistInfo:
     Example:
         >>> info = init_distributed()  # under: torchrun --nproc-per-node 2 script.py  # doctest: +SKIP
     """
+    if device in ("gloo", "nccl"):  # the old positional backend argument
+        device, backend = None, device
     world = env_world_size()
     if world <= 1:
         return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    kind = torch.device(device).type if device is not None else None
+    cuda = kind == "cuda" or (kind is None and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        dist.init_process_group(backend=backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def current() -> DistInfo:
@@ -73,8 +86,12 @@ def is_main_process() -> bool:
 
 def wrap_ddp(model: nn.Module) -> nn.Module:
     """Wrap in ``DistributedDataParallel`` when a group with more than one process exists."""
-    if current().world_size <= 1:
+    info = current()
+    if info.world_size <= 1:
         return model
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "cuda":
+        return DistributedDataParallel(model, device_ids=[device.index], output_device=device.index)
     return DistributedDataParallel(model)
 
 

@@ -12,6 +12,17 @@ from torch import nn
 Criterion = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+def is_class_batch(logits: Any, targets: Any) -> bool:
+    """Whether ``(logits, targets)`` look like classification: ``(N, C)`` and integer ``(N,)``."""
+    return (
+        isinstance(logits, torch.Tensor)
+        and isinstance(targets, torch.Tensor)
+        and logits.dim() == 2
+        and targets.dim() == 1
+        and not targets.is_floating_point()
+    )
+
+
 def default_criterion(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     """Cross-entropy on ``model(x)``; returns ``(loss, logits)``."""
     logits = model(x)
@@ -37,14 +48,24 @@ def evaluate(
         >>> evaluate(model, loader("mnist", "test"))  # doctest: +SKIP
         {'top1': 0.991, 'top5': 1.0, 'loss': 0.03, 'samples': 10000}
     """
+    from ..core.modules import model_device, to_device
+
     criterion = criterion or default_criterion
     was_training = model.training
     model.eval()
+    device = model_device(model)
     correct1 = correct5 = samples = 0
     loss_sum = 0.0
     try:
         for x, y in loader:
+            x, y = to_device(x, device), to_device(y, device)
             loss, logits = criterion(model, x, y)
+            if not is_class_batch(logits, y):
+                raise ValueError(
+                    "evaluate computes top-1 for classifiers (logits (N, C) and integer labels); "
+                    "for another task pass a metric (Python: Task(metric=fn); CLI: --metric "
+                    "package.module:fn)"
+                )
             k = min(5, logits.shape[1])
             top = logits.topk(k, dim=1).indices
             hits = top == y[:, None]

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core.modules import model_device, to_device
 from ..utils.atomic import atomic_writer
 from ..utils.seed import seed_everything
 from .callbacks import Callback
 from .distributed import is_main_process, unwrap
-from .evaluate import Criterion, default_criterion, evaluate
+from .evaluate import Criterion, default_criterion, evaluate, is_class_batch
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -86,6 +87,15 @@ def make_schedule(
     raise ValueError(f"unknown schedule {name!r}; choose from {SCHEDULES}")
 
 
+def _autocast(device: torch.device, amp: str | None):
+    import contextlib
+
+    if amp is None:
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -103,6 +113,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
+    amp: str | None = None,
 ) -> History:
     """Train ``model`` in place for ``epochs`` epochs and return per-epoch metrics.
 
@@ -122,6 +133,10 @@ def fit(
         checkpoint: file to save the full training state to after every epoch (atomic).
         resume: continue from ``checkpoint`` if it exists, skipping the finished epochs.
         progress: show a progress bar (only when stderr is a terminal).
+        amp: mixed precision, ``"bf16"`` or ``"fp16"`` (autocast on the model's device; fp16 on
+            CUDA uses a gradient scaler); ``None`` trains in the parameters' dtype.
+
+    Batches are moved to the model's device, so a model on CUDA trains from CPU loaders.
 
     Example:
         >>> from nnshrink import data, models
@@ -130,6 +145,11 @@ def fit(
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if amp not in (None, "bf16", "fp16"):
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    device = model_device(model)
+    autocast = _autocast(device, amp)
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.type == "cuda" else None
     seed_everything(seed)
     criterion = criterion or default_criterion
     opt = (
@@ -160,31 +180,45 @@ def fit(
             cb.on_epoch_begin(model, epoch)
         model.train()
         loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        classify = True  # top-1 only means something for (N, C) logits and integer labels
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
         for x, y in bar:
-            loss, logits = criterion(model, x, y)
+            x, y = to_device(x, device), to_device(y, device)
+            with autocast():
+                loss, logits = criterion(model, x, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step}; lower the LR"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
             for cb in callbacks:
                 cb.on_after_backward(model)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             sched.step()
             for cb in callbacks:
                 cb.on_step_end(model, step)
             step += 1
             loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
+            classify = classify and is_class_batch(logits, y)
+            if classify:
+                correct += int((logits.detach().argmax(1) == y).sum())
             seen += len(y)
             if show:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / max(seen, 1):.4f}")
+                acc = f"{correct / max(seen, 1):.4f}" if classify else "-"
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=acc)
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
-            "train_top1": correct / max(seen, 1),
+            "train_top1": correct / max(seen, 1) if classify else None,
             "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
         }
