@@ -108,6 +108,8 @@ class _Run:
         self.dist = init_distributed(self.device)
         if self.dist.world_size > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process
+        if data is None and not recipe.data:
+            raise RecipeError("the recipe names no data: add data: {...} or pass data= to run_recipe")
         try:
             self.task = task or task_from_references(recipe.metric, recipe.loss)
             self.data = data or open_data(
@@ -118,7 +120,7 @@ class _Run:
             raise RecipeError(f"data: {exc}") from None
         if self.data.train is None:
             raise RecipeError(f"data: {self.data.name} has no training batches")
-        val = recipe.data.get("eval_split", "test") == "val"
+        val = (recipe.data or {}).get("eval_split", "test") == "val"
         self.eval_split = "val" if val else "test"
         self.test_loader = self.data.val if val else self.data.test
         if self.test_loader is None:
@@ -130,6 +132,8 @@ class _Run:
 
     # -- model -----------------------------------------------------------------------------
     def initial_model(self) -> nn.Module:
+        if not self.recipe.model:
+            raise RecipeError("the recipe names no model: add model: {...} or pass model= to run_recipe")
         try:
             model = build_model(self.recipe.model, self.data)
         except (ReferenceError_, ArchitectureError, ValueError, TypeError) as exc:
@@ -236,7 +240,7 @@ class _Run:
         teacher = baseline
         if config.teacher != "baseline":
             teacher = load_model_file(
-                config.teacher, trust_code=bool(self.recipe.model.get("trust_code"))
+                config.teacher, trust_code=bool((self.recipe.model or {}).get("trust_code"))
             )
         teacher = teacher.to(self.device)
         result = distill(
@@ -408,7 +412,7 @@ def _save_stage(model: nn.Module, path: Path, details: dict | None = None) -> Pa
 
 
 def _reload(path: str, model: nn.Module, recipe: Recipe) -> nn.Module:
-    return load_model_file(path, like=model, trust_code=bool(recipe.model.get("trust_code")))
+    return load_model_file(path, like=model, trust_code=bool((recipe.model or {}).get("trust_code")))
 
 
 def _baseline(model: nn.Module, out: Path, state: dict[str, Any], recipe: Recipe) -> nn.Module:

@@ -157,8 +157,8 @@ class Recipe:
     """
 
     name: str
-    model: dict[str, Any]
-    data: dict[str, Any]
+    model: dict[str, Any] | None
+    data: dict[str, Any] | None
     stages: tuple[Stage, ...]
     seed: int = 0
     measure: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -248,9 +248,9 @@ def parse_recipe(source: dict[str, Any], base_dir: str | os.PathLike | None = No
         raise RecipeError("a recipe must be a mapping with model, data and stages")
     errors = _Errors()
     errors.check(_check_keys, "recipe", source, _TOP_KEYS)
-    for key in ("model", "data", "stages"):
-        if key not in source:
-            errors.messages.append(f"recipe: missing required key {key!r}")
+    # model and data may be left out when a Python caller passes them to run_recipe
+    if "stages" not in source:
+        errors.messages.append("recipe: missing required key 'stages'")
     model = errors.check(_parse_model, source.get("model"), base_dir) if "model" in source else None
     data = errors.check(_parse_data, source.get("data"), base_dir) if "data" in source else None
     measure = source.get("measure") or {}
@@ -280,7 +280,7 @@ def parse_recipe(source: dict[str, Any], base_dir: str | os.PathLike | None = No
             if stage is not None:
                 stages.append(stage)
     errors.raise_if_any()
-    name = source.get("name") or _default_name(model)
+    name = source.get("name") or (_default_name(model) if model else "run")
     return Recipe(
         name=str(name), model=model, data=data, stages=tuple(stages), seed=seed,
         measure=dict(measure), source=source, metric=source.get("metric"),

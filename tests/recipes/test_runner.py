@@ -169,3 +169,69 @@ def test_eval_split_val_trains_on_the_rest_and_measures_on_val(tmp_path, tiny_re
     tiny_recipe["data"]["train_limit"] = 512
     run = runner_module._Run(parse_recipe(tiny_recipe), tmp_path / "b", False, _quiet)
     assert run.train_loader.num_samples == 512
+
+
+def test_python_caller_runs_a_recipe_on_their_own_model_and_loaders(tmp_path):
+    from tests.usercode import make_data, make_model
+
+    train, test = make_data(batch_size=32)
+    model = make_model(width=16)
+    recipe = parse_recipe({
+        "stages": [
+            {"train": {"epochs": 3, "lr": 0.01}},
+            {"structured-pruning": {"ratio": 0.5}},  # sparsity after the vocabulary merge
+            {"finetune": {"epochs": 2, "lr": 0.005}},
+        ],
+        "measure": {"latency": False},
+    })  # fmt: skip
+    final = tmp_path / "pruned.safetensors"
+    result = run_recipe(recipe, tmp_path / "run", model=model, data=(train, test),
+                        progress=False, log=_quiet, final_path=final)  # fmt: skip
+    rows = {r["label"]: r for r in result.rows}
+    assert result.model is model  # the user's module was edited in place
+    assert (
+        model.head.in_features == 8
+        and rows["2:structured-pruning"]["params"] < rows["1:train"]["params"]
+    )
+    assert rows["3:finetune"]["top1"] > 0.9 and rows["1:train"]["top1"] > 0.9
+    assert rows["3:finetune"]["size_bytes"] == final.stat().st_size  # the file written
+    assert rows["original"]["size_kind"] == "file"
+
+
+def test_recipe_names_user_factories_and_metric(tmp_path):
+    source = {
+        "model": {"factory": "tests.usercode:make_model", "kwargs": {"width": 8}},
+        "data": {"factory": "tests.usercode:make_data", "batch_size": 32},
+        "metric": "tests.usercode:error_rate",
+        "device": "cpu",
+        "measure": {"latency": False},
+        "stages": [{"train": {"epochs": 3, "lr": 0.01}}, {"magnitude-pruning": {"sparsity": 0.5}}],
+    }
+    result = run_recipe(parse_recipe(source), tmp_path, progress=False, log=_quiet)
+    assert [r["label"] for r in result.rows] == ["original", "1:train", "2:magnitude-pruning"]
+    assert result.task.headline == "error" and result.rows[1]["error"] < result.rows[0]["error"]
+    report = json.loads(result.report_json.read_text())
+    assert report["metric"] == {"name": "tests.usercode:error_rate", "headline": "error",
+                                "higher_is_better": False} and report["device"] == "cpu"  # fmt: skip
+    assert "| stage | error |" in result.report_md.read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": {"factory": "tests.nowhere:make"}}, "cannot import module 'tests.nowhere'"),
+        ({"model": {"factory": "tests.usercode:not_a_model"}}, "not an nn.Module"),
+        ({"data": {"factory": "tests.usercode:bad_data"}}, r"\(train, test\)"),
+        ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_references_fail_before_anything_is_written(tmp_path, change, message):
+    source = {
+        "model": {"factory": "tests.usercode:make_model"},
+        "data": {"factory": "tests.usercode:make_data"},
+        "stages": [{"train": {"epochs": 1}}],
+        **change,
+    }
+    with pytest.raises(RecipeError, match=message):
+        run_recipe(parse_recipe(source), tmp_path / "out", progress=False, log=_quiet)
+    assert not (tmp_path / "out").exists()
