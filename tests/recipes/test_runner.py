@@ -178,9 +178,9 @@ def test_python_caller_runs_a_recipe_on_their_own_model_and_loaders(tmp_path):
     model = make_model(width=16)
     recipe = parse_recipe({
         "stages": [
-            {"train": {"epochs": 3, "lr": 0.01}},
+            {"train": {"epochs": 4, "lr": 0.01}},
             {"structured-pruning": {"ratio": 0.5}},  # sparsity after the vocabulary merge
-            {"finetune": {"epochs": 2, "lr": 0.005}},
+            {"finetune": {"epochs": 4, "lr": 0.01}},
         ],
         "measure": {"latency": False},
     })  # fmt: skip
