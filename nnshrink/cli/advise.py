@@ -19,7 +19,9 @@ def register(subparsers) -> None:
         "rules of thumb, run them under successive halving within --time-limit, and write a "
         "Pareto report and the recipe of the most accurate candidate that meets every limit.",
     )
-    p.add_argument("checkpoint", help="the trained model (checkpoint file)")
+    from .common import add_model_args
+
+    add_model_args(p)
     p.add_argument("--data", required=True, choices=names(), help="data set")
     p.add_argument("--data-root", default=None, help="directory with the data files")
     p.add_argument("--max-bytes", default=None, help="artifact size limit, e.g. 20KB, 1.5MB")
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the budget, run the advisor, print the verdict and the table."""
     from ..advise import Budget, BudgetError, advise, parse_size
     from ..data import DataNotFoundError
-    from .common import load_model_arg
+    from .common import load_model
 
     try:
         budget = Budget(
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             raise BudgetError(f"--val-size must be >= 0, got {args.val_size}")
     except BudgetError as exc:
         raise CLIError(str(exc)) from None
-    model, _ = load_model_arg(args.checkpoint)
+    model, _ = load_model(args)
 
     def log(line: str) -> None:
         print(f"[nnshrink advise] {line}", file=sys.stderr)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import CLIError, add_data_args, add_json_arg, data_loaders, emit, load_model_arg
+from .common import (
+    CLIError,
+    add_data_args,
+    add_json_arg,
+    add_model_args,
+    emit,
+    load_model,
+    open_data_args,
+)
 
 
 def register(subparsers) -> None:
@@ -14,8 +22,8 @@ def register(subparsers) -> None:
         "deep-compress",
         help="Deep Compression: iterative pruning, k-means sharing, Huffman, .nns file",
     )
-    p.add_argument("checkpoint", help="trained checkpoint (.safetensors)")
-    add_data_args(p)
+    add_model_args(p)
+    add_data_args(p, batch_size=64)
     p.add_argument("--out", required=True, help="the .nns file to write")
     p.add_argument("--sparsity", type=float, default=0.92, help="final pruned fraction")
     p.add_argument(
@@ -44,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     add_json_arg(p)
-    p.set_defaults(func=run, batch_size=64)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except (ConfigError, json.JSONDecodeError) as exc:
         raise CLIError(str(exc)) from None
-    model, _ = load_model_arg(args.checkpoint)
-    train_loader, test_loader = data_loaders(args, seed=args.seed)
+    data = open_data_args(args)
+    model, _ = load_model(args, data=data)
+    train_loader, test_loader = data.train, data.test
     quiet = args.json
 
     def log(line: str) -> None:

@@ -1,39 +1,45 @@
-"""``nnshrink distill``: train a student from a teacher checkpoint and report teacher vs student.
+"""``nnshrink distill``: train a student from a teacher and report teacher vs student.
 
-Methods: ``kd`` (Hinton soft targets), ``fitnets`` (hint stage, then KD), ``at`` (attention
-transfer + cross-entropy), ``sp`` (similarity preserving + cross-entropy). Feature pairs are found
-automatically (last layer at each common resolution) unless ``--features s:t,...`` is given.
-The report's "before" column is the teacher, "after" the distilled student.
+Methods: :data:`nnshrink.distill.METHODS` — ``kd`` (Hinton soft targets), ``fitnets`` (hint
+stage, then KD), ``at`` (attention transfer + cross-entropy), ``sp`` (similarity preserving +
+cross-entropy), ``rkd`` (relational KD), and the methods the distill package adds. Feature pairs
+are found automatically (last layer at each common resolution) unless ``--features s:t,...`` is
+given. The report's "before" column is the teacher, "after" the distilled student.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from .common import (
     CLIError,
     add_data_args,
+    add_device_args,
     add_json_arg,
-    data_loaders,
+    add_measure_args,
+    add_run_args,
     emit,
-    example_input,
-    load_model_arg,
-    model_kwargs_for_data,
+    model_spec,
+    recipe_source,
+    run_stages,
+    stage_details,
 )
-
-METHODS = ("kd", "fitnets", "at", "sp")
 
 
 def register(subparsers) -> None:
     """Add the ``distill`` subcommand."""
+    from ..distill import METHODS
+
     p = subparsers.add_parser(
-        "distill",
-        help="knowledge distillation: train a student from a teacher",
-        description="Distill --teacher (checkpoint) into --student (zoo name or checkpoint).",
-    )
-    p.add_argument("--teacher", required=True, help="teacher checkpoint (or zoo name)")
-    p.add_argument("--student", required=True, help="student zoo name or checkpoint")
+        "distill", help="knowledge distillation: train a student from a teacher",
+        description="Distill --teacher into --student (each a checkpoint, zoo name, "
+        "'package.module:callable' factory or hf:DIR).",
+    )  # fmt: skip
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (or zoo name / factory)")
+    p.add_argument("--student", required=True, help="student zoo name, checkpoint or factory")
+    p.add_argument("--model-kwargs", type=lambda s: __import__("json").loads(s), default=None,
+                   help="JSON keyword arguments for the student's factory")  # fmt: skip
+    p.add_argument("--trust-code", action="store_true", help="let checkpoints import their factory")
     add_data_args(p)
     p.add_argument("--method", choices=METHODS, default="kd", help="distillation method")
     p.add_argument("--epochs", type=int, default=1, help="distillation epochs")
@@ -45,37 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--gamma", type=float, default=3000.0, help="similarity-preserving weight")
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="student checkpoint to write (.safetensors)")
-    add_latency_args(p)
+    add_device_args(p)
+    add_measure_args(p, runs=20)
+    add_run_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
-
-
-def add_latency_args(p: argparse.ArgumentParser) -> None:
-    """``--no-latency``, ``--latency-threads``, ``--runs`` (shared with ``nnshrink compact``)."""
-    p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
-    p.add_argument("--latency-threads", type=int, default=2, help="threads for latency")
-    p.add_argument("--runs", type=int, default=20, help="timed runs for latency")
-
-
-def measure(model, args: argparse.Namespace, loader) -> dict[str, Any]:
-    """Params, MACs, size, eager latency (unless ``--no-latency``) and test accuracy."""
-    from ..metrics import snapshot
-
-    model.eval()
-    try:
-        return snapshot(
-            model,
-            example_input(args),
-            loader,
-            latency=not args.no_latency,
-            runtimes=("eager",),
-            threads=args.latency_threads,
-            runs=args.runs,
-        )
-    except RuntimeError as exc:
-        raise CLIError(f"model does not run on {args.data} inputs: {exc}") from None
 
 
 def parse_features(value: str | None) -> dict[str, str] | None:
@@ -92,53 +72,42 @@ def parse_features(value: str | None) -> dict[str, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Distill, measure teacher and student, save the student."""
-    from ..distill import distill
-    from ..io import save_checkpoint
+    """Distill through a one-stage recipe; the teacher is measured by a run of its own."""
+    import tempfile
+    from pathlib import Path
+
     from ..metrics import Report
 
     if args.epochs < 1:
         raise CLIError("--epochs must be >= 1")
-    kwargs = model_kwargs_for_data(args.data)
-    teacher, _ = load_model_arg(args.teacher, **kwargs)
-    student, _ = load_model_arg(args.student, **kwargs)
-    train, test = data_loaders(args, seed=args.seed)
-    before = measure(teacher, args, test)
-    try:
-        result = distill(
-            teacher,
-            student,
-            train,
-            method=args.method,
-            epochs=args.epochs,
-            features=parse_features(args.features),
-            hint_epochs=args.hint_epochs,
-            temperature=args.temperature,
-            alpha=args.alpha,
-            beta=args.beta,
-            gamma=args.gamma,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
-            progress=not args.json,
+    teacher_spec = model_spec(args, args.teacher)
+    teacher_file = teacher_spec.get("checkpoint")
+    stage = {"teacher": teacher_file or "baseline", "method": args.method, "epochs": args.epochs,
+             "temperature": args.temperature, "alpha": args.alpha, "beta": args.beta,
+             "gamma": args.gamma, "lr": args.lr, "weight_decay": args.weight_decay,
+             "optimizer": "sgd", "features": parse_features(args.features) or {},
+             "hint_epochs": args.hint_epochs}  # fmt: skip
+    if teacher_file is None:
+        raise CLIError("--teacher must be a trained model file (.safetensors or .nns)")
+    with tempfile.TemporaryDirectory(prefix="nnshrink-teacher-") as tmp:
+        saved = args.run_dir
+        args.run_dir = tmp
+        teacher = run_stages(
+            args, recipe_source(args, [{"evaluate": {}}], model=teacher_spec), None
         )
-    except (ValueError, KeyError) as exc:
+        args.run_dir = saved
+    details = {"method": args.method, "teacher": args.teacher, "student": args.student,
+               "epochs": args.epochs, "out": args.out}  # fmt: skip
+    source = recipe_source(args, [{"distill": stage}], model=model_spec(args, args.student))
+    try:
+        result = run_stages(args, source, args.out, {"distill": dict(details)})
+    except CLIError as exc:
         raise CLIError(f"distill --method {args.method}: {exc}") from None
-    after = measure(student, args, test)
-    details = {
-        "method": args.method,
-        "features": result.distiller.features,
-        "teacher": args.teacher,
-        "student": args.student,
-        "epochs": args.epochs,
-        "out": args.out,
-    }
-    save_checkpoint(student, args.out, metrics={k: after[k] for k in ("top1", "top5", "loss")},
-                    extra={"distill": details})  # fmt: skip
-    details["history"] = result.history.epochs
-    if result.hint_history is not None:
-        details["hint_history"] = result.hint_history.epochs
-    report = Report(before, after, title=f"nnshrink distill --method {args.method} "
-                    f"(before = teacher, after = student)", details=details)  # fmt: skip
-    emit(args, report.to_dict(), report.to_rich(), f"saved {args.out}")
+    recorded = stage_details(result, 0)
+    details.update(features=recorded.get("features"), history=recorded.get("history"))
+    if recorded.get("hint_history") is not None:
+        details["hint_history"] = recorded["hint_history"]
+    report = Report(teacher.rows[0], result.rows[-1], title=f"nnshrink distill --method "
+                    f"{args.method} (before = teacher, after = student)", details=details)  # fmt: skip
+    emit(args, report.to_dict(), report.to_rich(), f"saved {Path(args.out)}")
     return 0

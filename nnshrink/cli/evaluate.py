@@ -1,34 +1,47 @@
-"""``nnshrink eval``: accuracy and loss of a checkpoint (or ``.nns`` file) on a data set."""
+"""``nnshrink eval``: the metric (default top-1/top-5/loss) of a model on data."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import add_data_args, add_json_arg, data_loaders, emit, load_model_arg
+from .common import (
+    add_data_args,
+    add_device_args,
+    add_json_arg,
+    add_model_args,
+    emit,
+    recipe_source,
+    run_stages,
+)
 
 
 def register(subparsers) -> None:
     """Add the ``eval`` subcommand."""
-    p = subparsers.add_parser("eval", help="top-1/top-5 accuracy and loss of a model file")
-    p.add_argument("checkpoint", help="checkpoint (.safetensors) or compressed model (.nns)")
+    p = subparsers.add_parser("eval", help="accuracy (or your metric) of a model on data")
+    add_model_args(p)
     add_data_args(p)
+    add_device_args(p)
     add_json_arg(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, no_latency=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate on the test split."""
-    from ..train import evaluate
+    """Evaluate on the test split (the runner measures the model; nothing is written)."""
+    import tempfile
 
-    model, _ = load_model_arg(args.checkpoint)
-    _, test_loader = data_loaders(args)
-    try:
-        result = evaluate(model, test_loader)
-    except RuntimeError as exc:
-        from .common import CLIError
-
-        raise CLIError(f"{args.checkpoint} does not run on {args.data} inputs: {exc}") from None
-    emit(args, result,
-         f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  "
-         f"loss {result['loss']:.4f}  ({result['samples']} samples)")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="nnshrink-eval-") as tmp:
+        args.run_dir = tmp
+        result = run_stages(args, recipe_source(args, [{"evaluate": {}}]), None)
+    row = result.rows[0]
+    keys = ["top1", "top5", "loss", "samples"] if result.task.is_classification else []
+    skip = {"label", "stage", "params", "nonzero_params", "macs", "dense_bytes", "size_bytes",
+            "size_kind", "file_bytes", "checkpoint", "compression", "mac_reduction", "speedup",
+            "speedup_onnx", "latency_ms", "latency_onnx_ms"}  # fmt: skip
+    payload = {k: row[k] for k in keys if k in row} if keys else {
+        k: v for k, v in row.items() if k not in skip and not k.endswith("_change")}  # fmt: skip
+    text = "  ".join(f"{k} {100 * v:.2f}%" if k in ("top1", "top5") else f"{k} {v:.4g}"
+                     for k, v in payload.items() if isinstance(v, float))  # fmt: skip
+    emit(
+        args, payload, text + (f"  ({payload['samples']} samples)" if "samples" in payload else "")
+    )
     return 0

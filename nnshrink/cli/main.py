@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from .._version import __version__
 from .common import CLIError
 
-_NOT_COMMANDS = {"main", "common"}
+_NOT_COMMANDS = {"main", "common", "flags"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    from .common import show_deprecations
+
+    show_deprecations()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -6,7 +6,15 @@ import argparse
 
 import torch
 
-from .common import CLIError, add_json_arg, emit, load_model_arg
+from .common import (
+    CLIError,
+    add_data_args,
+    add_json_arg,
+    add_model_args,
+    emit,
+    load_model,
+    open_data_args,
+)
 
 
 def register(subparsers) -> None:
@@ -14,58 +22,69 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "profile",
         help="parameters, MACs, size and measured latency of a model",
-        description="Profile a zoo model (--model NAME) or a checkpoint (CKPT).",
+        description="Profile a model: a file (CKPT), a zoo name, your factory or hf:DIR.",
     )
-    p.add_argument("checkpoint", nargs="?", help="checkpoint file (or use --model)")
-    p.add_argument("--model", help="zoo model name, e.g. lenet300")
+    add_model_args(p)
     p.add_argument(
-        "--input-shape", default=None, help="input shape N,C,H,W (default 1,1,28,28 or from spec)"
-    )
-    p.add_argument("--batch-size", type=int, default=None, help="override N of --input-shape")
+        "--input-shape", default=None,
+        help="input shape N,C,H,W (default: the first batch of --data, the zoo spec, or 1,1,28,28)",
+    )  # fmt: skip
+    add_data_args(p, required=False)
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--runs", type=int, default=50, help="timed runs per runtime")
     p.add_argument("--threads", type=int, default=2, help="threads for latency (default 2)")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     p.add_argument("--no-onnx", action="store_true", help="time eager PyTorch only")
     add_json_arg(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, batch_size=None)
 
 
-def _input_shape(args: argparse.Namespace, spec: dict | None) -> tuple[int, ...]:
-    if args.input_shape:
-        try:
-            shape = tuple(int(v) for v in args.input_shape.split(","))
-        except ValueError:
-            raise CLIError(
-                f"--input-shape must be N,C,H,W integers, got {args.input_shape!r}"
-            ) from None
-        if len(shape) < 2:
-            raise CLIError("--input-shape needs at least N,features")
-    else:
-        kwargs = (spec or {}).get("kwargs", {})
-        c, s = kwargs.get("in_channels", 1), kwargs.get("input_size", 28)
-        shape = (1, c, s, s)
-    if args.batch_size:
-        shape = (args.batch_size, *shape[1:])
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"--input-shape must be N,C,H,W integers, got {text!r}") from None
+    if len(shape) < 2:
+        raise CLIError("--input-shape needs at least N,features")
     return shape
+
+
+def _input(args: argparse.Namespace, model, data) -> torch.Tensor:
+    """Zeros of --input-shape, else real samples of --data, else the zoo spec's shape."""
+    batch = args.batch_size
+    if args.input_shape:
+        shape = _parse_shape(args.input_shape)
+        return torch.zeros(batch or shape[0], *shape[1:])
+    if data is not None:
+        x = data.example_inputs()
+        return x[: batch or 1]
+    kwargs = (getattr(model, "nnshrink_spec", None) or {}).get("kwargs", {})
+    c, s = kwargs.get("in_channels", 1), kwargs.get("input_size", 28)
+    return torch.zeros(batch or 1, c, s, s)
 
 
 def run(args: argparse.Namespace) -> int:
     """Profile and print (or emit JSON)."""
     from rich.table import Table
 
+    from ..data import DataBundle
     from ..metrics import profile_macs, snapshot
 
-    if bool(args.checkpoint) == bool(args.model):
-        raise CLIError("give either a checkpoint file or --model NAME")
-    create_kwargs: dict = {"num_classes": args.num_classes}
-    if args.model and args.input_shape:
-        shape = _input_shape(args, None)
-        if len(shape) == 4:
-            create_kwargs.update(in_channels=shape[1], input_size=shape[2])
-    model, info = load_model_arg(args.checkpoint or args.model, **create_kwargs)
-    shape = _input_shape(args, info.get("spec"))
-    x = torch.zeros(*shape)
+    if bool(args.model_ref) == bool(args.model_opt):
+        raise CLIError("give either a model file or --model NAME (zoo name, factory, hf:DIR)")
+    data = open_data_args(args) if (args.data or args.data_dir) else None
+    shape_hint = data
+    if data is None and args.input_shape:
+        shape = _parse_shape(args.input_shape)
+        if len(shape) == 4:  # zoo models adapt to the input shape
+            shape_hint = DataBundle([(torch.zeros(*shape), torch.zeros(shape[0]))], None)
+    from ..models import list_models
+
+    if args.model_opt in list_models() and not args.model_kwargs:
+        args.model_kwargs = {"num_classes": args.num_classes}
+    model, _ = load_model(args, data=shape_hint)
+    x = _input(args, model, data)
+    shape = tuple(x.shape)
     runtimes = ("eager",) if args.no_onnx else ("eager", "onnxruntime")
     try:
         stats = snapshot(

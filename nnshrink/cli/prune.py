@@ -1,271 +1,215 @@
-"""``nnshrink prune`` and ``nnshrink sensitivity``: prune a checkpoint, or scan layer sensitivity.
+"""``nnshrink prune`` and ``nnshrink sensitivity``: prune a model, or scan layer sensitivity.
 
-Methods of ``prune``:
+``--method`` is a pruning technique's kind (``magnitude-pruning``, ``structured-pruning``,
+``block-pruning``, ``input-pruning``, and any other registered pruning config) and every field
+of its config is a flag (``--sparsity``, ``--criterion``, ``--scope``, ``--round-to``,
+``--exclude``, ...). The older spellings keep working, with a deprecation warning:
 
-* ``magnitude`` / ``random`` (default unstructured): zero single weights (``MagnitudePruning``);
-  the saved model has the same shapes with zeros, so ``params`` stays and ``nonzero_params`` drops;
-* ``l1``, ``l2``, ``bn`` (BN scale, network slimming), ``taylor``, ``fpgm``, and ``magnitude`` (=
-  ``l1``) / ``random`` with ``--structured``: remove whole channels (``StructuredPruning``); the
-  layers shrink, so ``params``, ``macs`` and latency drop. ``--target-macs`` prunes until the model
-  is at most that many MACs per sample;
-* ``blocks``: remove whole residual blocks (``BlockPruning``, depth pruning) — ``--blocks N`` of
-  them, or ``--ratio`` of the removable ones — ranked by how little they change their input on a
-  training batch. For small models at batch 1, where per-layer overhead dominates the time;
-* ``inputs``: remove input features (pixels) of the layer that reads the model's input
-  (``InputPruning``) — ``--keep N`` of them, or drop ``--ratio`` of them — ranked by
-  ``||W[:, j]|| * std(x_j)`` on 2,048 training samples. The one layer channel pruning cannot thin.
+* ``--method magnitude|random`` = ``magnitude-pruning`` with that criterion (with
+  ``--structured``: ``structured-pruning`` by l1 / random);
+* ``--method l1|l2|bn|taylor|fpgm`` = ``structured-pruning --criterion ...`` (``bn``:
+  ``bn_scale``);
+* ``--method blocks --blocks N`` = ``block-pruning`` removing N residual blocks;
+* ``--method inputs --keep N`` = ``input-pruning`` keeping N input features;
+* ``--ratio`` = the amount (``--sparsity``), ``--ignore`` = ``--exclude``, ``--global-ranking`` =
+  ``--scope global``.
+
+The command runs a one-stage recipe (prune, then ``--finetune-epochs`` of fine-tuning with the
+optimizer the model was trained with) and writes ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch import nn
 
 from .common import (
     CLIError,
     add_data_args,
+    add_device_args,
     add_json_arg,
-    data_loaders,
+    add_measure_args,
+    add_model_args,
+    add_run_args,
     emit,
-    example_input,
-    load_model_arg,
-    model_kwargs_for_data,
+    load_model,
+    open_data_args,
+    recipe_source,
+    report_of,
+    run_stages,
+    stage_details,
 )
+from .flags import add_config_flags, build_config, family
 
-METHODS = ("magnitude", "random", "l1", "l2", "bn", "taylor", "fpgm", "blocks", "inputs")
-_WHOLE_MODEL = ("blocks", "inputs")  # not per-layer ratios: no sensitivity scan
-_INPUT_SAMPLES = 2048
-_UNSTRUCTURED = ("magnitude", "random")
-_STRUCTURED_CRITERION = {"magnitude": "l1", "bn": "bn_scale"}
+LEGACY_METHODS = ("magnitude", "random", "l1", "l2", "bn", "taylor", "fpgm", "blocks", "inputs")
+_LEGACY_STRUCTURED = {"magnitude": "l1", "bn": "bn_scale"}
 
 
 def register(subparsers) -> None:
     """Add the ``prune`` and ``sensitivity`` subcommands."""
-    p = subparsers.add_parser("prune", help="prune weights or channels of a model, then fine-tune")
-    p.add_argument("checkpoint", help="checkpoint file or zoo model name")
+    kinds = sorted(cls.kind for cls in family("nnshrink.pruning"))
+    p = subparsers.add_parser(
+        "prune", help="prune weights, channels, heads, blocks or input features, then fine-tune",
+        description=__doc__.split("\n\n")[1],
+    )  # fmt: skip
+    add_model_args(p)
     add_data_args(p)
-    p.add_argument("--method", required=True, choices=METHODS, help="pruning criterion")
-    p.add_argument(
-        "--structured",
-        action="store_true",
-        help="remove whole channels (implied by l1, l2, bn, taylor, fpgm)",
-    )
-    amount = p.add_mutually_exclusive_group(required=True)
-    amount.add_argument(
-        "--ratio", type=float, help="sparsity (unstructured) or fraction of channels removed"
-    )
-    amount.add_argument("--target-macs", type=int, help="structured: prune until MACs/sample <= N")
-    amount.add_argument("--blocks", type=int, help="--method blocks: residual blocks to remove")
-    amount.add_argument("--keep", type=int, help="--method inputs: input features to keep")
-    p.add_argument(
-        "--scope",
-        choices=("layer", "global"),
-        default="layer",
-        help="unstructured: same sparsity per layer, or one global threshold",
-    )
-    p.add_argument(
-        "--global-ranking", action="store_true", help="structured: rank channels across layers"
-    )
-    p.add_argument(
-        "--round-to",
-        type=int,
-        default=1,
-        help="structured: keep multiples of N (use 8 for ONNX Runtime: odd channel "
-        "counts ran slower than the dense model there)",
-    )
-    p.add_argument("--ignore", nargs="*", default=[], help="layer names/regexes to leave alone")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (SGD)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="pruned checkpoint to write (.safetensors)")
-    p.add_argument("--latency-threads", type=int, default=2, help="threads for latency")
-    p.add_argument("--runs", type=int, default=30, help="timed runs for latency")
+    p.add_argument("--method", required=True, choices=(*kinds, *LEGACY_METHODS),
+                   help="the pruning technique (config kind)")  # fmt: skip
+    legacy = p.add_argument_group("older spellings (deprecated)")
+    legacy.add_argument("--ratio", dest="legacy_ratio", type=float, default=None,
+                        help="the amount (use --sparsity)")  # fmt: skip
+    legacy.add_argument("--structured", action="store_true",
+                        help="with --method magnitude/random: remove whole channels")  # fmt: skip
+    legacy.add_argument("--blocks", dest="legacy_blocks", type=int, default=None,
+                        help="--method blocks: residual blocks to remove (use --remove)")  # fmt: skip
+    legacy.add_argument("--keep", dest="legacy_keep", type=int, default=None,
+                        help="--method inputs: input features to keep")  # fmt: skip
+    legacy.add_argument("--ignore", dest="legacy_ignore", nargs="*", default=None,
+                        help="layers to leave alone (use --exclude)")  # fmt: skip
+    legacy.add_argument("--global-ranking", dest="legacy_global", action="store_true",
+                        help="rank channels across layers (use --scope global)")  # fmt: skip
+    add_config_flags(p, family("nnshrink.pruning"))
+    add_finetune_args(p)
+    add_device_args(p)
+    add_measure_args(p)
+    add_run_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
     s = subparsers.add_parser(
         "sensitivity", help="prune each layer alone at several ratios and tabulate accuracy"
     )
-    s.add_argument("checkpoint", help="checkpoint file or zoo model name")
+    add_model_args(s)
     add_data_args(s)
-    s.add_argument(
-        "--method",
-        choices=[m for m in METHODS if m not in _WHOLE_MODEL],
-        default="magnitude",
-        help="criterion (as for prune)",
-    )
+    s.add_argument("--method", choices=[m for m in LEGACY_METHODS if m not in ("blocks", "inputs")],
+                   default="magnitude", help="criterion (as for prune)")  # fmt: skip
     s.add_argument("--structured", action="store_true", help="remove channels instead of weights")
-    s.add_argument(
-        "--ratios",
-        default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
-        help="comma-separated ratios to try",
-    )
-    s.add_argument(
-        "--tolerance",
-        type=float,
-        default=1.0,
-        help="allowed top-1 drop in points when deriving per-layer ratios",
-    )
+    s.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+                   help="comma-separated ratios to try")  # fmt: skip
+    s.add_argument("--tolerance", type=float, default=1.0,
+                   help="allowed top-1 drop in points when deriving per-layer ratios")  # fmt: skip
     s.add_argument("--out", default=None, help="directory for sensitivity.json/.md/.png")
     add_json_arg(s)
     s.set_defaults(func=run_sensitivity)
 
 
-def _is_structured(args: argparse.Namespace) -> bool:
-    return bool(args.structured) or args.method not in _UNSTRUCTURED
+def add_finetune_args(
+    p: argparse.ArgumentParser, epochs: int = 0, flag: str = "--finetune-epochs"
+) -> None:
+    """``--finetune-epochs``, ``--lr``, ``--optimizer`` (default: what the model was trained with)."""
+    p.add_argument(flag, dest="finetune_epochs", type=int, default=epochs,
+                   help="fine-tuning epochs after the technique")  # fmt: skip
+    p.add_argument("--lr", type=float, default=None,
+                   help="fine-tuning learning rate (default: a tenth of the training LR, as Han "
+                   "et al. retrain; 2e-4 when unknown)")  # fmt: skip
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None,
+                   help="fine-tuning optimizer (default: the one the model was trained with)")  # fmt: skip
 
 
-def _build_config(args: argparse.Namespace):
-    from ..core import ConfigError
-    from ..pruning import BlockPruning, InputPruning, MagnitudePruning, StructuredPruning
+def finetune_stage(args: argparse.Namespace, model_path: str | None) -> list[dict[str, Any]]:
+    """The ``finetune`` stage for ``--finetune-epochs`` (empty list for 0)."""
+    if args.finetune_epochs < 0:
+        raise CLIError("--finetune-epochs must be >= 0")
+    if not args.finetune_epochs:
+        return []
+    trained = training_settings(model_path)
+    optimizer = args.optimizer or trained.get("optimizer", "adam")
+    lr = args.lr if args.lr is not None else 0.1 * float(trained.get("lr", 2e-3))
+    stage = {"epochs": args.finetune_epochs, "lr": lr, "optimizer": optimizer}
+    for key in ("weight_decay", "momentum"):
+        if key in trained and args.optimizer is None:
+            stage[key] = trained[key]
+    return [{"finetune": stage}]
+
+
+def training_settings(path: str | None) -> dict[str, Any]:
+    """The training settings a checkpoint records (``{}`` when none)."""
+    if not path or not Path(path).is_file() or Path(path).suffix != ".safetensors":
+        return {}
+    from ..io import CheckpointError, read_checkpoint
 
     try:
-        whole = _whole_model_config(args, "inputs", "keep", InputPruning, "keep")
-        whole = whole or _whole_model_config(args, "blocks", "blocks", BlockPruning, "remove")
-        if whole is not None:
-            return whole
-        if not _is_structured(args):
-            if args.target_macs is not None:
-                raise CLIError(
-                    "--target-macs needs structured pruning (zeroed weights do not reduce dense "
-                    "MACs); add --structured or use --ratio"
-                )
-            return MagnitudePruning(
-                sparsity=args.ratio,
-                scope=args.scope,
-                criterion=args.method,
-                ignore=tuple(args.ignore),
-                seed=args.seed,
-            )
-        return StructuredPruning(
-            ratio=0.5 if args.ratio is None else args.ratio,
-            criterion=_STRUCTURED_CRITERION.get(args.method, args.method),
-            global_ranking=args.global_ranking,
-            target_macs=args.target_macs,
-            round_to=args.round_to,
-            ignore=tuple(args.ignore),
-            seed=args.seed,
-        )
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from None
+        _, info = read_checkpoint(path)
+    except CheckpointError:
+        return {}
+    extra = info.get("extra") or {}
+    train = extra.get("train") or {}
+    return {k: train[k] for k in ("optimizer", "lr", "weight_decay", "momentum") if k in train}
 
 
-def _whole_model_config(args: argparse.Namespace, method: str, flag: str, cls, field: str):
-    """``--method blocks --blocks N`` / ``--method inputs --keep N`` (or ``--ratio R``): the
-    config (``--FLAG`` sets its ``field``), None for other methods, a CLIError for a flag given
-    to the wrong method."""
-    count = getattr(args, flag)
-    if args.method != method and count is None:
-        return None
-    if args.method != method or args.target_macs is not None:
-        raise CLIError(
-            f"--{flag} goes with --method {method} (and --method {method} takes --{flag} N or "
-            "--ratio R, not --target-macs)"
-        )
-    ratio = {} if args.ratio is None else {"ratio": args.ratio}
-    return cls(**{field: count}, seed=args.seed, **ratio)
+def _warn(old: str, new: str) -> None:
+    from .._deprecated import warn
+
+    warn(old, new, stacklevel=2)
 
 
-def _taylor_gradients(model: nn.Module, train, batches: int = 4) -> None:
-    """Accumulate loss gradients over a few batches (the Taylor criterion scores weight x grad)."""
-    model.zero_grad(set_to_none=True)
-    model.eval()  # BN statistics stay as trained
-    for i, (x, y) in enumerate(train):
-        if i == batches:
-            break
-        nn.functional.cross_entropy(model(x), y).backward()
+def resolve_method(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """``(config kind, fields)`` for ``--method`` and the older flags."""
+    from ..core.config import config_types
+
+    method, base = args.method, {}
+    if method in LEGACY_METHODS:
+        kind, base = _legacy_method(args)
+        _warn(f"--method {method}", f"--method {kind}" + (
+            f" --criterion {base['criterion']}" if "criterion" in base else ""))  # fmt: skip
+    else:
+        kind = method
+        if args.structured:
+            raise CLIError("--structured goes with the older --method magnitude/random")
+        if args.legacy_blocks is not None or args.legacy_keep is not None:
+            raise CLIError(f"--blocks / --keep go with --method blocks / inputs, not {kind}")
+    cls = config_types()[kind]
+    fields = {f for f in cls.__dataclass_fields__}
+    amount = "sparsity" if "sparsity" in fields else "ratio"
+    if args.legacy_ratio is not None:
+        base[amount] = args.legacy_ratio
+    if args.legacy_ignore:
+        base["exclude" if "exclude" in fields else "ignore"] = tuple(args.legacy_ignore)
+    if args.legacy_global:
+        base.update({"scope": "global"} if "scope" in fields else {"global_ranking": True})
+    return kind, base
 
 
-def _training_samples(train, count: int) -> torch.Tensor:
-    """The first ``count`` training inputs (whole batches) as one tensor."""
-    batches: list[torch.Tensor] = []
-    seen = 0
-    for inputs, _ in train:
-        batches.append(inputs)
-        seen += len(inputs)
-        if seen >= count:
-            break
-    return torch.cat(batches)[:count]
-
-
-def _measure(model: nn.Module, x: torch.Tensor, loader, args) -> dict[str, Any]:
-    from ..metrics import snapshot
-
-    return snapshot(
-        model, x, loader, runtimes=("eager",), threads=args.latency_threads, runs=args.runs
-    )
+def _legacy_method(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    method = args.method
+    target = getattr(args, "cfg_target_macs", None)
+    for flag, owner, value in (("blocks", "blocks", args.legacy_blocks),
+                               ("keep", "inputs", args.legacy_keep)):  # fmt: skip
+        if value is not None and (method != owner or target is not None):
+            raise CLIError(f"--{flag} goes with --method {owner} (and --method {owner} takes "
+                           f"--{flag} N or --ratio R, not --target-macs)")  # fmt: skip
+    if method == "blocks":
+        return "block-pruning", ({"remove": args.legacy_blocks} if args.legacy_blocks else {})
+    if method == "inputs":
+        return "input-pruning", ({"keep": args.legacy_keep} if args.legacy_keep else {})
+    if method in ("magnitude", "random") and not args.structured:
+        if target is not None:
+            raise CLIError("--target-macs needs structured pruning (zeroed weights do not reduce "
+                           "dense MACs); add --structured or use --ratio")  # fmt: skip
+        return "magnitude-pruning", {"criterion": method}
+    return "structured-pruning", {"criterion": _LEGACY_STRUCTURED.get(method, method)}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prune, fine-tune, measure before and after, save to ``--out``."""
-    from ..core import compress_
-    from ..io import save_checkpoint
-    from ..metrics import Report
-    from ..pruning import MaskCallback, make_permanent
-    from ..train import fit
-
-    if args.finetune_epochs < 0:
-        raise CLIError("--finetune-epochs must be >= 0")
-    config = _build_config(args)
-    structured = _is_structured(args)
-    model, info = load_model_arg(args.checkpoint, **model_kwargs_for_data(args.data))
-    model.eval()
-    train, test = data_loaders(args, seed=args.seed)
-    x = example_input(args)
-    try:
-        before = _measure(model, x, test, args)
-    except RuntimeError as exc:
-        raise CLIError(f"{args.checkpoint} does not run on {args.data} inputs: {exc}") from None
-    if structured and getattr(config, "criterion", None) == "taylor":
-        _taylor_gradients(model, train)
-    # depth and input pruning rank by what real inputs do: training samples, not zeros
-    if args.method == "inputs":  # the features' spread needs many samples
-        inputs = _training_samples(train, _INPUT_SAMPLES)
-    elif args.method == "blocks":  # one batch ranks the blocks
-        inputs = next(iter(train))[0]
-    else:
-        inputs = x
-    try:
-        summary = compress_(model, config, example_inputs=inputs).summary
-    except ValueError as exc:  # e.g. no prunable layer, an unsupported module in the graph
-        raise CLIError(str(exc)) from None
-    model.zero_grad(set_to_none=True)
-    if args.finetune_epochs:
-        fit(
-            model,
-            train,
-            epochs=args.finetune_epochs,
-            lr=args.lr,
-            seed=args.seed,
-            callbacks=[] if structured else [MaskCallback()],
-            progress=not args.json,
-        )
-    if not structured:
-        make_permanent(model)
-    model.eval()
-    after = _measure(model, x, test, args)
-    details = {
-        "method": args.method,
-        "structured": structured,
-        "config": config.to_dict(),
-        "summary": summary.to_dict(),
-        "finetune_epochs": args.finetune_epochs,
-        "source": info.get("path", args.checkpoint),
-        "out": args.out,
-    }
-    save_checkpoint(
-        model,
-        args.out,
-        metrics={k: after[k] for k in ("top1", "top5", "params", "nonzero_params", "macs")},
-        extra={"prune": details},
+    """Prune (and fine-tune) through a one-stage recipe; print the before/after report."""
+    kind, base = resolve_method(args)
+    config = build_config(kind, args, base)
+    model_path = args.model_opt or args.model_ref
+    stages = [{kind: {k: v for k, v in config.items() if k != "type"}}]
+    stages += finetune_stage(args, model_path)
+    details = {"method": args.method, "technique": kind, "config": config, "finetune_epochs": args.finetune_epochs,
+               "source": model_path, "out": args.out}  # fmt: skip
+    result = run_stages(args, recipe_source(args, stages), args.out, {"prune": dict(details)})
+    stage = stage_details(result, 0)
+    details["summary"] = stage.get("result")
+    details["structured"] = kind != "magnitude-pruning" and not kind.startswith(
+        ("wanda", "sparsegpt")
     )
-    title = f"nnshrink prune --method {args.method}" + (" (structured)" if structured else "")
-    report = Report(before, after, title=title, details=details)
+    report = report_of(result, f"nnshrink prune --method {kind}", details)
     emit(args, report.to_dict(), report.to_rich(), f"saved {args.out}")
     return 0
 
@@ -278,23 +222,19 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         ratios = tuple(float(r) for r in args.ratios.split(",") if r.strip())
     except ValueError:
         raise CLIError(f"--ratios must be comma-separated numbers, got {args.ratios!r}") from None
-    structured = _is_structured(args)
-    method = _STRUCTURED_CRITERION.get(args.method, args.method) if structured else args.method
+    structured = bool(args.structured) or args.method not in ("magnitude", "random")
+    method = _LEGACY_STRUCTURED.get(args.method, args.method) if structured else args.method
     if structured and method == "taylor":
         raise CLIError("sensitivity does not support --method taylor; use l1, l2, bn or fpgm")
-    model, _ = load_model_arg(args.checkpoint, **model_kwargs_for_data(args.data))
-    _, test = data_loaders(args)
-    try:
-        result = layer_sensitivity(
-            model,
-            test,
-            ratios=ratios,
-            method=method,
-            structured=structured,
-            example_inputs=example_input(args),
-        )
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    data = open_data_args(args)
+    model, _ = load_model(args, data=data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            result = layer_sensitivity(model, data.test, ratios=ratios, method=method,
+                                       structured=structured, example_inputs=data.example_inputs()[:1])  # fmt: skip
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     derived = result.derive_ratios(args.tolerance / 100)
     payload: dict[str, Any] = {**result.to_dict(), "derived_ratios": derived}
     payload["tolerance_pts"] = args.tolerance
@@ -304,12 +244,12 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "sensitivity.md").write_text(result.to_markdown() + "\n\n" + "\n".join(lines) + "\n")
-        result.plot(out / "sensitivity.png", ylabel=f"top-1 on {args.data} test")
+        result.plot(out / "sensitivity.png", ylabel=f"top-1 on {data.name} test")
         (out / "sensitivity.json").write_text(json.dumps(payload, indent=2) + "\n")
         payload["files"] = [str(out / n) for n in ("sensitivity.json", "sensitivity.md",
                                                     "sensitivity.png")]  # fmt: skip
         lines.append(f"wrote {out}/sensitivity.{{json,md,png}}")
-    emit(args, payload, _sensitivity_table(result, args.data), "\n".join(lines))
+    emit(args, payload, _sensitivity_table(result, data.name), "\n".join(lines))
     return 0
 
 

@@ -22,6 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--list", action="store_true", help="list the shipped presets")
     p.add_argument("--check", action="store_true", help="only validate the recipe")
+    p.add_argument("--device", default=None,
+                   help="override the recipe's device: auto, cpu, cuda or cuda:N")  # fmt: skip
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -44,6 +46,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("give a recipe file or preset name (nnshrink run --list shows presets)")
     try:
         recipe = load_recipe(args.recipe)
+        if args.device:
+            import dataclasses
+
+            from ..recipes import parse_recipe
+
+            source = {**recipe.source, "device": args.device}
+            recipe = dataclasses.replace(parse_recipe(source, base_dir=Path(args.recipe).parent),
+                                         name=recipe.name)  # fmt: skip
     except RecipeError as exc:
         raise CLIError(str(exc)) from None
     if args.check:

@@ -267,7 +267,8 @@ def loader(
         root: data directory override.
         seed: shuffle/augmentation seed.
         limit: use only the first ``limit`` samples (quick runs and tests).
-        rank, world_size: shard for distributed data parallel training.
+        rank: this process's shard for distributed data parallel training.
+        world_size: number of shards.
         holdout: with ``split="train"``, leave out the last ``holdout`` samples (pass the
             ``val_size`` of the ``"val"`` loader: training then never sees a validation sample).
             ``limit`` counts from the start of what is left.

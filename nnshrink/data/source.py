@@ -60,7 +60,8 @@ def open_data(
     Args:
         spec: the description.
         seed: shuffling seed of the training loader.
-        rank, world_size: shard the built-in training sets for distributed runs.
+        rank: this process's shard of a built-in training set (distributed runs).
+        world_size: number of shards.
     """
     source = source_of(spec)
     batch = int(spec.get("batch_size") or 128)

@@ -43,27 +43,30 @@ class Report:
         after: a snapshot of the compressed model.
         title: heading for rendered output.
         details: extra JSON-able data (per-layer rows, settings) kept in :meth:`to_dict`.
+        extra_keys: more metric keys to compare by difference (a user's metric, e.g. ``mse``).
 
     Example:
         >>> r = Report({"params": 100, "top1": 0.99}, {"params": 10, "top1": 0.985})
-        >>> r.to_dict()["params"]["ratio"]
-        10.0
+        >>> r.row("params")
+        {'before': 100, 'after': 10, 'ratio': 10.0}
     """
 
     before: dict[str, Any]
     after: dict[str, Any]
     title: str = "nnshrink report"
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extra_keys: tuple[str, ...] = ()
 
     def keys(self) -> list[str]:
-        """Metric keys present in both measurements, in a fixed order."""
-        return [k for k in METRICS if k in self.before and k in self.after]
+        """Metric keys present in both measurements, in a fixed order (then ``extra_keys``)."""
+        known = [k for k in METRICS if k in self.before and k in self.after]
+        return known + [k for k in self.extra_keys if k in self.before and k in self.after]
 
     def row(self, key: str) -> dict[str, Any]:
         """``{"before", "after", "ratio"}`` or ``{"before", "after", "change"}`` for a key."""
         b, a = self.before[key], self.after[key]
         entry: dict[str, Any] = {"before": b, "after": a}
-        kind = METRICS[key][1]
+        kind = METRICS[key][1] if key in METRICS else "delta"  # a user's metric: its own units
         if kind == "ratio":
             entry["ratio"] = (b / a) if (b is not None and a) else None
         else:
@@ -93,9 +96,8 @@ class Report:
                 change = f"{100 * entry['change']:+.2f} pt"
             else:
                 change = f"{entry['change']:+.4g}"
-            rows.append(
-                (METRICS[key][0], _fmt(entry["before"], key), _fmt(entry["after"], key), change)
-            )
+            label = METRICS[key][0] if key in METRICS else key
+            rows.append((label, _fmt(entry["before"], key), _fmt(entry["after"], key), change))
         return rows
 
     def to_markdown(self) -> str:

@@ -30,6 +30,8 @@ def write_model(
     path: str | os.PathLike,
     *,
     example_inputs: Any = None,
+    final: bool = False,
+    extra: dict[str, Any] | None = None,
     **nns_options: Any,
 ) -> int:
     """Write ``model`` in the format of ``path``'s suffix; return the bytes on disk.
@@ -38,6 +40,9 @@ def write_model(
         model: the model (or runtime module).
         path: destination; ``.safetensors``, ``.nns`` or ``.onnx``.
         example_inputs: input batch for ONNX export of PyTorch models.
+        final: make training-time forms final first (masks, codebooks, latents: see
+            :func:`nnshrink.finalize`); ``.nns`` and ``.onnx`` always are.
+        extra: JSON-able metadata for a checkpoint (``info["extra"]`` when loaded).
         **nns_options: options of :func:`nnshrink.storage.save` (``huffman``, ``index_bits``...).
     """
     path = Path(path)
@@ -51,9 +56,10 @@ def write_model(
             )
         model.save(path)
     elif suffix == ".safetensors":
+        from ..export import deployable_copy
         from ..io import save_checkpoint
 
-        save_checkpoint(model, path)
+        save_checkpoint(deployable_copy(model) if final else model, path, extra=extra)
     elif suffix == ".nns":
         from ..export import deployable_copy
         from ..storage import save

@@ -20,16 +20,18 @@ import copy
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import metrics as metrics_module
 from ..core.registry import compress_
 from ..data import DataBundle, DataError, open_data
 from ..io import ArchitectureError
-from ..metrics import file_bytes, snapshot
+from ..metrics import file_bytes
 from ..pruning import BNSlimmingCallback, GroupLassoCallback, input_layer
 from ..train import Callback, KeepZeros, barrier, fit, init_distributed, is_main_process, wrap_ddp
 from ..train.task import Task, task_from_references
@@ -109,7 +111,9 @@ class _Run:
         if self.dist.world_size > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process
         if data is None and not recipe.data:
-            raise RecipeError("the recipe names no data: add data: {...} or pass data= to run_recipe")
+            raise RecipeError(
+                "the recipe names no data: add data: {...} or pass data= to run_recipe"
+            )
         try:
             self.task = task or task_from_references(recipe.metric, recipe.loss)
             self.data = data or open_data(
@@ -130,10 +134,22 @@ class _Run:
         self.train_loader = self.data.train
         self.latency_input = _latency_input(self.example_batch, self.latency_batch)
 
+        self.training: dict[str, Any] = {}
+
+    def provenance(self) -> dict[str, Any]:
+        """What a saved model records about how it was made (training settings, data, stages)."""
+        out: dict[str, Any] = {"data": self.data.name,
+                               "stages": [s.config.to_dict() for s in self.recipe.stages]}  # fmt: skip
+        if self.training:
+            out["train"] = dict(self.training)
+        return out
+
     # -- model -----------------------------------------------------------------------------
     def initial_model(self) -> nn.Module:
         if not self.recipe.model:
-            raise RecipeError("the recipe names no model: add model: {...} or pass model= to run_recipe")
+            raise RecipeError(
+                "the recipe names no model: add model: {...} or pass model= to run_recipe"
+            )
         try:
             model = build_model(self.recipe.model, self.data)
         except (ReferenceError_, ArchitectureError, ValueError, TypeError) as exc:
@@ -143,19 +159,19 @@ class _Run:
     def measure(self, model: nn.Module, label: str, extra: dict[str, Any]) -> dict[str, Any]:
         runtime = is_runtime_module(model)
         x = _to(self.latency_input, "cpu" if runtime else self.device)
-        stats = snapshot(
+        stats = metrics_module.snapshot(
             model, x, None, latency=self.latency, threads=self.threads, runs=self.runs,
             runtimes=("eager",) if runtime else ("eager", "onnxruntime"),
         )  # fmt: skip
         stats["dense_bytes"] = stats.pop("size_bytes")
         row = {"label": label, **{k: stats.get(k) for k in ROW_KEYS if k in stats}}
         try:
-            metrics = self.task.evaluate(model, self.test_loader)
+            scores = self.task.evaluate(model, self.test_loader)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
         except RuntimeError as exc:
             raise RecipeError(f"the model does not run on {self.data.name}: {exc}") from None
-        row.update({k: v for k, v in metrics.items() if isinstance(v, int | float | type(None))})
+        row.update({k: v for k, v in scores.items() if isinstance(v, int | float | type(None))})
         row.update(extra)
         row["size_bytes"] = row.get("file_bytes") or row.get("dense_bytes")
         row["size_kind"] = "file" if row.get("file_bytes") else "dense fp32"
@@ -185,9 +201,14 @@ class _Run:
                 progress=self.progress, criterion=self.task.criterion, amp=self.recipe.amp,
             )  # fmt: skip
             details["history"] = history.epochs
+            self.training = {k: getattr(config, k) for k in ("optimizer", "lr", "weight_decay",
+                                                              "momentum", "schedule")}  # fmt: skip
         elif is_technique_stage(stage):
             example = _to(self.example_batch, self.device)
+            if _needs_gradients(config):
+                self.accumulate_gradients(model)
             outcome = compress_(model, config, example_inputs=example)
+            model.zero_grad(set_to_none=True)
             details["result"] = _json_safe(outcome.summary)
             details["before"], details["after"] = outcome.before, outcome.after
             artifact = outcome.artifact
@@ -197,7 +218,7 @@ class _Run:
             if artifact is not None:
                 model = artifact
         elif name == "distill":
-            details["history"] = self.distill(model, baseline, config, index)
+            details.update(self.distill(model, baseline, config, index))
         elif name == "encode":
             path = self.out / "model.nns"
             if is_main_process():
@@ -207,7 +228,25 @@ class _Run:
             details.update(encoded=True, path=str(path), file_bytes=file_bytes(path))
         elif name == "export":
             details.update(self.export(model))
+        elif name == "finalize":
+            from ..core.finalize import finalize
+
+            details["finalized"] = finalize(model)
         return model, details
+
+    def accumulate_gradients(self, model: nn.Module, batches: int = 4) -> None:
+        """Loss gradients over a few training batches (gradient-based criteria read ``.grad``)."""
+        from ..core.modules import eval_mode
+        from ..train.evaluate import default_criterion
+
+        criterion = self.task.criterion or default_criterion
+        model.zero_grad(set_to_none=True)
+        with eval_mode(model):  # BN statistics stay as trained
+            for i, (x, y) in enumerate(self.train_loader):
+                if i == batches:
+                    break
+                loss, _ = criterion(model, _to(x, self.device), _to(y, self.device))
+                loss.backward()
 
     def export(self, model: nn.Module) -> dict[str, Any]:
         from ..metrics import ort_session
@@ -246,9 +285,22 @@ class _Run:
         result = distill(
             teacher, student, self.train_loader, method=config.method, epochs=config.epochs,
             lr=config.lr, optimizer=config.optimizer, temperature=config.temperature,
-            alpha=config.alpha, seed=self.recipe.seed + index, progress=self.progress,
+            alpha=config.alpha, beta=config.beta, gamma=config.gamma,
+            weight_decay=config.weight_decay, features=config.features or None,
+            hint_epochs=config.hint_epochs, seed=self.recipe.seed + index, progress=self.progress,
         )  # fmt: skip
-        return result.history.epochs
+        out = {"history": result.history.epochs, "features": result.distiller.features}
+        if result.hint_history is not None:
+            out["hint_history"] = result.hint_history.epochs
+        return out
+
+
+def _needs_gradients(config: Any) -> bool:
+    """Configs whose criterion scores weight x gradient (Taylor) get loss gradients first."""
+    return (
+        bool(getattr(config, "needs_gradients", False))
+        or getattr(config, "criterion", None) == "taylor"
+    )
 
 
 def _as_tuple(x: Any) -> tuple[Any, ...]:
@@ -293,11 +345,12 @@ def run_recipe(
     *,
     resume: bool = False,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], Any] = print,
     model: nn.Module | None = None,
     data: DataBundle | tuple | None = None,
     task: Task | None = None,
     final_path: str | os.PathLike | None = None,
+    final_extra: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run every stage of ``recipe``, writing artefacts and reports under ``out_dir``.
 
@@ -315,7 +368,9 @@ def run_recipe(
         task: the metric and loss (:class:`~nnshrink.train.task.Task`); default: the recipe's
             ``metric``/``loss``, else classification.
         final_path: also write the final model there (``.safetensors``, ``.nns`` or ``.onnx``,
-            chosen by suffix); the last row's ``size_bytes`` is that file's size.
+            chosen by suffix), made final (:func:`nnshrink.finalize`); the last row's
+            ``size_bytes`` is that file's size.
+        final_extra: metadata stored in that file when it is a checkpoint.
 
     Example:
         >>> run_recipe(load_recipe("int8-ptq-lenet5"), "runs/int8")  # doctest: +SKIP
@@ -387,7 +442,8 @@ def run_recipe(
     if final_path is not None:
         final = Path(final_path)
         if is_main_process():
-            write_model(model, final, example_inputs=run.latency_input)
+            write_model(model, final, example_inputs=run.latency_input, final=True,
+                        extra={**run.provenance(), **(final_extra or {})})  # fmt: skip
         barrier()
         last = state["rows"][-1]
         last.update(file_bytes=file_bytes(final), size_bytes=file_bytes(final), size_kind="file",
@@ -412,7 +468,9 @@ def _save_stage(model: nn.Module, path: Path, details: dict | None = None) -> Pa
 
 
 def _reload(path: str, model: nn.Module, recipe: Recipe) -> nn.Module:
-    return load_model_file(path, like=model, trust_code=bool((recipe.model or {}).get("trust_code")))
+    return load_model_file(
+        path, like=model, trust_code=bool((recipe.model or {}).get("trust_code"))
+    )
 
 
 def _baseline(model: nn.Module, out: Path, state: dict[str, Any], recipe: Recipe) -> nn.Module:

@@ -82,21 +82,35 @@ class DistillStage(Config):
     """``distill``: train the current model as a student of a teacher.
 
     ``teacher`` is ``"baseline"`` (the model before the first compression stage), or a
-    checkpoint path.
+    checkpoint path. ``method`` is one of :data:`nnshrink.distill.METHODS`; ``features`` pairs
+    student and teacher layers (``{student: teacher}``; found automatically when empty),
+    ``hint_epochs`` is FitNets' hint stage, ``beta``/``gamma`` weigh attention transfer and
+    similarity preservation.
     """
 
     kind: ClassVar[str] = "recipe-distill"
     teacher: str = "baseline"
-    method: Literal["kd", "fitnets", "at", "sp", "rkd"] = "kd"
+    method: str = "kd"
     epochs: int = 1
     lr: float = 2e-3
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     temperature: float = 4.0
-    alpha: float = 0.9
+    alpha: float | None = None
+    beta: float = 1000.0
+    gamma: float = 3000.0
+    weight_decay: float = 0.0
+    features: dict[str, str] = dataclasses.field(default_factory=dict)
+    hint_epochs: int | None = None
 
     def validate(self) -> None:
+        from ..distill import METHODS
+
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"recipe-distill.method: {self.method!r} is not one of {list(METHODS)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +132,14 @@ class ExportStage(Config):
 
 
 @dataclasses.dataclass(frozen=True)
+class FinalizeStage(Config):
+    """``finalize``: make training-time forms final (:func:`nnshrink.finalize`): masks baked in,
+    shared / binary / QAT layers made plain, e.g. before ``ptq`` of a QAT-trained model."""
+
+    kind: ClassVar[str] = "recipe-finalize"
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluateStage(Config):
     """``evaluate``: measure the current model (every stage is measured anyway)."""
 
@@ -131,6 +153,7 @@ STAGE_SCHEMAS: dict[str, type[Config]] = {
     "encode": EncodeStage,
     "export": ExportStage,
     "evaluate": EvaluateStage,
+    "finalize": FinalizeStage,
 }
 ALL_STAGES = tuple(sorted((*STAGE_SCHEMAS, *TECHNIQUE_STAGES)))
 

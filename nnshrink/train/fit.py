@@ -124,7 +124,8 @@ def fit(
         epochs: number of epochs.
         lr: peak learning rate.
         optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` or a ready optimizer over the model's params.
-        momentum, weight_decay: optimizer settings (when built by name).
+        momentum: SGD momentum (when the optimizer is built by name).
+        weight_decay: L2 penalty (when the optimizer is built by name).
         schedule: per-step LR schedule, ``"cosine"``, ``"step"`` or ``"constant"``.
         val_loader: evaluated after each epoch (``val_top1``, ``val_loss`` in the metrics).
         criterion: ``(model, x, y) -> (loss, logits)``; default cross-entropy. Distillers plug in here.

@@ -54,7 +54,7 @@ def test_quantize_int8_onnxruntime(tmp_path, capsys):
 
 
 def test_quantize_int8_fake_low_bits(tmp_path, capsys):
-    out = tmp_path / "lenet5-4bit.pt"
+    out = tmp_path / "lenet5-4bit.nns"  # no pickles: the simulated layers, compressed
     report = _run(
         capsys,
         ["quantize", "lenet5", "--method", "int8", "--bits", "4", "--out", str(out), *COMMON],

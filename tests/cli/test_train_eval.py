@@ -29,9 +29,10 @@ def test_train_then_eval_small(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["top1"] == trained["top1"]
 
 
-def test_eval_unknown_data_set_is_refused_up_front(tmp_path):
-    with pytest.raises(SystemExit):  # argparse rejects names outside nnshrink.data.names()
-        main(["eval", str(tmp_path / "m.safetensors"), "--data", "svhn"])
+def test_eval_unknown_data_set_is_refused_up_front(tmp_path, capsys):
+    assert main(["eval", "lenet300", "--data", "svhn"]) == 2
+    err = capsys.readouterr().err
+    assert "svhn" in err and "not a built-in set" in err and len(err.strip().splitlines()) == 1
 
 
 @needs_mnist
