@@ -34,6 +34,10 @@ class ArchitectureError(ValueError):
     """A module cannot be described or rebuilt; the message names the module and the fix."""
 
 
+class ConstructorError(ArchitectureError):
+    """A constructor refused the kwargs (or cannot run on the meta device)."""
+
+
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -309,7 +313,7 @@ def build(desc: dict[str, Any], *, _where: str = "model", _depth: int = 0) -> nn
     except ArchitectureError:
         raise
     except Exception as exc:  # constructors raise TypeError, ValueError, RuntimeError, ...
-        raise ArchitectureError(
+        raise ConstructorError(
             f"{_where}: cannot rebuild {desc['class']} with these kwargs "
             f"({type(exc).__name__}: {str(exc)[:200]})"
         ) from None

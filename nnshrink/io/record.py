@@ -25,7 +25,7 @@ from torch import nn
 
 from ..models.factory import ModelReferenceError, from_reference, hf_model, parse_reference
 from ..models.registry import SPEC_ATTR, create, list_models, spec_of
-from .arch import ArchitectureError, build, describe
+from .arch import ArchitectureError, ConstructorError, build, describe
 from .diff import apply_diff, tree_diff
 from .plain import PlainValueError, check_json
 from .shapes import Signature, check_build, checked_build
@@ -91,10 +91,8 @@ def architecture_of(model: nn.Module) -> dict[str, Any] | None:
             ((kind, body),) = record.items()
             try:  # the reference build only serves the comparison: keep it on the meta device
                 reference = check_build(_fresh(record), max_modules=1 << 30)
-            except ArchitectureError:
-                if kind == "zoo":
-                    raise
-                reference = _fresh(record)()  # the user's code may not run on meta
+            except ConstructorError:
+                reference = _fresh(record)()  # needs real data (or the user's code needs a CPU)
             body["edits"] = tree_diff(reference, model)
             json.dumps(record, allow_nan=False)
             return record

@@ -11,6 +11,11 @@ not matter there), and a tensor made from a Python scalar or a short list (``tor
 is made on the CPU, so that constructors that derive a constant from it (``int(mix32(...))``, as
 the hashing layers do) still work. PyTorch's fake tensors would too, but their first use imports
 ``torch._dynamo`` and sympy (seconds, hundreds of modules).
+
+A constructor that needs real data (TTQ's scale initialisation selects weights above a
+threshold) cannot run on ``meta``; it is then built for real with every tensor factory call
+(``torch.empty``, ``zeros``, ``arange``, ...; where constructors make their tensors) counted
+against the budget *before* it allocates, so the bound still holds.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_module_registration_hook
 from torch.overrides import TorchFunctionMode
 
-from .arch import ArchitectureError
+from .arch import ArchitectureError, ConstructorError
 
 Signature = dict[str, tuple[tuple[int, ...], torch.dtype]]
 MIN_MODULES = 512  # submodules any checked build may create, plus MODULES_PER_TENSOR per tensor
@@ -151,6 +156,68 @@ class _CheckMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_SIZED = frozenset([torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn])
+_FILLED = frozenset([torch.full])
+_NEW = frozenset([torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones,
+                  torch.Tensor.new_full])  # fmt: skip
+
+
+def _numel(size: object) -> int:
+    dims = list(size) if isinstance(size, (list, tuple, torch.Size)) else [size]
+    total = 1
+    for d in dims:
+        total *= max(int(d), 0)
+    return total
+
+
+def _factory_numel(func, args, kwargs) -> int | None:
+    """Elements a tensor factory call will allocate (``None`` for other functions)."""
+    if func in _SIZED:
+        size = args[0] if len(args) == 1 and not isinstance(args[0], int) else args
+        return _numel(kwargs.get("size", size))
+    if func in _FILLED or func in _NEW:
+        return _numel((args[1] if func in _NEW else args[0]) if args else kwargs.get("size", ()))
+    if func is torch.randint:
+        return _numel(next((a for a in args if isinstance(a, (tuple, list, torch.Size))), ()))
+    if func is torch.arange:
+        nums = [float(a) for a in args if isinstance(a, (int, float))]
+        start, end, step = (
+            (0.0, nums[0], 1.0)
+            if len(nums) == 1
+            else (*nums[:2], nums[2] if len(nums) > 2 else 1.0)
+        )
+        return max(int((end - start) / step) + 1, 0) if step else 0
+    if func in (torch.linspace, torch.logspace):
+        return int(args[2] if len(args) > 2 else kwargs.get("steps", 0))
+    if func is torch.eye:
+        return int(args[0]) * int(
+            args[1] if len(args) > 1 and isinstance(args[1], int) else args[0]
+        )
+    if func is torch.randperm:
+        return int(args[0])
+    return None
+
+
+class _FactoryBudget(TorchFunctionMode):
+    """Refuse a tensor factory call before it allocates beyond what is left of the budget."""
+
+    def __init__(self, budget: int, where: str) -> None:
+        super().__init__()
+        self.budget, self.left, self.where = budget, budget, where
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        count = _factory_numel(func, args, kwargs)
+        if count is not None:
+            self.left -= count * 8  # the widest element: every dtype counts as 8 bytes
+            if self.left < 0:
+                raise ArchitectureError(
+                    f"{self.where}: building the architecture would allocate more than the file "
+                    f"justifies ({self.budget:,} bytes); the file is crafted or corrupted"
+                )
+        return func(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def module_limit(max_modules: int, where: str = "model") -> Iterator[None]:
     """Refuse (ArchitectureError) once this thread registers more than ``max_modules`` submodules."""
@@ -181,7 +248,9 @@ def check_build(
     """Run ``fn()`` with every tensor on the ``meta`` device (see the module docstring).
 
     Raises:
-        ArchitectureError: ``fn`` fails there, or creates more than ``max_modules`` modules.
+        ConstructorError: a constructor (or builder) fails there; it may need real data.
+        ArchitectureError: a policy refusal (unknown class, malformed description, more than
+            ``max_modules`` submodules).
 
     Example:
         >>> check_build(lambda: nn.Linear(10**6, 10**6), max_modules=10).weight.device.type
@@ -193,9 +262,36 @@ def check_build(
     except ArchitectureError:
         raise
     except Exception as exc:
-        raise ArchitectureError(
+        raise ConstructorError(
             f"{where}: the architecture cannot be checked before allocation "
             f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ArchitectureError(f"{where}: the builder returned {type(model).__name__}")
+    return model
+
+
+def budgeted_build(
+    fn: Callable[[], nn.Module], *, max_modules: int, budget_bytes: int, where: str = "model"
+) -> nn.Module:
+    """Run ``fn()`` for real, refusing any tensor factory call beyond ``budget_bytes`` in total.
+
+    For constructors that cannot run on ``meta`` (they compute from real values).
+
+    Example:
+        >>> budgeted_build(lambda: nn.Linear(10**6, 10**6), max_modules=10, budget_bytes=1 << 20)
+        Traceback (most recent call last):
+        ...
+        nnshrink.io.arch.ArchitectureError: model: building the architecture would allocate ...
+    """
+    try:
+        with module_limit(max_modules, where), _FactoryBudget(budget_bytes, where):
+            model = fn()
+    except ArchitectureError:
+        raise
+    except Exception as exc:
+        raise ConstructorError(
+            f"{where}: cannot build the architecture ({type(exc).__name__}: {str(exc)[:200]})"
         ) from None
     if not isinstance(model, nn.Module):
         raise ArchitectureError(f"{where}: the builder returned {type(model).__name__}")
@@ -217,19 +313,27 @@ def checked_build(
         stored: :func:`signature` of the tensors the file holds.
         budget_bytes: the most the model's tensors may take (non-persistent buffers included).
         where: prefix for messages.
-        trusted: ``fn`` runs code the user named; if it cannot run on the meta device it is
-            built for real directly (and still compared before any weight is loaded).
+        trusted: ``fn`` runs code the user named; if it cannot be checked (meta device, then
+            the budgeted real build) it is built for real directly, and still compared before
+            any weight is loaded.
 
     Example:
         >>> checked_build(lambda: nn.Linear(3, 2), signature(nn.Linear(3, 2)), budget_bytes=64)
         Linear(in_features=3, out_features=2, bias=True)
     """
     max_modules = MIN_MODULES + MODULES_PER_TENSOR * len(stored)
+    model: nn.Module | None = None
     try:
         probe = check_build(fn, max_modules=max_modules, where=where)
-    except ArchitectureError:
-        if not trusted:
-            raise
+    except ConstructorError:
+        # needs real data: build for real, every tensor factory call within the budget
+        try:
+            model = budgeted_build(
+                fn, max_modules=max_modules, budget_bytes=budget_bytes, where=where
+            )
+        except ArchitectureError:
+            if not trusted:
+                raise
         probe = None
     if probe is not None:
         probe = match_float_dtype(probe, stored)
@@ -240,14 +344,17 @@ def checked_build(
                 f"{where}: the architecture needs {need:,} bytes of tensors, more than the file "
                 f"justifies ({budget_bytes:,}); the file is crafted or corrupted"
             )
-    try:
-        model = fn()
-    except ArchitectureError:
-        raise
-    except Exception as exc:
-        if not trusted:
-            raise ArchitectureError(f"{where}: {type(exc).__name__}: {str(exc)[:200]}") from None
-        raise
+    if model is None:
+        try:
+            model = fn()
+        except ArchitectureError:
+            raise
+        except Exception as exc:
+            if not trusted:
+                raise ArchitectureError(
+                    f"{where}: {type(exc).__name__}: {str(exc)[:200]}"
+                ) from None
+            raise
     model = match_float_dtype(model, stored)
     compare(signature(model), stored, where)
     return model

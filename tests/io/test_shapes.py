@@ -8,8 +8,17 @@ import pytest
 import torch
 from torch import nn
 
+from nnshrink.binary import TernaryLinear
 from nnshrink.io import ArchitectureError, budget_for, check_build, checked_build
-from nnshrink.io.shapes import MIN_BUDGET, compare, module_limit, signature, state_bytes
+from nnshrink.io.shapes import (
+    MIN_BUDGET,
+    _factory_numel,
+    budgeted_build,
+    compare,
+    module_limit,
+    signature,
+    state_bytes,
+)
 from nnshrink.sharing.circulant import CirculantLinear
 
 
@@ -61,7 +70,7 @@ def test_untrusted_builder_errors_become_architecture_errors():
     def broken():
         raise RuntimeError("boom")
 
-    with pytest.raises(ArchitectureError, match="cannot be checked.*boom"):
+    with pytest.raises(ArchitectureError, match="cannot build the architecture.*boom"):
         checked_build(broken, {}, budget_bytes=1)
     with pytest.raises(ArchitectureError, match="returned int"):
         check_build(lambda: 3, max_modules=1)
@@ -93,3 +102,29 @@ def test_budget():
     assert budget_for(100 << 20, max_expansion=2) == 200 << 20
     with pytest.raises(ValueError, match="max_expansion"):
         budget_for(1, max_expansion=0)
+
+
+def test_data_dependent_constructors_get_a_budgeted_real_build():
+    """TTQ initialises its scales from the weights' values: no meta build, a bounded real one."""
+    stored = signature(TernaryLinear(6, 4, mode="ttq"))
+    model = checked_build(lambda: TernaryLinear(6, 4, mode="ttq"), stored, budget_bytes=1 << 20)
+    assert model.weight.device.type == "cpu" and model.wp.shape == ()
+    with pytest.raises(ArchitectureError, match="would allocate more than the file justifies"):
+        checked_build(lambda: TernaryLinear(10**5, 10**5, mode="ttq"), stored, budget_bytes=1 << 20)
+    with pytest.raises(ArchitectureError, match="would allocate more"):
+        budgeted_build(lambda: nn.Linear(10**6, 10**6), max_modules=10, budget_bytes=1 << 20)
+
+
+@pytest.mark.parametrize(
+    "call, numel",
+    [((torch.empty, (3, 4), {}), 12), ((torch.zeros, ((3, 4),), {}), 12),
+     ((torch.ones, (), {"size": (5,)}), 5), ((torch.full, ((2, 3), 1.0), {}), 6),
+     ((torch.arange, (10,), {}), 11), ((torch.arange, (2, 10, 2), {}), 5),
+     ((torch.randint, (0, 5, (4, 4)), {}), 16), ((torch.linspace, (0, 1, 7), {}), 7),
+     ((torch.eye, (3,), {}), 9), ((torch.randperm, (8,), {}), 8), ((torch.relu, (1,), {}), None)],
+)  # fmt: skip
+def test_factory_sizes_are_known_before_allocation(call, numel):
+    func, args, kwargs = call
+    assert _factory_numel(func, args, kwargs) == numel
+    if numel is not None:  # never under: the count bounds the real allocation
+        assert func(*args, **kwargs).numel() <= numel
