@@ -172,11 +172,13 @@ def _numel(size: object) -> int:
 
 def _factory_numel(func, args, kwargs) -> int | None:
     """Elements a tensor factory call will allocate (``None`` for other functions)."""
-    if func in _SIZED:
+    if func in _NEW:
+        args = args[1:]  # drop self
+    if func in _FILLED or func is torch.Tensor.new_full:
+        args = args[:1]  # (size, fill_value)
+    if func in _SIZED or func in _NEW or func in _FILLED:
         size = args[0] if len(args) == 1 and not isinstance(args[0], int) else args
         return _numel(kwargs.get("size", size))
-    if func in _FILLED or func in _NEW:
-        return _numel((args[1] if func in _NEW else args[0]) if args else kwargs.get("size", ()))
     if func is torch.randint:
         return _numel(next((a for a in args if isinstance(a, (tuple, list, torch.Size))), ()))
     if func is torch.arange:

@@ -121,7 +121,10 @@ def test_data_dependent_constructors_get_a_budgeted_real_build():
      ((torch.ones, (), {"size": (5,)}), 5), ((torch.full, ((2, 3), 1.0), {}), 6),
      ((torch.arange, (10,), {}), 11), ((torch.arange, (2, 10, 2), {}), 5),
      ((torch.randint, (0, 5, (4, 4)), {}), 16), ((torch.linspace, (0, 1, 7), {}), 7),
-     ((torch.eye, (3,), {}), 9), ((torch.randperm, (8,), {}), 8), ((torch.relu, (1,), {}), None)],
+     ((torch.eye, (3,), {}), 9), ((torch.randperm, (8,), {}), 8), ((torch.relu, (1,), {}), None),
+     ((torch.Tensor.new_zeros, (torch.ones(1), 3, 4), {}), 12),
+     ((torch.Tensor.new_empty, (torch.ones(1), (5, 2)), {}), 10),
+     ((torch.Tensor.new_full, (torch.ones(1), (2, 2), 1.0), {}), 4)],
 )  # fmt: skip
 def test_factory_sizes_are_known_before_allocation(call, numel):
     func, args, kwargs = call
