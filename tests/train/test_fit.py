@@ -135,7 +135,7 @@ def test_resume_reads_tensors_only(tmp_path):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
     ckpt = tmp_path / "state.pt"
-    ckpt.write_bytes(pickle.dumps({"model": Boom()}))
+    ckpt.write_bytes(pickle.dumps({"model": Boom()}, protocol=2))
     x, y = _toy_data(64)
     with pytest.raises(ValueError, match="not a training state.*resume=False"):
         fit(_model(), TensorLoader(x, y, 32), epochs=1, checkpoint=ckpt, resume=True)
