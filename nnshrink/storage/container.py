@@ -4,7 +4,7 @@ Byte layout (all integers little-endian; see ``docs/file-format.md``)::
 
     offset  size  field
     0       8     magic  b"NNSHRINK"
-    8       4     format version, uint32 (currently 1)
+    8       4     format version, uint32 (currently 2; version 1 files have the same layout)
     12      8     header length H, uint64
     20      4     CRC32 of the header bytes, uint32 (zlib.crc32)
     24      H     header: UTF-8 JSON object; its "blobs" key maps blob name ->
@@ -28,7 +28,7 @@ from typing import Any
 from nnshrink.utils.atomic import atomic_write_bytes
 
 MAGIC = b"NNSHRINK"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: architecture records may name factories, hf directories, attributes
 PREFIX = struct.Struct("<8sIQI")  # magic, version, header length, header crc32
 PREFIX_SIZE = PREFIX.size  # 24
 BLOBS_KEY = "blobs"
@@ -119,6 +119,11 @@ def _parse_prefix(data: bytes | memoryview, where: str) -> tuple[int, int, int]:
     return version, head_len, head_crc
 
 
+def _no_constant(name: str) -> None:
+    # Writers never emit NaN/Infinity (allow_nan=False); a header holding them is crafted.
+    raise ValueError(f"non-finite number {name} in the header")
+
+
 def _parse_header(data: bytes | memoryview, size: int, where: str) -> tuple[dict[str, Any], int]:
     """Parse prefix and header from ``data``; ``size`` is the whole file's length."""
     _, head_len, head_crc = _parse_prefix(data, where)
@@ -132,19 +137,24 @@ def _parse_header(data: bytes | memoryview, size: int, where: str) -> tuple[dict
     if zlib.crc32(head) != head_crc:
         raise FormatError(f"{where}: header CRC32 mismatch; the file is corrupted (re-save it)")
     try:
-        header = json.loads(head.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{where}: header is not valid UTF-8 JSON ({exc})") from exc
+        header = json.loads(head.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # incl. crafted nesting
+        raise FormatError(f"{where}: header is not valid UTF-8 JSON ({str(exc)[:120]})") from None
     if not isinstance(header, dict) or not isinstance(header.get(BLOBS_KEY), dict):
         raise FormatError(f"{where}: header lacks the {BLOBS_KEY!r} index; the file is corrupted")
     expected = 0
     for name, entry in header[BLOBS_KEY].items():
-        try:
-            offset, length = int(entry["offset"]), int(entry["length"])
-            int(entry["crc32"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"{where}: blob {name!r} has a malformed index entry") from exc
-        if offset != expected or length < 0:
+        fields = (
+            [entry.get(k) for k in ("offset", "length", "crc32")] if isinstance(entry, dict) else []
+        )
+        if (
+            len(fields) != 3
+            or not all(type(v) is int and v >= 0 for v in fields)
+            or fields[2] >> 32
+        ):
+            raise FormatError(f"{where}: blob {name!r:.80} has a malformed index entry")
+        offset, length = fields[0], fields[1]
+        if offset != expected:
             raise FormatError(
                 f"{where}: blob {name!r} is at offset {offset}, expected {expected}; "
                 "the file is corrupted"

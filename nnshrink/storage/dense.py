@@ -78,6 +78,8 @@ def encode_dense(values: np.ndarray, dtype: str) -> bytes:
 def decode_dense(data: bytes | memoryview, dtype: str, count: int) -> np.ndarray:
     """Inverse of :func:`encode_dense`: ``count`` values of ``dtype`` (a 1-D, writable array)."""
     target = numpy_dtype(dtype)
+    if type(count) is not int or count < 0:
+        raise ValueError(f"dense count must be an integer >= 0, got {count!r}")
     if len(data) != count * target.itemsize:
         raise ValueError(
             f"dense blob holds {len(data)} bytes, expected {count} x {target.itemsize} ({dtype})"

@@ -140,8 +140,15 @@ def huffman_decode(data: bytes | memoryview, alphabet_size: int, count: int) -> 
     chain of real symbol starts is followed with a few pointer doublings (:func:`_follow_chain`).
     """
     data = memoryview(data).cast("B")
+    if not 1 <= alphabet_size <= 1 << 16:
+        raise ValueError(f"alphabet_size must be in 1..65536, got {alphabet_size}")
     if len(data) < alphabet_size:
         raise ValueError(f"Huffman stream shorter than its {alphabet_size}-byte length table")
+    # Bound every allocation below by the stream: a code takes at least one bit.
+    if not 0 <= count <= 8 * (len(data) - alphabet_size):
+        raise ValueError(
+            f"a {len(data)}-byte Huffman stream cannot hold {count} symbols; the data is corrupted"
+        )
     lengths = np.frombuffer(data[:alphabet_size], dtype=np.uint8).astype(np.int64)
     if count == 0:
         return np.zeros(0, dtype=np.int64)

@@ -2,8 +2,11 @@
 
 ``save`` encodes every state-dict tensor with the smallest exact encoding that applies (dense,
 sparse with relative indices, codebook, sparse + codebook, binary, ternary; index streams
-Huffman-coded where that is smaller) and writes the architecture description next to it, so that
-``load`` rebuilds the model with bit-identical weights.
+Huffman-coded where that is smaller) and writes the architecture record next to it (a zoo name,
+a ``module:callable`` factory or an ``hf:`` directory plus the structural edits, or a tree of
+registered layers: :mod:`nnshrink.io.record`), so that ``load`` rebuilds the model with
+bit-identical weights. Loading checks every header field and blob length before decoding,
+never allocates more than the file justifies, and imports nothing the file names.
 """
 
 from __future__ import annotations
@@ -18,21 +21,15 @@ import torch
 from torch import nn
 
 from nnshrink._version import __version__
-from nnshrink.io import (
-    ArchitectureError,
-    CheckpointError,
-    build,
-    build_from_spec,
-    describe,
-    tree_diff,
-)
-from nnshrink.models import create
-from nnshrink.models.registry import spec_of
+from nnshrink.io import ArchitectureError, architecture_of, rebuild
+from nnshrink.io.record import Factory
+from nnshrink.io.shapes import MAX_EXPANSION, Signature, budget_for, compare, signature
 
 from .container import FormatError, read_container, write_container
-from .dense import DTYPES
+from .dense import DTYPES, nonzero_mask
 from .report import StorageReport, storage_report
 from .tensors import TensorOptions, decode_tensor, encode_tensor
+from .validate import check_entry
 
 DEFAULT_INDEX_BITS = MappingProxyType({"conv": 4, "fc": 5})
 FORMAT_NAME = "nnshrink.nns"
@@ -127,44 +124,6 @@ def _options(
     )
 
 
-def architecture_of(model: nn.Module) -> dict[str, Any] | None:
-    """JSON description of the model's structure, or ``None`` when it cannot be described.
-
-    Zoo models (``nnshrink.models.create``) are described by name, kwargs and structural edits
-    (``{"zoo": spec}``, as in :mod:`nnshrink.io` checkpoints); other modules built only from
-    registered layers by their module tree (``{"module": nnshrink.io.describe(model)}``).
-    """
-    spec = spec_of(model)
-    if spec is not None:
-        try:
-            spec["edits"] = tree_diff(create(spec["name"], **spec["kwargs"]), model)
-            return {"zoo": spec}
-        except (ArchitectureError, KeyError, TypeError, ValueError):
-            pass  # edited beyond what a spec can express: try the whole tree
-    try:
-        return {"module": describe(model)}
-    except ArchitectureError:
-        return None
-
-
-def build_from_architecture(arch: dict[str, Any] | None, where: str) -> nn.Module:
-    """Rebuild a model (fresh weights) from :func:`architecture_of`'s description."""
-    if not arch:
-        raise ValueError(
-            f"{where} stores no architecture description (the model had unregistered custom "
-            "modules); pass the module to fill: load(path, model=MyModel())"
-        )
-    try:
-        if "zoo" in arch:
-            return build_from_spec(arch["zoo"])
-        return build(arch["module"])
-    except (ArchitectureError, CheckpointError, KeyError, TypeError) as exc:
-        raise ValueError(
-            f"{where}: cannot rebuild the stored architecture ({exc}); pass the module to fill: "
-            "load(path, model=MyModel())"
-        ) from exc
-
-
 def save(
     model: nn.Module,
     path: str | os.PathLike,
@@ -246,55 +205,124 @@ def save(
     return storage_report({**header, "blobs": index}, file_bytes=size)
 
 
-def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read and verify a ``.nns`` file; return ``(state_dict, header)`` without building a model.
+def _stored_signature(header: dict[str, Any]) -> Signature:
+    return {
+        name: (tuple(entry["shape"]), getattr(torch, entry["dtype"]))
+        for name, entry in header["tensors"].items()
+    }
 
-    Raises:
-        FormatError: truncated or corrupted file, wrong magic, newer version, bad tensor entry.
-    """
+
+def _read_checked(
+    path: str | os.PathLike, max_expansion: float
+) -> tuple[dict[str, Any], dict[str, memoryview]]:
+    """Container + every tensor entry verified, the decoded size within budget; nothing decoded."""
     header, blobs = read_container(path)
     if header.get("format") != FORMAT_NAME or not isinstance(header.get("tensors"), dict):
         raise FormatError(f"{path}: header is not an nnshrink model header (no 'tensors')")
+    lengths = {name: len(blob) for name, blob in blobs.items()}
+    total = 0
+    for name, entry in header["tensors"].items():
+        try:
+            total += check_entry(name, entry, lengths)
+        except ValueError as exc:
+            raise FormatError(f"{path}: {exc}; the file is corrupted or crafted") from None
+    budget = budget_for(os.path.getsize(path), max_expansion)
+    if total > budget:
+        raise FormatError(
+            f"{path}: its tensors would take {total:,} bytes once decoded, more than the file "
+            f"justifies ({budget:,}); the file is crafted or corrupted (for a trusted file, pass "
+            "max_expansion=...)"
+        )
+    return header, blobs
+
+
+def _decode_all(
+    path: str | os.PathLike, header: dict[str, Any], blobs: dict[str, memoryview]
+) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for name, entry in header["tensors"].items():
         try:
             parts = {part: blobs[blob] for part, blob in entry["blobs"].items()}
             array = decode_tensor(entry, parts)
+            if array.shape != tuple(entry["shape"]) or array.dtype != DTYPES[entry["dtype"]]:
+                raise ValueError(f"decoded {array.dtype} {array.shape} != the header's")
+            if "nnz" in entry and int(np.count_nonzero(nonzero_mask(array))) != entry["nnz"]:
+                raise ValueError(f"decoded {np.count_nonzero(nonzero_mask(array))} non-zeros, "
+                                 f"the header says {entry['nnz']}")  # fmt: skip
             state[name] = _to_torch(array, entry["dtype"])
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
             raise FormatError(
-                f"{path}: tensor {name!r} cannot be decoded ({exc!r}); the file is corrupted or "
-                "was written by a newer nnshrink"
-            ) from exc
-    return state, header
+                f"{path}: tensor {name!r} cannot be decoded ({exc!r:.200}); the file is corrupted "
+                "or was written by a newer nnshrink"
+            ) from None
+    return state
 
 
-def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+def read_state_dict(
+    path: str | os.PathLike, *, max_expansion: float = MAX_EXPANSION
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and verify a ``.nns`` file; return ``(state_dict, header)`` without building a model.
+
+    Every tensor entry is checked against its blobs (:mod:`nnshrink.storage.validate`) and the
+    total decoded size against :func:`nnshrink.io.budget_for` before anything is decoded.
+
+    Args:
+        path: the file.
+        max_expansion: refuse files whose tensors would take more than this many times the file
+            size (or 16 MiB) once decoded.
+
+    Raises:
+        FormatError: truncated or corrupted file, wrong magic, newer version, bad tensor entry,
+            or tensors larger than the file justifies.
+    """
+    header, blobs = _read_checked(path, max_expansion)
+    return _decode_all(path, header, blobs), header
+
+
+def load(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    factory: Factory | None = None,
+    trust_code: bool = False,
+    max_expansion: float = MAX_EXPANSION,
+) -> nn.Module:
     """Load a ``.nns`` file: rebuild the stored architecture, or fill the given ``model``.
 
-    Everything is read and verified (CRCs, shapes, names) before any module is touched, so a bad
-    file never leaves ``model`` half-loaded. The returned model is in ``eval()`` mode, as with
-    :func:`nnshrink.io.load_checkpoint`.
+    Everything is read and verified (CRCs, every header field, sizes) before any module is
+    built or touched; the architecture is built on the ``meta`` device and compared with the
+    stored tensors before it is built for real, so a bad file never leaves ``model``
+    half-loaded and never allocates more than it justifies. The returned model is in
+    ``eval()`` mode, as with :func:`nnshrink.io.load_checkpoint`.
 
     Args:
         path: a file written by :func:`save`.
         model: a module to load the weights into (needed when the file stores no architecture).
+        factory: a reference (``"pkg.mod:build"``, a zoo name, ``"hf:DIR"``) or a callable
+            building the base model, called with the recorded kwargs; the recorded edits are
+            applied on top. Overrides the recorded reference (the weights must still fit).
+        trust_code: import the factory the file names (this runs that code).
+        max_expansion: see :func:`read_state_dict`.
+
+    Raises:
+        FormatError: a damaged or crafted file, an architecture that does not fit the stored
+            tensors, or a file of a factory-built model without ``factory``/``trust_code``.
 
     Example:
         >>> model = load("lenet300.nns")  # doctest: +SKIP
     """
-    state, header = read_state_dict(path)
-    if model is None:
-        model = build_from_architecture(header.get("architecture"), str(path))
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(n for n in set(own) & set(state) if tuple(own[n].shape) != tuple(state[n].shape))
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"{path} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, shape mismatch {wrong[:5]}; load it into the architecture it was "
-            "saved from (or call load(path) without a model to rebuild it)"
-        )
-    model.load_state_dict(state, strict=True)
+    header, blobs = _read_checked(path, max_expansion)
+    stored = _stored_signature(header)  # the architecture is checked before anything is decoded
+    try:
+        if model is None:
+            record = header.get("architecture")
+            budget = budget_for(os.path.getsize(path), max_expansion)
+            model = rebuild(
+                record, stored, budget_bytes=budget, factory=factory, trust_code=trust_code
+            )
+        else:
+            compare(signature(model), stored, type(model).__name__)
+    except ArchitectureError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    model.load_state_dict(_decode_all(path, header, blobs), strict=True)
     return model.eval()

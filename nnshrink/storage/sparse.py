@@ -77,6 +77,9 @@ def sparse_split(flat: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndar
 
 def sparse_join(skips: np.ndarray, entry_values: np.ndarray, length: int) -> np.ndarray:
     """Inverse of :func:`sparse_split`: scatter entry values into ``length`` zeros."""
+    skips = np.asarray(skips)
+    if skips.size > length or (skips.size and skips.min() < 0):
+        raise ValueError(f"{skips.size} entries (or a negative skip) cannot fit length {length}")
     slots = entry_positions(skips)
     if slots.size and slots[-1] >= length:
         raise ValueError(f"relative indices reach position {slots[-1]} beyond length {length}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -163,7 +164,15 @@ def fit(
     history = History()
     start_epoch = 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        # weights_only: tensors, numbers, strings and containers only; a crafted state file
+        # cannot run code (torch.save'd state dicts of our optimizers and schedules all fit).
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+            raise ValueError(
+                f"{checkpoint}: not a training state written by nnshrink.train.fit "
+                f"({str(exc).splitlines()[0][:160]}); delete it or pass resume=False"
+            ) from None
         unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -95,3 +95,50 @@ def test_real_mnist_from_package():
     assert images.shape == (10_000, 1, 28, 28)
     assert labels[:5].tolist() == [7, 2, 1, 0, 4]
     assert np.bincount(labels).min() > 800
+
+
+class _Boom:
+    """Unpickling this calls os.system: what a crafted data-set pickle would do."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_safe_unpickle_admits_plain_data_only():
+    import io
+    import struct
+    import tracemalloc
+
+    from nnshrink.data.readers import safe_unpickle
+
+    plain = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "y": [1, 2.5, "s", b"b", None],
+             "t": (np.int64(3), np.float64(0.5), True), "z": np.array([True, False])}  # fmt: skip
+    for protocol in (2, 4, 5):
+        back = safe_unpickle(io.BytesIO(pickle.dumps(plain, protocol=protocol)), encoding="bytes")
+        np.testing.assert_array_equal(back["x"], plain["x"])
+        assert back["y"] == plain["y"] and back["t"] == plain["t"]
+    hostile = [_Boom(), {"a": _Boom()}, np.array([1, "x"], dtype=object), {1, 2},
+               __import__("collections").OrderedDict(a=1), np.ma.masked_array([1, 2])]  # fmt: skip
+    for obj in hostile:
+        with pytest.raises(ValueError, match="plain data-set pickle"):
+            safe_unpickle(io.BytesIO(pickle.dumps(obj, protocol=2)))
+    # a claimed 2**40-byte string must fail for lack of data, not allocate it first
+    crafted = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"abc"
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="plain data-set pickle"):
+        safe_unpickle(io.BytesIO(crafted))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20
+    with pytest.raises(ValueError, match="larger than any data set"):
+        safe_unpickle(io.BytesIO(pickle.dumps(np.zeros(1000))), max_bytes=100)
+
+
+def test_cifar_reader_refuses_code(tmp_path):
+    _write_cifar(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": _Boom(), b"labels": [1]}, f)
+    with pytest.raises(ValueError, match="refused posix.system|refused os.system"):
+        read_cifar10("test", tmp_path)

@@ -1,12 +1,14 @@
-"""Architecture descriptions: describe/build round trips, diffs, custom registration."""
+"""Architecture descriptions: describe/build round trips, the class allow-list, custom registration."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
 from torch import nn
 
-from nnshrink.io import ArchitectureError, apply_diff, build, describe, register_module, tree_diff
+from nnshrink.io import ArchitectureError, build, describe, register_module, resolve_class
 
 
 class _Gate(nn.Module):
@@ -46,15 +48,56 @@ def test_custom_module_needs_registration():
     assert isinstance(gate, _Gate) and gate.scale.numel() == 5
 
 
-def test_diff_lists_outermost_changes_and_applies():
-    ref = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
-    edited = nn.Sequential(nn.Linear(4, 2), nn.Sequential(nn.Linear(2, 4), nn.ReLU()))
-    edited[1][1] = nn.Sequential(nn.ReLU(), nn.Identity())
-    diff = tree_diff(ref, edited)
-    assert set(diff) == {"0", "1.0", "1.1"}
-    rebuilt = apply_diff(ref, diff)
-    assert describe(rebuilt) == describe(edited)
-    assert tree_diff(ref, ref) == {}
+@pytest.mark.parametrize(
+    "name",
+    ["os.system", "antigravity.X", "this.Y", "nnshrink.models.create", "builtins.eval",
+     "torch.nn.modules.module.Module", "nnshrink.io.arch._Missing", 42],
+)  # fmt: skip
+def test_hostile_class_names_are_refused_without_import(name):
+    before = set(sys.modules)
+    with pytest.raises(ArchitectureError, match="allow-list|description is"):
+        build({"class": name, "kwargs": {}})
+    assert set(sys.modules) == before
+
+
+def test_moved_class_names_still_resolve():
+    from nnshrink.sharing.kmeans import SharedWeightLinear
+
+    assert resolve_class("nnshrink.quantization.kmeans.SharedWeightLinear") is SharedWeightLinear
+    assert resolve_class("torch.nn.Linear") is nn.Linear
+
+
+@pytest.mark.parametrize(
+    "desc, match",
+    [
+        ({"class": "torch.nn.Linear", "kwargs": {"in_features": 2, "out_features": float("nan")}},
+         "non-finite"),
+        ({"class": "torch.nn.Linear", "kwargs": {"in_features": object()}}, "not plain JSON"),
+        ({"class": "torch.nn.Linear", "kwargs": {"**x": 1}}, "argument names"),
+        ({"class": "torch.nn.Linear", "kwargs": {"in_features": -3, "out_features": 2}},
+         "cannot rebuild"),
+        ({"class": "torch.nn.Linear", "kwargs": {}, "code": "x"}, "unknown description keys"),
+        ({"class": "torch.nn.ReLU", "kwargs": {}, "children": {"forward": {"class": "torch.nn.ReLU"}}},
+         "no submodule 'forward'"),
+        ({"class": "torch.nn.ModuleList", "children": {"1": {"class": "torch.nn.ReLU"}}},
+         "named 0..n-1"),
+        ({"class": "torch.nn.Sequential", "children": {"a.b": {"class": "torch.nn.ReLU"}}},
+         "not a valid submodule name"),
+        ({"class": "torch.nn.Sequential", "kwargs": {"x": 1}}, "takes no kwargs"),
+        ([1, 2], "description is"),
+    ],
+)  # fmt: skip
+def test_malformed_descriptions_are_refused(desc, match):
+    with pytest.raises(ArchitectureError, match=match):
+        build(desc)
+
+
+def test_deep_trees_are_refused():
+    desc = {"class": "torch.nn.ReLU"}
+    for _ in range(100):
+        desc = {"class": "torch.nn.Sequential", "children": {"0": desc}}
+    with pytest.raises(ArchitectureError, match="deeper than"):
+        build(desc)
 
 
 def test_layer_kwargs_rebuild_same_shapes():

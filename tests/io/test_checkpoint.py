@@ -1,17 +1,21 @@
-"""Checkpoints: exact round trips (also for structurally edited models) and clear errors."""
+"""Checkpoints: exact round trips (also for structurally edited and user models) and clear errors."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nnshrink.io import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from nnshrink.models import create
+from nnshrink.models import create, from_reference, spec_of
 from nnshrink.models.resnet import ZeroPadShortcut
+from tests.conftest import TinyConvNet
+
+DATA = Path(__file__).parent / "data"
 
 
 def _assert_same_model(a, b, x):
@@ -55,14 +59,95 @@ def test_structurally_edited_model_round_trip(tmp_path):
 
 
 def test_any_module_loads_with_model_argument(tmp_path):
-    model = nn.Sequential(nn.Linear(3, 2))
+    model = TinyConvNet()  # an unregistered class and no reference: the file cannot rebuild it
     path = save_checkpoint(model, tmp_path / "plain.safetensors")
-    with pytest.raises(CheckpointError, match="pass model="):
+    with pytest.raises(CheckpointError, match="model=MyModel\\(\\)"):
         load_checkpoint(path)
-    target = nn.Sequential(nn.Linear(3, 2))
+    target = TinyConvNet()
     loaded, _ = load_checkpoint(path, model=target)
     assert loaded is target
-    assert torch.equal(target[0].weight, model[0].weight)
+    assert torch.equal(target.fc.weight, model.fc.weight)
+    loaded, _ = load_checkpoint(path, factory=TinyConvNet)  # or name the builder
+    assert torch.equal(loaded.fc.weight, model.fc.weight)
+
+
+def test_trees_of_registered_layers_rebuild_without_a_model(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    loaded, info = load_checkpoint(save_checkpoint(model, tmp_path / "seq.safetensors"))
+    assert set(info["architecture"]) == {"module"} and info["spec"] is None
+    assert torch.equal(loaded[0].weight, model[0].weight)
+
+
+def test_factory_model_round_trip_and_trust(tmp_path):
+    model = from_reference("tests.conftest:TinyConvNet", {"num_classes": 5})
+    model.fc = nn.Linear(64, 3)  # an edit on top of the user's model
+    path = save_checkpoint(model, tmp_path / "user.safetensors")
+    with pytest.raises(CheckpointError, match=r"pass factory='tests.conftest:TinyConvNet' "
+                                              r"\(CLI: --model tests.conftest:TinyConvNet\)"):  # fmt: skip
+        load_checkpoint(path)
+    x = torch.randn(2, 1, 8, 8)
+    for kwargs in ({"factory": "tests.conftest:TinyConvNet"}, {"trust_code": True}):
+        loaded, info = load_checkpoint(path, **kwargs)
+        assert info["spec"]["factory"] == "tests.conftest:TinyConvNet"
+        _assert_same_model(model, loaded, x)
+        assert spec_of(loaded) == {
+            "factory": "tests.conftest:TinyConvNet",
+            "kwargs": {"num_classes": 5},
+        }
+
+
+def test_version_1_files_still_load():
+    """A file written by the previous format (nnshrink before this change), kept in tests/io/data."""
+    path = DATA / "v1_mlp_pruned.safetensors"
+    model, info = load_checkpoint(path)
+    assert info["format"] == 1 and info["metrics"] == {"top1": 0.5}
+    assert model[1].out_features == 6 and info["spec"]["name"] == "mlp"
+    oracle = nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 10))
+    oracle.load_state_dict(load_file(path))
+    x = torch.randn(3, 1, 4, 4)
+    assert torch.equal(model(x), oracle(x))
+
+
+def test_corruption_anywhere_is_detected(tmp_path):
+    """safetensors has no checksum; ours (header index + metadata + data) catches every flip."""
+    path = save_checkpoint(create("mlp", widths=[4], input_size=2), tmp_path / "m.safetensors",
+                           metrics={"top1": 0.5})  # fmt: skip
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    flips = [9, 8 + n // 2, 8 + n - 2, 8 + n + 1, len(data) - 1]  # header, metadata, data
+    for pos in flips:
+        bad = bytearray(data)
+        bad[pos] ^= 0x04
+        (tmp_path / "bad.safetensors").write_bytes(bytes(bad))
+        with pytest.raises(CheckpointError):
+            load_checkpoint(tmp_path / "bad.safetensors")
+    assert load_file(path)["1.weight"].shape == (4, 4)  # still a plain safetensors file
+
+
+def test_hf_model_round_trip_with_pruned_heads(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=16,
+                                     max_position_embeddings=16)  # fmt: skip
+    transformers.BertModel(config).save_pretrained(tmp_path / "bert")
+    model = from_reference(f"hf:{tmp_path / 'bert'}").eval()
+    att = model.encoder.layer[0].attention.self
+    for name in ("query", "key", "value"):  # keep head 0 only (4 of 8 features)
+        old, new = getattr(att, name), nn.Linear(8, 4)
+        new.weight.data, new.bias.data = old.weight.data[:4].clone(), old.bias.data[:4].clone()
+        setattr(att, name, new)
+    dense = model.encoder.layer[0].attention.output.dense
+    new = nn.Linear(4, 8)
+    new.weight.data, new.bias.data = dense.weight.data[:, :4].clone(), dense.bias.data.clone()
+    model.encoder.layer[0].attention.output.dense = new
+    att.num_attention_heads, att.all_head_size = 1, 4
+    ids = torch.tensor([[1, 2, 3, 4]])
+    path = save_checkpoint(model, tmp_path / "bert.safetensors")
+    loaded, info = load_checkpoint(path)  # hf: directories load without trust_code
+    edits = info["architecture"]["hf"]["edits"]
+    assert edits["encoder.layer.0.attention.self"] == {"attrs": {"num_attention_heads": 1,
+                                                                 "all_head_size": 4}}  # fmt: skip
+    assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
 
 
 def test_truncated_foreign_unknown_and_newer_files(tmp_path):
@@ -78,7 +163,7 @@ def test_truncated_foreign_unknown_and_newer_files(tmp_path):
     with pytest.raises(CheckpointError, match="not saved by nnshrink"):
         load_checkpoint(tmp_path / "foreign.safetensors")
     spec = {"name": "resnet1000", "kwargs": {}, "edits": {}}
-    meta = {"nnshrink.format": "1", "nnshrink.spec": json.dumps(spec)}
+    meta = {"nnshrink.format": "1", "nnshrink.spec": json.dumps(spec)}  # version 1: no checksum
     save_file({"w": torch.zeros(2)}, tmp_path / "unknown.safetensors", metadata=meta)
     with pytest.raises(CheckpointError, match="unknown architecture 'resnet1000'"):
         load_checkpoint(tmp_path / "unknown.safetensors")

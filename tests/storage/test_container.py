@@ -138,3 +138,30 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 def test_empty_container():
     header, blobs = decode_container(encode_container({}, {}))
     assert header == {} and blobs == {}
+
+
+def test_version_1_containers_still_read(tmp_path):
+    data = bytearray(encode_container(HEADER, BLOBS))
+    struct.pack_into("<I", data, 8, 1)  # same layout; version 1 files differ only in the header
+    header, blobs = decode_container(bytes(data))
+    assert header == HEADER and {k: bytes(v) for k, v in blobs.items()} == BLOBS
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"offset": -1, "length": 3, "crc32": 0}, {"offset": "0", "length": 3, "crc32": 0},
+     {"offset": 0, "length": True, "crc32": 0}, {"offset": 0, "length": 3, "crc32": 2**32},
+     {"offset": 0, "length": 3}, [0, 3, 0]],
+)  # fmt: skip
+def test_malformed_blob_index_entries(entry):
+    head = json.dumps({"blobs": {"a": entry}}).encode()
+    data = struct.pack("<8sIQI", MAGIC, FORMAT_VERSION, len(head), zlib.crc32(head)) + head + b"abc"
+    with pytest.raises(FormatError, match="malformed index entry"):
+        decode_container(data)
+
+
+@pytest.mark.parametrize("head", [b"[" * 100_000, b'{"x": ' + b"9" * 5000 + b"}", b'{"x": NaN}'])
+def test_hostile_json_is_a_format_error(head):
+    data = struct.pack("<8sIQI", MAGIC, FORMAT_VERSION, len(head), zlib.crc32(head)) + head
+    with pytest.raises(FormatError, match="not valid UTF-8 JSON"):
+        decode_container(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,20 @@ import torch
 from torch import nn
 
 from nnshrink.core import set_submodule
-from nnshrink.models import create
-from nnshrink.storage import FormatError, is_nns_file, load, read_header, save, storage_report
+from nnshrink.models import create, from_reference, spec_of
+from nnshrink.storage import (
+    FormatError,
+    is_nns_file,
+    load,
+    read_header,
+    read_state_dict,
+    save,
+    storage_report,
+)
 from nnshrink.storage.model import tensor_kinds
+from tests.conftest import TinyConvNet
+
+DATA = Path(__file__).parent / "data"
 
 
 def _prune_and_share(model: nn.Module, sparsity: float = 0.9, levels: int = 16) -> nn.Module:
@@ -151,8 +163,9 @@ def test_custom_module_class_needs_a_model(tmp_path, tiny_convnet):
     path = tmp_path / "net.nns"
     save(tiny_convnet, path)
     assert read_header(path)["architecture"] is None
-    with pytest.raises(ValueError, match="load\\(path, model="):
+    with pytest.raises(FormatError, match="load\\(path, model="):
         load(path)
+    assert isinstance(load(path, factory=TinyConvNet), TinyConvNet)
 
 
 def test_sequential_of_standard_layers_is_rebuilt(tmp_path, tiny_mlp):
@@ -182,7 +195,7 @@ def test_wrong_model_is_rejected_untouched(tmp_path, tiny_mlp):
     save(tiny_mlp, path)
     other = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 5))
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    with pytest.raises(ValueError, match="shape mismatch \\['3.weight', '3.bias'\\]|does not fit"):
+    with pytest.raises(FormatError, match="3.bias: stored shape \\(4,\\) != model shape \\(5,\\)"):
         load(path, model=other)
     for name, tensor in other.state_dict().items():
         assert torch.equal(tensor, before[name])
@@ -270,3 +283,47 @@ def test_deep_compression_pipeline_with_weight_sharing(tmp_path):
     _assert_same(plain, loaded)
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(plain(x), loaded(x))
+
+
+def test_factory_model_needs_the_factory_or_trust(tmp_path):
+    model = _prune_and_share(from_reference("tests.conftest:TinyConvNet", {"num_classes": 4}))
+    model.fc = nn.Linear(64, 2)
+    path = tmp_path / "user.nns"
+    save(model, path)
+    with pytest.raises(
+        FormatError, match="pass factory='tests.conftest:TinyConvNet'.*--trust-code"
+    ):
+        load(path)
+    x = torch.randn(2, 1, 8, 8)
+    for kwargs in ({"factory": "tests.conftest:TinyConvNet"}, {"trust_code": True}):
+        loaded = load(path, **kwargs)
+        _assert_same(model, loaded)
+        assert torch.equal(model.eval()(x), loaded(x)) and loaded.fc.out_features == 2
+        assert spec_of(loaded)["factory"] == "tests.conftest:TinyConvNet"
+
+
+def test_version_1_files_still_load():
+    """A file written by the previous format (nnshrink before this change), kept in tests/storage/data."""
+    path = DATA / "v1_mlp_pruned.nns"
+    model = load(path)
+    state, _ = read_state_dict(path)
+    oracle = nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 10))
+    oracle.load_state_dict(state)
+    x = torch.randn(3, 1, 4, 4)
+    assert model[1].out_features == 6 and torch.equal(model(x), oracle.eval()(x))
+
+
+def test_expansion_budget(tmp_path):
+    model = nn.Sequential(nn.Linear(1000, 1000, bias=False))
+    nn.init.zeros_(model[0].weight)  # 4 MB of zeros: a file of a few hundred bytes
+    path = tmp_path / "zeros.nns"
+    save(model, path)
+    size = path.stat().st_size
+    assert size < 1000
+    assert torch.equal(load(path)[0].weight, model[0].weight)  # under the 16 MiB floor
+    big = nn.Sequential(nn.Linear(3000, 2000, bias=False))  # 24 MB of zeros
+    nn.init.zeros_(big[0].weight)
+    save(big, path)
+    with pytest.raises(FormatError, match="more than the file justifies.*max_expansion"):
+        load(path)
+    assert load(path, max_expansion=1e6)[0].weight.shape == (2000, 3000)

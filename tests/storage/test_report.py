@@ -36,7 +36,7 @@ def test_worked_example_bytes_match_the_spec(tmp_path):
     path = tmp_path / "ex.nns"
     _worked_example(path)
     data = path.read_bytes()
-    assert data[:24].hex(" ").startswith("4e 4e 53 48 52 49 4e 4b 01 00 00 00")
+    assert data[:24].hex(" ").startswith("4e 4e 53 48 52 49 4e 4b 02 00 00 00")
     assert data[-10:] == bytes.fromhex("7e02 0000 0038 00b4 8101")
 
 

@@ -123,3 +123,20 @@ def test_optimizer_and_schedule_builders():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unknown schedule"):
         make_schedule(opt, "warm", 10)
+
+
+def test_resume_reads_tensors_only(tmp_path):
+    """A crafted state file (a pickle that calls os.system) is refused, not executed."""
+    import os
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    ckpt = tmp_path / "state.pt"
+    ckpt.write_bytes(pickle.dumps({"model": Boom()}, protocol=2))
+    x, y = _toy_data(64)
+    with pytest.raises(ValueError, match="not a training state.*resume=False"):
+        fit(_model(), TensorLoader(x, y, 32), epochs=1, checkpoint=ckpt, resume=True)
+    assert not (tmp_path / "pwned").exists()
