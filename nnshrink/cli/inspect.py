@@ -67,6 +67,14 @@ def _architecture_text(arch: dict[str, Any] | None) -> str:
         kwargs = ", ".join(f"{k}={v}" for k, v in spec.get("kwargs", {}).items())
         edits = len(spec.get("edits") or {})
         return f"{spec['name']}({kwargs})" + (f" + {edits} structural edits" if edits else "")
+    if "factory" in arch:
+        spec = arch["factory"]
+        edits = len(spec.get("edits") or {})
+        return f"your factory {spec['ref']}" + (f" + {edits} structural edits" if edits else "") + (
+            " (load with --model REF or --trust-code)")  # fmt: skip
+    if "hf" in arch:
+        edits = len(arch["hf"].get("edits") or {})
+        return f"Hugging Face model hf:{arch['hf']['dir']}" + (f" + {edits} edits" if edits else "")
     return f"module tree rooted at {arch['module']['class']}"
 
 

@@ -17,7 +17,6 @@ user opts in (``trust_code=True``); see :mod:`nnshrink.io.record`.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -80,21 +79,12 @@ def import_factory(ref: str) -> Any:
     kind, _ = parse_reference(ref)
     if kind != "factory":
         raise ModelReferenceError(f"{ref!r} is not a 'module.path:callable' reference")
-    module_name, _, attr_path = ref.partition(":")
+    from ..utils.references import ReferenceError_, import_reference
+
     try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # an ImportError, or whatever the module raises while importing
-        raise ModelReferenceError(
-            f"cannot import {module_name!r} for model {ref!r} ({type(exc).__name__}: {exc}); "
-            "put its directory on PYTHONPATH or pip install the package that provides it"
-        ) from exc
-    for attr in attr_path.split("."):
-        if not hasattr(obj, attr):
-            raise ModelReferenceError(
-                f"{module_name!r} has no attribute {attr_path!r} (model {ref!r}); check the "
-                "name after ':'"
-            )
-        obj = getattr(obj, attr)
+        obj = import_reference(ref, "model")
+    except ReferenceError_ as exc:
+        raise ModelReferenceError(str(exc)) from None
     if not callable(obj):
         raise ModelReferenceError(
             f"{ref!r} is a {type(obj).__name__}, not a callable; name a function or class that "

@@ -7,7 +7,6 @@ from typing import Any
 from torch import nn
 
 from ..data import DataBundle
-from ..utils.references import ReferenceError_, import_callable
 
 
 def build_model(spec: dict[str, Any], data: DataBundle | None = None) -> nn.Module:
@@ -34,16 +33,8 @@ def build_model(spec: dict[str, Any], data: DataBundle | None = None) -> nn.Modu
     if "checkpoint" in spec:
         from .artifacts import load_model_file
 
-        return load_model_file(spec["checkpoint"], trust_code=bool(spec.get("trust_code")))
-    reference = spec["factory"] if "factory" in spec else f"hf:{spec['hf']}"
-    from_reference = getattr(models, "from_reference", None)
-    if from_reference is not None:
-        return from_reference(reference, kwargs)
-    if "hf" in spec:
-        raise ReferenceError_("Hugging Face folders need nnshrink.models.from_reference")
-    model = import_callable(reference, "model factory")(**kwargs)
-    if not isinstance(model, nn.Module):
-        raise ReferenceError_(
-            f"model factory {reference!r} returned {type(model).__name__}, not an nn.Module"
+        return load_model_file(
+            spec["checkpoint"], trust_code=bool(spec.get("trust_code")), factory=spec.get("factory")
         )
-    return model
+    reference = spec["factory"] if "factory" in spec else f"hf:{spec['hf']}"
+    return models.from_reference(reference, kwargs)

@@ -52,15 +52,16 @@ def import_reference(reference: str, what: str = "object") -> Any:
     module_name, _, attr_path = reference.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # an ImportError, or whatever the module raises while importing
         raise ReferenceError_(
-            f"{what} {reference!r}: cannot import module {module_name!r} ({exc}); run from the "
-            "folder that holds it or add that folder to PYTHONPATH"
+            f"cannot import {module_name!r} for {what} {reference!r} ({type(exc).__name__}: "
+            f"{exc}); put its directory on PYTHONPATH or pip install the package that provides it"
         ) from None
     for part in attr_path.split("."):
         if not hasattr(obj, part):
             raise ReferenceError_(
-                f"{what} {reference!r}: module {module_name!r} has no {attr_path!r}"
+                f"{module_name!r} has no attribute {attr_path!r} ({what} {reference!r}); check "
+                "the name after ':'"
             )
         obj = getattr(obj, part)
     return obj

@@ -20,7 +20,7 @@ def test_factory_gets_batch_size_and_is_checked():
     assert from_factory("tests.usercode:make_data_with_val").val is not None
     with pytest.raises(DataError, match=r"returns \(train, test\)"):
         from_factory("tests.usercode:bad_data")
-    with pytest.raises(DataError, match="cannot import module"):
+    with pytest.raises(DataError, match="cannot import"):
         from_factory("tests.nowhere:make_data")
     with pytest.raises(DataError, match="package.module:name"):
         from_factory("not a reference")

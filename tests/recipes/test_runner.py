@@ -219,7 +219,7 @@ def test_recipe_names_user_factories_and_metric(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model": {"factory": "tests.nowhere:make"}}, "cannot import module 'tests.nowhere'"),
+        ({"model": {"factory": "tests.nowhere:make"}}, "cannot import 'tests.nowhere'"),
         ({"model": {"factory": "tests.usercode:not_a_model"}}, "not an nn.Module"),
         ({"data": {"factory": "tests.usercode:bad_data"}}, r"\(train, test\)"),
         ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),

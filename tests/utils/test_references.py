@@ -11,7 +11,7 @@ from nnshrink.utils.references import (
 def test_references_import_what_the_user_named():
     assert import_callable("tests.usercode:make_model")().head.out_features == 3
     assert is_reference("a.b:c.d") and not is_reference("a.b") and not is_reference("resnet20")
-    with pytest.raises(ReferenceError_, match="has no 'missing'"):
+    with pytest.raises(ReferenceError_, match="has no attribute 'missing'"):
         import_callable("tests.usercode:missing")
     with pytest.raises(ReferenceError_, match="not a callable"):
         import_callable("tests.usercode:__name__")
