@@ -1,6 +1,6 @@
 """Model zoo: classic compression benchmarks, written here (torchvision is not required)."""
 
-from . import lenet, mobilenet, resnet, squeezenet, vgg  # noqa: F401  (registers the builders)
-from .registry import create, list_models, register_model, spec_of
+from . import bert, lenet, mobilenet, resnet, squeezenet, vgg, vit  # noqa: F401  (registers)
+from .registry import create, input_kind, list_models, register_model, spec_of
 
-__all__ = ["create", "list_models", "register_model", "spec_of"]
+__all__ = ["create", "input_kind", "list_models", "register_model", "spec_of"]
