@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnshrink.io import register_module
+from nnshrink.io import layer_kwargs, register_module
 
 from .layer_ops import _linear_in, _linear_out, index_of, register_layer_ops, slice_tensor_attr
 
@@ -325,3 +325,5 @@ for _cls in (nn.MultiheadAttention, PrunableMultiheadAttention):
     register_layer_ops(_cls, _out, _in, trace=_trace, dims=_DIMS, weights=_weights,
                        convert=_convert if _cls is nn.MultiheadAttention else None)  # fmt: skip
 register_module(PrunableMultiheadAttention, lambda m: m.init_kwargs())
+# nn.MultiheadAttention's out_proj class (a plain Linear for everything but quantization)
+register_module(nn.modules.linear.NonDynamicallyQuantizableLinear, layer_kwargs)

@@ -179,7 +179,8 @@ class StructuredPruner:
         self.skipped = skipped + self._drop_reasons
         return out
 
-    def plan(self, ratio: float | None = None, head_ratio: float | None = None) -> Plan:
+    def plan(self, ratio: float | None = None, head_ratio: float | None = None, *,
+             groups: list[Group] | None = None) -> Plan:  # fmt: skip
         """Choose the channels (and heads) to keep in every prunable group; edits nothing.
 
         Args:
@@ -188,6 +189,8 @@ class StructuredPruner:
                 ``ratio / config.sparsity``.
             head_ratio: fraction of heads to remove (default: ``config.head_sparsity``, scaled
                 the same way).
+            groups: the groups of :meth:`groups` if the model has not changed since (saves a
+                trace).
 
         Returns:
             ``[(group, kept_indices), ...]``; pass it to :meth:`apply` (or :meth:`check`).
@@ -197,7 +200,7 @@ class StructuredPruner:
         scale = 1.0 if ratio == cfg.sparsity or cfg.sparsity == 0 else ratio / cfg.sparsity
         if head_ratio is None:
             head_ratio = min(0.95, cfg.head_amount * scale) if cfg.sparsity else ratio
-        groups = self.groups()
+        groups = self.groups() if groups is None else groups
         scores = [g.scores(cfg.criterion, seed=cfg.seed + i) for i, g in enumerate(groups)]
         kept: list[torch.Tensor | None] = [None] * len(groups)
         ranked: dict[str, list[int]] = {"heads": [], "channels": []}
@@ -316,16 +319,18 @@ class StructuredPruner:
         keys = [_key(g) for g in before]
         sizes = {_key(g): (g.size, g.kind) for g in before}
         macs_before, params_before = self._macs(), count_params(self.model)
-        steps, reached = 0, None
+        steps, reached, applied = 0, None, {}
         if cfg.target_macs is not None:
             if macs_before is None:
                 raise ValueError("target_macs needs tensor example_inputs to count MACs")
             steps, reached = self._prune_to_macs(cfg.target_macs, macs_before)
         elif before:
-            self.step(cfg.sparsity)
+            plan = self._checked(cfg.sparsity, self.plan(cfg.sparsity, groups=before))
+            applied = {_key(g): int(k.numel()) for g, k in plan}
+            self._commit(plan)
             steps = 1
-        after = {}
-        if steps:
+        after = applied if steps == 1 and cfg.target_macs is None else {}
+        if steps and not after:
             graph = DependencyGraph(self.model, self.example_inputs, ignore=self._ignored,
                                     strict=False, allow_stats=cfg.prune_hidden)  # fmt: skip
             after = {_key(g): g.size for g in build_groups(self.model, None, graph=graph)}
