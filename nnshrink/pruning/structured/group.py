@@ -19,7 +19,7 @@ Example:
     >>> groups = [g for g in build_groups(model, torch.zeros(1, 1, 8, 8)) if g.prunable]
     >>> groups[0].modules, groups[0].size, groups[0].kind
     (('0', '1', '3'), 4, 'channels')
-    >>> groups[0].prune([0, 3]); model[3].in_channels
+    >>> _ = groups[0].prune([0, 3]); model[3].in_channels
     2
 """
 

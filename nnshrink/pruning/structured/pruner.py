@@ -173,7 +173,7 @@ class StructuredPruner:
                 continue
             out.append(g)
         if hidden:
-            names = sorted({e.name for g in hidden for e in g.edits})
+            names = sorted({e.name or type(self.model).__name__ for g in hidden for e in g.edits})
             skipped.append(f"hidden width kept (prune_hidden=False): {len(hidden)} group(s), "
                            f"{', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")  # fmt: skip
         self.skipped = skipped + self._drop_reasons

@@ -30,7 +30,7 @@ Example:
     ...     def visit(self, call): events.append(call.where); return None
     ...     def output(self, info, value): pass
     >>> model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
-    >>> trace_eager(model, (torch.zeros(1, 2),), {}, Log())
+    >>> _ = trace_eager(model, (torch.zeros(1, 2),), {}, Log())
     >>> events
     ["module '0' (Linear)", "module '1' (ReLU)"]
 """
