@@ -184,7 +184,9 @@ def stage_latency(args, record: dict) -> None:
                             for n, v in medians.items()})  # fmt: skip
                 for name in models:
                     if name != "dense":
-                        row[f"{name}_speedup"] = round(min(medians["dense"]) / min(medians[name]), 3)
+                        row[f"{name}_speedup"] = round(
+                            min(medians["dense"]) / min(medians[name]), 3
+                        )
                         # per round: dense and pruned timed back to back
                         per_round = [d / p for d, p in zip(medians["dense"], medians[name])]
                         row[f"{name}_speedup_range"] = [round(min(per_round), 3),
