@@ -244,3 +244,14 @@ def test_convnext_mlp_alone_is_output_preserving():
     model = randomize_(ConvNeXtish())
     check_equivalent(model, X, StructuredPruning(sparsity=0.5, exclude=("stem",)))
     assert model.block.pwconv1.out_features == 32 and model.stem.out_channels == 16
+
+
+@pytest.mark.parametrize("encoder", [False, True])
+def test_prune_hidden_reaches_multihead_attention_widths(encoder):
+    torch.manual_seed(0)
+    model = MHAViT(encoder=encoder).eval()
+    ns.compress_(model, StructuredPruning(sparsity=0.5, prune_hidden=True), example_inputs=X)
+    attn = model.blocks.layers[0].self_attn if encoder else model.blocks[0]["attn"]
+    assert (attn.embed_dim, attn.num_heads, attn.out_dim) == (16, 2, 16)
+    assert model.cls.shape == (1, 1, 16) and model.pos.shape == (1, 17, 16)
+    assert model(X).shape == (2, 10)
