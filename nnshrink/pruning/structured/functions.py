@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from . import rules as R
 from . import rules_attention as A
+from . import rules_index as RI
 
 _COMPARE = {"eq", "ne", "lt", "le", "gt", "ge", "__eq__", "__ne__", "__lt__", "__le__", "__gt__",
             "__ge__", "logical_and", "logical_or", "logical_not", "__invert__"}  # fmt: skip
@@ -120,13 +121,13 @@ def visit_function(graph: Any, call: Any) -> Any:
             dynamic = call.literal(1, "split_size_or_sections") is not True
         return R.split(graph, first, x, out, dim, dynamic)
     if cat == "unbind":
-        return R.unbind(graph, first, x, get(1, "dim", 0), out)
+        return RI.unbind(graph, first, x, get(1, "dim", 0), out)
     if cat == "select":
         dim, index = get(1, "dim"), get(2, "index")
         idx = (slice(None),) * (dim % x.dim()) + (index,)
-        return R.getitem(graph, first, x, idx, out)
+        return RI.getitem(graph, first, x, idx, out)
     if cat == "getitem":
-        return R.getitem(graph, first, x, get(1, "idx"), out)
+        return RI.getitem(graph, first, x, get(1, "idx"), out)
     if cat == "flatten":
         return R.flatten(first, x, out, get(1, "start_dim", 0), get(2, "end_dim", -1))
     if cat == "reshape":
