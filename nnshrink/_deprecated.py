@@ -22,8 +22,16 @@ from typing import Any
 
 REMOVED_IN = "0.6"
 
+_PRUNING_SUMMARIES = {
+    "BlockPruningResult": "nnshrink.pruning.depth:BlockPruningSummary",
+    "InputPruningResult": "nnshrink.pruning.inputs:InputPruningSummary",
+}
+
 # old module -> {old name: "new.module:name"}
 MOVED_NAMES: dict[str, dict[str, str]] = {
+    "nnshrink.pruning": dict(_PRUNING_SUMMARIES),
+    "nnshrink.pruning.depth": {"BlockPruningResult": _PRUNING_SUMMARIES["BlockPruningResult"]},
+    "nnshrink.pruning.inputs": {"InputPruningResult": _PRUNING_SUMMARIES["InputPruningResult"]},
     "nnshrink.quantization": {
         **{
             name: f"nnshrink.sharing:{name}"

@@ -15,19 +15,39 @@ from typing import Any
 from torch import nn
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_INPUTS: dict[str, str] = {}
 SPEC_ATTR = "nnshrink_spec"
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator adding a builder ``fn(num_classes, in_channels, input_size, **kw)`` to the zoo."""
+def register_model(
+    name: str, *, inputs: str = "image"
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator adding a builder ``fn(num_classes, in_channels, input_size, **kw)`` to the zoo.
+
+    Args:
+        name: the zoo name.
+        inputs: what the model reads: ``"image"`` (``(N, C, H, W)`` floats) or ``"tokens"``
+            (``(N, T)`` token ids; ``input_size`` is then the longest sequence).
+    """
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _BUILDERS:
             raise ValueError(f"model {name!r} is already registered")
         _BUILDERS[name] = fn
+        _INPUTS[name] = inputs
         return fn
 
     return decorator
+
+
+def input_kind(name: str) -> str:
+    """``"image"`` or ``"tokens"``: what the zoo model ``name`` reads.
+
+    Example:
+        >>> input_kind("lenet5")
+        'image'
+    """
+    return _INPUTS[name]
 
 
 def list_models() -> list[str]:

@@ -1,12 +1,13 @@
 """Pruning: unstructured masks, structured (channel), depth and input-feature pruning, schedules,
 sensitivity analysis."""
 
+from .._deprecated import module_getattr
 from . import criteria, schedules, select, structured
-from .depth import BlockPruning, BlockPruningResult, residual_blocks
+from .depth import BlockPruning, BlockPruningSummary, residual_blocks
 from .inputs import (
     GroupLassoCallback,
     InputPruning,
-    InputPruningResult,
+    InputPruningSummary,
     SelectFeatures,
     group_lasso_penalty,
     input_layer,
@@ -18,6 +19,7 @@ from .structured import (
     StructuredPruner,
     StructuredPruning,
     StructuredPruningSummary,
+    UnsupportedModelError,
     bn_l1_penalty,
 )
 from .unstructured import (
@@ -42,10 +44,10 @@ __all__ = [
     "AGPCallback",
     "BNSlimmingCallback",
     "BlockPruning",
-    "BlockPruningResult",
+    "BlockPruningSummary",
     "GroupLassoCallback",
     "InputPruning",
-    "InputPruningResult",
+    "InputPruningSummary",
     "MagnitudePruning",
     "MaskCallback",
     "PruningSummary",
@@ -54,6 +56,7 @@ __all__ = [
     "StructuredPruner",
     "StructuredPruning",
     "StructuredPruningSummary",
+    "UnsupportedModelError",
     "agp",
     "apply_masks_",
     "bn_l1_penalty",
@@ -78,3 +81,5 @@ __all__ = [
     "select",
     "structured",
 ]
+
+__getattr__ = module_getattr(__name__)  # BlockPruningResult, InputPruningResult (renamed)

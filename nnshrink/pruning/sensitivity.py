@@ -25,6 +25,7 @@ import dataclasses
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -286,8 +287,11 @@ def _structured_scan(
         row = []
         for ratio in ratios:
             trial = copy.deepcopy(model)
-            cfg = StructuredPruning(ratio=ratio, criterion=method, seed=seed)
-            compress_(trial, cfg, example_inputs=example_inputs, filter_fn=only)
+            # strict=False: a layer that cannot shrink alone prunes nothing (NaN below)
+            cfg = StructuredPruning(sparsity=ratio, criterion=method, seed=seed, strict=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                compress_(trial, cfg, example_inputs=example_inputs, filter_fn=only)
             if ratio > 0 and count_params(trial) == dense_params:
                 row.append(float("nan"))
             else:
