@@ -63,7 +63,7 @@ def test_layer_sensitivity_decreases_with_bits(tiny_convnet):
 
 
 def test_mixed_precision_handler(tiny_convnet):
-    cfg = MixedPrecision(avg_bits=4.0, choices=(2, 4, 8))
+    cfg = MixedPrecision(bits=4.0, choices=(2, 4, 8))
     assert Config.from_dict(cfg.to_dict()) == cfg
     rows = ns.compress_(tiny_convnet, cfg, example_inputs=torch.randn(4, 1, 28, 28))
     total = sum(r["params"] for r in rows)
@@ -82,6 +82,6 @@ def test_quantize_weight_is_idempotent():
 
 def test_mixed_precision_validation():
     with pytest.raises(ns.ConfigError):
-        MixedPrecision(avg_bits=1.0, choices=(2, 4))
+        MixedPrecision(bits=1.0, choices=(2, 4))
     with pytest.raises(ns.ConfigError):
         MixedPrecision(choices=(1, 4))
