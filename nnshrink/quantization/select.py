@@ -58,11 +58,15 @@ def quantizable_layers(
         if isinstance(module, nn.MultiheadAttention)
         for child, _ in module.named_children()
     }
+    # layers inside an already-quantized wrapper (QuantizedLayer.layer) are not candidates
+    wrapped = [n + "." for n, m in model.named_modules() if getattr(m, "quantized_wrapper", False)]
     types = (nn.Linear, *CONV_TYPES) if convs else (nn.Linear,)
     candidates = []
     skipped: dict[str, str] = {}
     for name, module in model.named_modules():
         if not (isinstance(module, types) or is_conv1d(module)):
+            continue
+        if any(name.startswith(prefix) for prefix in wrapped):
             continue
         if name in attention_children:
             skipped[name] = (

@@ -73,6 +73,8 @@ class QuantizedLayer(nn.Module):
         torch.int8
     """
 
+    quantized_wrapper = True  # its .layer is not a candidate for quantizing again
+
     def __init__(
         self,
         layer: nn.Module,
