@@ -138,13 +138,13 @@ def convert(
 
     ort = built["onnxruntime"]
     return AutoInt8Module(ort.onnx_bytes, built["torch-fx"], record.choice, record.timings,
-                          threads)  # fmt: skip
+                          threads, stop_spinning=True)  # fmt: skip
 
 
 def _ort_from_record(twin: nn.Module, record: Int8Record, inputs: Any, threads: int) -> nn.Module:
-    from .backends.ort import build_static_int8, export_fp32_onnx, input_feeds, nodes_of_modules
-
     import onnx
+
+    from .backends.ort import build_static_int8, export_fp32_onnx, input_feeds, nodes_of_modules
 
     fp32 = export_fp32_onnx(twin, inputs)
     excluded = nodes_of_modules(onnx.load_from_string(fp32), record.excluded)

@@ -142,10 +142,13 @@ def _deployable(
         return module, runtime
     from .backends.auto import AutoInt8Module, time_runtimes
 
-    record.timings, record.choice = time_runtimes(built, inputs, config.batch_sizes)
     ort = built["onnxruntime"]
+    # ONNX Runtime's workers spin after each run and would starve the PyTorch path that runs
+    # next in the same process: park them, for the timing and in the artefact
+    ort.set_threads(ort.threads, stop_spinning=True)
+    record.timings, record.choice = time_runtimes(built, inputs, config.batch_sizes)
     auto = AutoInt8Module(ort.onnx_bytes, built["torch-fx"], record.choice, record.timings,
-                          ort.threads)  # fmt: skip
+                          ort.threads, stop_spinning=True)  # fmt: skip
     picks = ", ".join(f"b{b}: {rt}" for b, rt in sorted(record.choice.items()))
     return auto, f"auto ({picks})"
 

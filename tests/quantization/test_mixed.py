@@ -85,3 +85,21 @@ def test_mixed_precision_validation():
         MixedPrecision(bits=1.0, choices=(2, 4))
     with pytest.raises(ns.ConfigError):
         MixedPrecision(choices=(1, 4))
+
+
+def test_avg_bits_is_a_deprecated_alias():
+    with pytest.warns(DeprecationWarning, match="avg_bits"):
+        cfg = MixedPrecision(avg_bits=4.0)
+    assert cfg == MixedPrecision(bits=4.0) and cfg.avg_bits == 4.0
+    with pytest.warns(DeprecationWarning):
+        assert Config.from_dict({"type": "mixed-precision", "avg_bits": 5.0}).bits == 5.0
+
+
+def test_mixed_precision_layer_selection(tiny_convnet):
+    cfg = MixedPrecision(bits=5.0, choices=(2, 4, 8), exclude=("conv1",), per_layer={"fc": 8})
+    w = tiny_convnet.conv1.weight.detach().clone()
+    rows = ns.compress_(tiny_convnet, cfg, example_inputs=torch.randn(4, 1, 28, 28)).summary
+    assert [r["name"] for r in rows] == ["conv2", "fc"]
+    assert rows[1]["bits"] == 8 and rows[1]["sensitivity"] is None  # fixed, not searched
+    assert torch.equal(tiny_convnet.conv1.weight, w)  # excluded: untouched
+    assert sum(r["bits"] * r["params"] for r in rows) <= 5.0 * sum(r["params"] for r in rows)

@@ -134,7 +134,7 @@ def test_summary_has_no_model_and_old_names_warn(tiny_convnet):
     fresh = copy.deepcopy(tiny_convnet)
     result = ns.compress_(tiny_convnet, PTQ(backend="fake"), example_inputs=batches)
     with pytest.raises(AttributeError, match="in place"):
-        result.summary.model
+        _ = result.summary.model
     assert result.rows == result.summary.layers  # the old PTQResult field, via the summary
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

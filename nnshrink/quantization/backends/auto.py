@@ -61,7 +61,7 @@ def time_runtimes(
         x = batch_of(inputs, size)
         with torch.no_grad():
             stats = interleaved(
-                {name: (lambda m=m: m(*x)) for name, m in modules.items()},
+                {name: (lambda m=m, x=x: m(*x)) for name, m in modules.items()},
                 rounds=rounds,
                 runs=runs,
                 warmup=3,

@@ -23,8 +23,8 @@ from torch import nn
 
 from ...core import set_submodule
 from ..fold import fold_batchnorm
-from ..observers import Observer, make_observer
 from ..int8_linear import dequantize_codes, is_conv1d, linear_parts, weight_codes
+from ..observers import Observer, make_observer
 from ..primitives import dequantize, fake_quantize, minmax_qparams, qparams_from_range, quantize
 from ..select import CONV_TYPES as _CONVS
 from ..select import disable_fused_fast_paths, quantizable_layers

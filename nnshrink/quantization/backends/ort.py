@@ -44,7 +44,7 @@ from torch import nn
 
 from ..observers import Observer, make_observer
 from .base import Backend, Calibrator, register_backend
-from .ort_module import OrtInt8Module
+from .ort_module import OrtInt8Module, as_feed
 from .qdq_passes import quantize_zero_pads
 
 
@@ -312,9 +312,7 @@ def _quantize_qdq(
 
 def _feeds(session: ort.InferenceSession, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
     names = [i.name for i in session.get_inputs()]
-    return {
-        n: t.detach().to("cpu", torch.float32).contiguous().numpy() for n, t in zip(names, inputs)
-    }
+    return {n: as_feed(t) for n, t in zip(names, inputs)}
 
 
 def build_static_int8(
@@ -358,7 +356,7 @@ def build_static_int8(
 def input_feeds(fp32: bytes, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
     """``{graph input name: array}`` for one batch of positional inputs."""
     names = [i.name for i in onnx.load_from_string(fp32).graph.input]
-    return {n: t.detach().cpu().contiguous().numpy() for n, t in zip(names, inputs)}
+    return {n: as_feed(t) for n, t in zip(names, inputs)}
 
 
 class OrtCalibrator(Calibrator):

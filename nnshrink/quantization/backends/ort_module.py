@@ -19,6 +19,14 @@ from torch import nn
 from ...metrics.latency import park_ort_workers
 
 
+def as_feed(tensor: torch.Tensor):
+    """A numpy array for ONNX Runtime: float tensors as float32, integer ones (token ids,
+    masks) as int64, the dtype the exporter gives integer inputs."""
+    tensor = tensor.detach().to("cpu")
+    dtype = torch.float32 if tensor.is_floating_point() else torch.int64
+    return tensor.to(dtype).contiguous().numpy()
+
+
 class OrtInt8Module(nn.Module):
     """Run a (quantized) ONNX model with ONNX Runtime behind an ``nn.Module`` interface.
 
@@ -64,10 +72,7 @@ class OrtInt8Module(nn.Module):
         names = [i.name for i in self._session.get_inputs()]
         if len(inputs) != len(names):
             raise ValueError(f"model expects {len(names)} input(s) {names}, got {len(inputs)}")
-        feeds = {
-            n: t.detach().to("cpu", torch.float32).contiguous().numpy()
-            for n, t in zip(names, inputs)
-        }
+        feeds = {n: as_feed(t) for n, t in zip(names, inputs)}
         outs = [torch.from_numpy(o) for o in self._session.run(None, feeds)]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
