@@ -201,3 +201,43 @@ def quantized_module_count(model: nn.Module) -> int:
         type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
         for m in model.modules()
     )
+
+
+def quantize_with_torch_ao_defaults(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
+    """Baseline: torch.ao FX with its own ``x86`` default qconfig mapping and observers.
+
+    Args:
+        model: float model (a copy is quantized).
+        batches: calibration batches (single-input models).
+
+    Example:
+        >>> fx = quantize_with_torch_ao_defaults(model, [x1, x2])  # doctest: +SKIP
+    """
+    with _quiet():
+        from torch.ao.quantization import get_default_qconfig_mapping
+
+        torch.backends.quantized.engine = "x86"
+        model = copy.deepcopy(model).eval()
+        custom = PrepareCustomConfig().set_non_traceable_module_classes(
+            _untraceable_leaf_classes(model)
+        )
+        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (batches[0],),
+                              prepare_custom_config=custom)  # fmt: skip
+        with torch.no_grad():
+            for batch in batches:
+                prepared(batch)
+        return convert_fx(prepared)
+
+
+def quantize_dynamic_with_torch_ao(model: nn.Module) -> nn.Module:
+    """Baseline: torch.ao ``quantize_dynamic`` on every ``nn.Linear`` (its defaults: per-tensor
+    weights, 7-bit activations), on a copy.
+
+    Example:
+        >>> q = quantize_dynamic_with_torch_ao(bert)  # doctest: +SKIP
+    """
+    with _quiet():
+        from torch.ao.quantization import quantize_dynamic
+
+        torch.backends.quantized.engine = "x86"
+        return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
