@@ -168,6 +168,10 @@ class _Int8Base(nn.Module):
         state["_kernel"] = None  # packed kernels do not pickle or deep-copy
         return state
 
+    def macs(self, inputs: Any, output: torch.Tensor) -> int:
+        """Multiply-accumulates of one call (read by ``nnshrink.metrics``), as for ``nn.Linear``."""
+        return output.numel() * self.in_features
+
     def weight_bytes(self) -> int:
         """Bytes of the weight codes and scales (int4 codes count half a byte each)."""
         bits = getattr(self, "bits", 8)

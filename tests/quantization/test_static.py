@@ -82,3 +82,13 @@ def test_static_exclude_and_fx_only(tiny_convnet):
     assert not isinstance(tiny_convnet.conv1, QuantizedLayer)
     assert isinstance(tiny_convnet.conv2, QuantizedLayer)
     assert result.summary.choice == {1: "torch-fx", 64: "torch-fx"}
+
+
+def test_macs_are_kept_by_the_int8_layers(tiny_convnet):
+    x = torch.randn(2, 1, 28, 28)
+    before = ns.metrics.count_macs_per_sample(tiny_convnet, x)
+    ns.compress_(tiny_convnet, PTQ(backend="fake"), example_inputs=x)
+    assert ns.metrics.count_macs_per_sample(tiny_convnet, x) == before
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
+    ns.compress_(mlp, PTQ(mode="dynamic"))
+    assert ns.metrics.count_macs_per_sample(mlp, torch.zeros(3, 8)) == 8 * 16 + 16 * 4

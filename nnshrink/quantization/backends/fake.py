@@ -133,6 +133,16 @@ class QuantizedLayer(nn.Module):
         """The wrapped layer's bias."""
         return self.layer.bias
 
+    def macs(self, inputs: Any, output: torch.Tensor) -> int:
+        """Multiply-accumulates of one call (read by ``nnshrink.metrics``): the wrapped layer's."""
+        layer = self.layer
+        if isinstance(layer, nn.Linear):
+            return output.numel() * layer.in_features
+        kernel = 1
+        for k in layer.kernel_size:
+            kernel *= k
+        return output.numel() * (layer.in_channels // layer.groups) * kernel
+
     def _run(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.layer, nn.Linear):
             return F.linear(x, w, self.layer.bias)
