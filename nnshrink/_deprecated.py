@@ -62,7 +62,10 @@ MOVED_NAMES: dict[str, dict[str, str]] = {
             name: f"nnshrink.storage.packbits:{name}"
             for name in ("PackedTensor", "pack_bits", "unpack_bits")
         },
+        "PTQResult": "nnshrink.quantization.ptq:PTQSummary",
     },
+    # compress_(PTQ) returns a CompressResult; its summary is a PTQSummary (no .model)
+    "nnshrink.quantization.ptq": {"PTQResult": "nnshrink.quantization.ptq:PTQSummary"},
 }
 
 # old module path -> new module path (``import nnshrink.quantization.kmeans`` and the like)
