@@ -24,6 +24,10 @@ REMOVED_IN = "0.6"
 
 # old module -> {old name: "new.module:name"}
 MOVED_NAMES: dict[str, dict[str, str]] = {
+    # prune_(model, cfg) duplicated compress_(model, MagnitudePruning(...)); its summary is
+    # CompressResult.summary (and CompressResult reads through to it: .rows, .sparsity).
+    "nnshrink.pruning": {"prune_": "nnshrink.core:compress_"},
+    "nnshrink.pruning.unstructured": {"prune_": "nnshrink.core:compress_"},
     "nnshrink.quantization": {
         **{
             name: f"nnshrink.sharing:{name}"

@@ -1,7 +1,7 @@
-"""Pruning: unstructured masks, structured (channel), depth and input-feature pruning, schedules,
-sensitivity analysis."""
+"""Pruning: unstructured masks (magnitude, and one-shot Wanda / SparseGPT, unstructured or N:M),
+structured (channel), depth and input-feature pruning, schedules, sensitivity analysis."""
 
-from . import criteria, schedules, select, structured
+from . import criteria, oneshot, schedules, select, structured
 from .depth import BlockPruning, BlockPruningResult, residual_blocks
 from .inputs import (
     GroupLassoCallback,
@@ -11,6 +11,7 @@ from .inputs import (
     group_lasso_penalty,
     input_layer,
 )
+from .oneshot import OneShotSummary, SparseGPT, Wanda
 from .schedules import agp, iterative, one_shot
 from .sensitivity import SensitivityResult, layer_sensitivity
 from .structured import (
@@ -33,7 +34,6 @@ from .unstructured import (
     mask_from_scores,
     mask_gradients_,
     masks_from_zeros,
-    prune_,
     prune_iteratively,
     random_scores,
 )
@@ -48,12 +48,15 @@ __all__ = [
     "InputPruningResult",
     "MagnitudePruning",
     "MaskCallback",
+    "OneShotSummary",
     "PruningSummary",
     "SelectFeatures",
     "SensitivityResult",
+    "SparseGPT",
     "StructuredPruner",
     "StructuredPruning",
     "StructuredPruningSummary",
+    "Wanda",
     "agp",
     "apply_masks_",
     "bn_l1_penalty",
@@ -70,7 +73,7 @@ __all__ = [
     "mask_gradients_",
     "masks_from_zeros",
     "one_shot",
-    "prune_",
+    "oneshot",
     "prune_iteratively",
     "random_scores",
     "residual_blocks",
@@ -78,3 +81,7 @@ __all__ = [
     "select",
     "structured",
 ]
+
+from .._deprecated import module_getattr as _module_getattr  # noqa: E402
+
+__getattr__ = _module_getattr(__name__)
