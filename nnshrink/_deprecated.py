@@ -29,9 +29,14 @@ _PRUNING_SUMMARIES = {
 
 # old module -> {old name: "new.module:name"}
 MOVED_NAMES: dict[str, dict[str, str]] = {
-    "nnshrink.pruning": dict(_PRUNING_SUMMARIES),
+    "nnshrink.pruning": {
+        **_PRUNING_SUMMARIES,
+        # prune_(model, cfg) duplicated compress_(model, MagnitudePruning(...))
+        "prune_": "nnshrink.core:compress_",
+    },
     "nnshrink.pruning.depth": {"BlockPruningResult": _PRUNING_SUMMARIES["BlockPruningResult"]},
     "nnshrink.pruning.inputs": {"InputPruningResult": _PRUNING_SUMMARIES["InputPruningResult"]},
+    "nnshrink.pruning.unstructured": {"prune_": "nnshrink.core:compress_"},
     "nnshrink.quantization": {
         **{
             name: f"nnshrink.sharing:{name}"

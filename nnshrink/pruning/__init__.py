@@ -1,8 +1,8 @@
-"""Pruning: unstructured masks, structured (channel), depth and input-feature pruning, schedules,
-sensitivity analysis."""
+"""Pruning: unstructured masks (magnitude, and one-shot Wanda / SparseGPT, unstructured or N:M),
+structured (channel), depth and input-feature pruning, schedules, sensitivity analysis."""
 
 from .._deprecated import module_getattr
-from . import criteria, schedules, select, structured
+from . import criteria, oneshot, schedules, select, structured
 from .depth import BlockPruning, BlockPruningSummary, residual_blocks
 from .inputs import (
     GroupLassoCallback,
@@ -12,6 +12,7 @@ from .inputs import (
     group_lasso_penalty,
     input_layer,
 )
+from .oneshot import OneShotSummary, SparseGPT, Wanda
 from .schedules import agp, iterative, one_shot
 from .sensitivity import SensitivityResult, layer_sensitivity
 from .structured import (
@@ -35,7 +36,6 @@ from .unstructured import (
     mask_from_scores,
     mask_gradients_,
     masks_from_zeros,
-    prune_,
     prune_iteratively,
     random_scores,
 )
@@ -50,13 +50,16 @@ __all__ = [
     "InputPruningSummary",
     "MagnitudePruning",
     "MaskCallback",
+    "OneShotSummary",
     "PruningSummary",
     "SelectFeatures",
     "SensitivityResult",
+    "SparseGPT",
     "StructuredPruner",
     "StructuredPruning",
     "StructuredPruningSummary",
     "UnsupportedModelError",
+    "Wanda",
     "agp",
     "apply_masks_",
     "bn_l1_penalty",
@@ -73,7 +76,7 @@ __all__ = [
     "mask_gradients_",
     "masks_from_zeros",
     "one_shot",
-    "prune_",
+    "oneshot",
     "prune_iteratively",
     "random_scores",
     "residual_blocks",
