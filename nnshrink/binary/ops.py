@@ -1,7 +1,8 @@
 """Pure functions of binary and ternary quantization (tensor in, tensor out).
 
-Signs, the straight-through estimator, XNOR per-channel scales, and the TWN / TTQ ternarizers used
-by the layers in :mod:`nnshrink.binary.layers`. Formulas and papers: that module's docstring.
+Signs, the straight-through estimator, XNOR per-channel scales, XNOR-Net's binary activations and
+their scale ``K``, and the TWN / TTQ ternarizers used by the layers in :mod:`nnshrink.binary.layers`
+and :mod:`nnshrink.binary.xnor_layers`. Formulas and papers: those modules' docstrings.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 BinaryMode = Literal["deterministic", "stochastic", "xnor"]
 TernaryMode = Literal["twn", "ttq"]
@@ -36,6 +38,48 @@ def xnor_scales(w: torch.Tensor) -> torch.Tensor:
     """Per-output-channel ``alpha_c = mean |W_c|``, shaped to broadcast against ``w``."""
     dims = tuple(range(1, w.dim()))
     return w.abs().mean(dim=dims, keepdim=True) if dims else w.abs()
+
+
+def binary_activation(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x)`` with ``sign(0) = +1``, gradient passed where ``|x| <= 1`` (clipped STE).
+
+    The straight-through estimator of BinaryNet / XNOR-Net: the gradient of ``sign`` is taken as
+    that of ``clip(x, -1, 1)``, so inputs far outside the range stop receiving gradient.
+
+    Example:
+        >>> x = torch.tensor([-2.0, -0.5, 0.0, 3.0], requires_grad=True)
+        >>> y = binary_activation(x); y.sum().backward()
+        >>> y.tolist(), x.grad.tolist()
+        ([-1.0, -1.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0])
+    """
+    clipped = x.clamp(-1.0, 1.0)
+    return sign_pm1(x.detach()) + (clipped - clipped.detach())
+
+
+def activation_scale(
+    x: torch.Tensor,
+    kernel_size: tuple[int, int] | None = None,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+) -> torch.Tensor:
+    """XNOR-Net's activation scale ``K``: mean ``|x|`` over channels, box-filtered like the conv.
+
+    ``A = mean_c |x_c|`` and ``K = A * k`` with ``k`` the ``kh x kw`` filter of ``1/(kh*kw)``,
+    applied with the convolution's stride, zero padding and dilation, so ``K`` has one value per
+    output position (Rastegari et al. 2016, section 3.2). For a linear layer (``x`` of shape
+    ``(N, F)``, ``kernel_size=None``) it is ``mean |x|`` per sample, shape ``(N, 1)``.
+
+    Example:
+        >>> activation_scale(torch.ones(1, 2, 3, 3), (3, 3), padding=(1, 1))[0, 0, 1]
+        tensor([0.6667, 1.0000, 0.6667])
+    """
+    a = x.abs().mean(dim=1, keepdim=True)
+    if kernel_size is None:
+        return a
+    kh, kw = kernel_size
+    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=x.dtype, device=x.device)
+    return F.conv2d(a, box, None, stride, padding, dilation)
 
 
 def binarize(

@@ -55,7 +55,7 @@ def test_handler_keeps_first_last_and_packs(cfg):
 def test_handler_all_layers_and_conversion_preserves_latent():
     model = _net()
     latent = model[2].weight.detach().clone()
-    ns.compress_(model, BinaryWeights(keep_first=False, keep_last=False))
+    ns.compress_(model, BinaryWeights(exclude=()))
     assert all(isinstance(model[i], BinaryLinear | BinaryConv2d) for i in (0, 2, 5, 7))
     torch.testing.assert_close(model[2].weight, latent.clamp(-1, 1))
     macs = ns.metrics.count_macs(model, torch.randn(1, 1, 28, 28))
@@ -64,7 +64,7 @@ def test_handler_all_layers_and_conversion_preserves_latent():
 
 def test_configs_round_trip_and_validate():
     for cfg in (
-        BinaryWeights(mode="stochastic", keep_first=False),
+        BinaryWeights(mode="stochastic", exclude=("@last",)),
         Ternary(mode="ttq", ttq_threshold=0.1),
     ):
         assert Config.from_dict(cfg.to_dict()) == cfg
