@@ -217,7 +217,7 @@ def _check_xnor(name: str, m: nn.Module) -> None:
     if isinstance(m, nn.Conv2d) and (
         m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str)
     ):
-        from ..pruning import UnsupportedModelError
+        from ..pruning.structured.graph import UnsupportedModelError
 
         raise UnsupportedModelError(
             f"binary: layer {name!r} (groups={m.groups}, padding_mode={m.padding_mode!r}, "
