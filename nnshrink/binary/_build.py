@@ -73,7 +73,8 @@ class KernelLibrary:
         path: the shared object.
         avx512: the CPU runs the AVX-512 VPOPCNTDQ path.
         openmp: the library was built with OpenMP (else it runs single-threaded).
-        pack, conv: the C entry points (see ``_kernels/xnor.c`` for their arguments).
+        pack, conv, conv_float: the C entry points (see ``_kernels/xnor.c`` for their
+            arguments).
     """
 
     def __init__(self, path: Path, openmp: bool) -> None:
@@ -85,11 +86,16 @@ class KernelLibrary:
         lib.nns_xnor_pack.restype = None
         lib.nns_xnor_conv.argtypes = [ptr, ptr, ptr] + [i64] * 15 + [ptr] * 4 + [i32, i32]
         lib.nns_xnor_conv.restype = i32
+        lib.nns_xnor_conv_float.argtypes = (
+            [ptr] + [i64] * 8 + [ptr] * 4 + [i64] * 11 + [ptr] * 4 + [i32, i32]
+        )
+        lib.nns_xnor_conv_float.restype = i32
         self.path = path
         self.openmp = openmp and bool(lib.nns_xnor_has_openmp())
         self.avx512 = bool(lib.nns_xnor_has_avx512())
         self.pack = lib.nns_xnor_pack
         self.conv = lib.nns_xnor_conv
+        self.conv_float = lib.nns_xnor_conv_float
         self._lib = lib
 
 

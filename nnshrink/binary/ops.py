@@ -78,6 +78,9 @@ def activation_scale(
     if kernel_size is None:
         return a
     kh, kw = kernel_size
+    if tuple(dilation) == (1, 1) and 2 * padding[0] <= kh and 2 * padding[1] <= kw:
+        # the same box filter, several times faster than a one-channel convolution
+        return F.avg_pool2d(a, (kh, kw), stride, padding, count_include_pad=True)
     box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=x.dtype, device=x.device)
     return F.conv2d(a, box, None, stride, padding, dilation)
 

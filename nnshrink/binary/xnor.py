@@ -334,18 +334,24 @@ def xnor_conv2d(
         # (e.g. Winograd) that would leave tiny errors.
         y = F.conv2d(signs, wsign, None, (sh, sw), (ph, pw), (dh, dw)).round()
         return _scale(y, k, alpha, bias)
-    words = pack_signs(x, (ph, pw), in_scale=in_scale, in_shift=in_shift, backend=name)
+    in_scale = _channel_vector(in_scale, c, "in_scale")
+    in_shift = _channel_vector(in_shift, c, "in_shift")
+    if (in_scale is None) != (in_shift is None):
+        raise ValueError("give both in_scale and in_shift, or neither")
     kk = None
     if k is not None:
         kk = k.detach().to(torch.float32).expand(n, 1, ho, wo).contiguous()
     out = torch.empty(n, ho, wo, o, dtype=torch.float32)
     if n:
-        kernel_library().conv(
-            words.data_ptr(), weights.words().data_ptr(), weights.pops().data_ptr(),
-            n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo,
+        rc = kernel_library().conv_float(
+            x.data_ptr(), n, c, h, w, *x.stride(), _ptr(in_scale), _ptr(in_shift),
+            weights.words().data_ptr(), weights.pops().data_ptr(),
+            o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo,
             _ptr(kk), _ptr(alpha), _ptr(bias), out.data_ptr(),
             int(name == "avx512"), torch.get_num_threads(),
         )  # fmt: skip
+        if rc:
+            raise MemoryError(f"XNOR kernel failed (code {rc}) for input {tuple(x.shape)}")
     return out.permute(0, 3, 1, 2)
 
 
