@@ -119,7 +119,10 @@ def renamed_fields(
         kind: the config kind, for the message.
         data: keyword arguments or a recipe mapping.
         renames: ``{old: new}``, or ``{old: fn(value) -> {new: value, ...}}`` for keys whose
-            meaning maps onto several new fields.
+            meaning maps onto several new fields. A returned value may be an *edit*, a callable
+            ``edit(current) -> value`` that receives what an earlier deprecated key of the same
+            call set for that field (``None`` if none did): several old keys (``keep_first``,
+            ``keep_last``) can then share one new field (``exclude``).
 
     Example:
         >>> import warnings
@@ -128,18 +131,21 @@ def renamed_fields(
         {'sparsity': 0.5}
     """
     out = dict(data)
+    produced: set[str] = set()
     for old, new in renames.items():
         if old not in out:
             continue
         value = out.pop(old)
         mapped = new(value) if callable(new) else {new: value}
         for key in mapped:
-            if key in out:
+            if key in out and key not in produced:
                 from .core.config import ConfigError
 
                 raise ConfigError(f"{kind}: give {key!r} or its deprecated name {old!r}, not both")
         warn(f"{kind}.{old}", f"{kind}.{', '.join(mapped)}", stacklevel=4)
-        out.update(mapped)
+        for key, mapped_value in mapped.items():
+            out[key] = mapped_value(out.get(key)) if callable(mapped_value) else mapped_value
+            produced.add(key)
     return out
 
 
