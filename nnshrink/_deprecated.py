@@ -103,7 +103,8 @@ def renamed_fields(
         kind: the config kind, for the message.
         data: keyword arguments or a recipe mapping.
         renames: ``{old: new}``, or ``{old: fn(value) -> {new: value, ...}}`` for keys whose
-            meaning maps onto several new fields.
+            meaning maps onto several new fields, or ``{old: fn(value, data) -> {...}}`` to
+            merge the old key into new fields that ``data`` (the other keys) may also give.
 
     Example:
         >>> import warnings
@@ -116,15 +117,26 @@ def renamed_fields(
         if old not in out:
             continue
         value = out.pop(old)
-        mapped = new(value) if callable(new) else {new: value}
+        merges = callable(new) and _positional_params(new) >= 2
+        mapped = new(value, out) if merges else new(value) if callable(new) else {new: value}
         for key in mapped:
-            if key in out:
+            if key in out and not merges:
                 from .core.config import ConfigError
 
                 raise ConfigError(f"{kind}: give {key!r} or its deprecated name {old!r}, not both")
         warn(f"{kind}.{old}", f"{kind}.{', '.join(mapped)}", stacklevel=4)
         out.update(mapped)
     return out
+
+
+def _positional_params(fn: Callable) -> int:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
 class _MovedModuleFinder:
