@@ -122,7 +122,8 @@ def renamed_fields(
             meaning maps onto several new fields. A returned value may be an *edit*, a callable
             ``edit(current) -> value`` that receives what an earlier deprecated key of the same
             call set for that field (``None`` if none did): several old keys (``keep_first``,
-            ``keep_last``) can then share one new field (``exclude``).
+            ``keep_last``) can then share one new field (``exclude``). Or ``{old: fn(value, data) -> {...}}``
+            merges the old key into new fields that ``data`` (the other keys) may also give.
 
     Example:
         >>> import warnings
@@ -136,9 +137,10 @@ def renamed_fields(
         if old not in out:
             continue
         value = out.pop(old)
-        mapped = new(value) if callable(new) else {new: value}
+        merges = callable(new) and _positional_params(new) >= 2
+        mapped = new(value, out) if merges else new(value) if callable(new) else {new: value}
         for key in mapped:
-            if key in out and key not in produced:
+            if key in out and key not in produced and not merges:
                 from .core.config import ConfigError
 
                 raise ConfigError(f"{kind}: give {key!r} or its deprecated name {old!r}, not both")
@@ -147,6 +149,16 @@ def renamed_fields(
             out[key] = mapped_value(out.get(key)) if callable(mapped_value) else mapped_value
             produced.add(key)
     return out
+
+
+def _positional_params(fn: Callable) -> int:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
 class _MovedModuleFinder:
