@@ -117,13 +117,18 @@ def renamed_fields(
             continue
         value = out.pop(old)
         mapped = new(value) if callable(new) else {new: value}
-        for key in mapped:
+        for key, new_value in mapped.items():
+            if key in out and isinstance(out[key], Mapping) and isinstance(new_value, Mapping):
+                # an old field folded into a mapping (fc_bits -> per_layer["@linear"]): the
+                # entries given under the new name come first, so they keep precedence
+                out[key] = {**out[key], **{k: v for k, v in new_value.items() if k not in out[key]}}
+                continue
             if key in out:
                 from .core.config import ConfigError
 
                 raise ConfigError(f"{kind}: give {key!r} or its deprecated name {old!r}, not both")
+            out[key] = new_value
         warn(f"{kind}.{old}", f"{kind}.{', '.join(mapped)}", stacklevel=4)
-        out.update(mapped)
     return out
 
 
