@@ -40,6 +40,7 @@ from .metrics import Report
 from .metrics import snapshot as profile
 from .pipelines import DeepCompression, deep_compress
 from .pruning import MagnitudePruning, StructuredPruning
+from .pruning.variational import VariationalDropout
 from .quantization import PTQ, QAT, MixedPrecision
 from .sharing import Circulant, Hashing, WeightSharing
 from .storage import FormatError, load, save, storage_report
@@ -63,6 +64,7 @@ __all__ = [
     "Report",
     "StructuredPruning",
     "Ternary",
+    "VariationalDropout",
     "WeightSharing",
     "__version__",
     "advise",
