@@ -30,7 +30,7 @@ import torch
 import nnshrink as ns
 from nnshrink.pruning.variational import VariationalDropout, train_variational
 from nnshrink.sharing import WeightSharing, finetune_shared
-from nnshrink.train import evaluate, fit
+from nnshrink.train import KeepZeros, evaluate, fit
 from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
@@ -78,19 +78,25 @@ def run_seed(args, seed: int, train, test) -> dict:
 
     t0 = time.perf_counter()
     model = copy.deepcopy(dense)
-    ns.compress_(model, VariationalDropout(threshold=args.threshold))
+    ns.compress_(model, VariationalDropout(threshold=args.threshold,
+                                           init_log_alpha=args.init_log_alpha))  # fmt: skip
     vd = train_variational(model, train, epochs=args.vd_epochs, lr=args.vd_lr,
                            kl_weight=args.kl_weight, warmup_epochs=args.warmup_epochs,
                            seed=seed + 100)  # fmt: skip
     ns.finalize(model)
     sparse_top1 = evaluate(model, test)["top1"]
-    out["variational"] = {"top1": sparse_top1, "sparsity": vd["sparsity"],
+    if args.retrain_epochs:  # the survivors without noise, zeros kept (as Deep Compression)
+        fit(model, train, epochs=args.retrain_epochs, lr=args.retrain_lr, optimizer="adam",
+            weight_decay=0.0, callbacks=[KeepZeros()], seed=seed + 150, progress=False)  # fmt: skip
+    retrained_top1 = evaluate(model, test)["top1"]
+    out["variational"] = {"top1": sparse_top1, "top1_retrained": retrained_top1,
+                          "sparsity": vd["sparsity"],
                           "layers": layer_table(model),
                           "history": [{k: e[k] for k in ("epoch", "train_loss", "train_top1")}
                                       for e in vd["history"]],
                           "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-    print(f"[seed {seed}] variational dropout: top-1 {100 * sparse_top1:.2f}%, "
-          f"sparsity {100 * vd['sparsity']:.2f}%")  # fmt: skip
+    print(f"[seed {seed}] variational dropout: top-1 {100 * sparse_top1:.2f}% "
+          f"({100 * retrained_top1:.2f}% retrained), sparsity {100 * vd['sparsity']:.2f}%")  # fmt: skip
 
     t0 = time.perf_counter()
     sharing = WeightSharing(per_layer={"@conv": args.conv_bits, "@linear": args.fc_bits})
@@ -138,6 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--kl-weight", type=float, default=1.0)
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--threshold", type=float, default=3.0)
+    p.add_argument("--init-log-alpha", type=float, default=-4.0)
+    p.add_argument("--retrain-epochs", type=int, default=2, help="masked, after VD")
+    p.add_argument("--retrain-lr", type=float, default=2e-4)
     p.add_argument("--fc-bits", type=int, default=5)
     p.add_argument("--conv-bits", type=int, default=8)
     p.add_argument("--share-epochs", type=int, default=1)
@@ -161,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"dense {args.dense_epochs} epochs SGD (lr {args.dense_lr}, Nesterov 0.9, wd 1e-4, "
             f"cosine, batch {args.batch_size}); sparse variational dropout {args.vd_epochs} "
             f"epochs Adam lr {args.vd_lr} cosine, KL weight {args.kl_weight} ramped over "
-            f"{args.warmup_epochs} epochs, threshold log alpha {args.threshold}; k-means "
+            f"{args.warmup_epochs} epochs, threshold log alpha {args.threshold}, initial log "
+            f"alpha {args.init_log_alpha}; {args.retrain_epochs} epoch(s) of masked retraining "
+            f"(Adam {args.retrain_lr}, no noise, zeros kept); k-means "
             f"sharing conv {args.conv_bits} / fc {args.fc_bits} bits, {args.share_epochs} "
             "epoch(s) of centroid fine-tuning (Adam 1e-4); .nns with Huffman. Scaled down from "
             "the paper's 200 epochs to fit a shared CPU."

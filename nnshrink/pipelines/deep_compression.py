@@ -89,7 +89,7 @@ class DeepCompression(Config, LayerSelection):
 
     kind: ClassVar[str] = "deep-compression"
     amount_field: ClassVar[str] = "sparsity"
-    sparsity: float = 0.935
+    sparsity: float = 0.94
     per_layer: dict[str, Any] = dataclasses.field(default_factory=lambda: {"@last": 0.75})
     prune_rounds: int = 3
     retrain_epochs: int = 2

@@ -77,7 +77,7 @@ def test_a_users_own_module_round_trips_through_the_file(tmp_path):
     x = torch.randn(3, 1, 28, 28)
     fresh = load(tmp_path / "user.nns", model=UserNet())  # the file fills the user's class
     torch.testing.assert_close(fresh(x), result.model(x), rtol=0, atol=0)
-    assert float((fresh.body[1].weight == 0).float().mean()) == pytest.approx(0.935, abs=0.005)
+    assert float((fresh.body[1].weight == 0).float().mean()) == pytest.approx(0.94, abs=0.005)
 
 
 def test_handler_edits_in_place_and_measures_what_ns_save_writes(tmp_path):

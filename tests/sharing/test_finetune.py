@@ -62,19 +62,23 @@ def test_a_failed_run_leaves_the_model_bit_identical():
 @needs_mnist
 @pytest.mark.slow
 def test_kmeans_4_bits_and_one_epoch_keep_lenet300_within_half_a_point():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: far faster than two on a shared, loaded machine
-    try:
-        torch.manual_seed(0)
-        train = ns.data.loader("mnist", "train", 128, train=True, seed=0, limit=20_000)
-        test = ns.data.loader("mnist", "test", 1000)
-        model = ns.models.create("lenet300")
-        fit(model, train, epochs=1, lr=0.05, optimizer="sgd", weight_decay=1e-4, progress=False)
-        dense = evaluate(model, test)["top1"]
-        ns.compress_(model, WeightSharing(bits=4))
-        finetune_shared(model, train, epochs=1)
-        shared = evaluate(model, test)["top1"]
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    train = ns.data.loader("mnist", "train", 128, train=True, seed=0, limit=20_000)
+    test = ns.data.loader("mnist", "test", 1000)
+    model = ns.models.create("lenet300")
+    fit(model, train, epochs=1, lr=0.05, optimizer="sgd", weight_decay=1e-4, progress=False)
+    dense = evaluate(model, test)["top1"]
+    ns.compress_(model, WeightSharing(bits=4))
+    finetune_shared(model, train, epochs=1)
+    shared = evaluate(model, test)["top1"]
     assert dense > 0.93  # it did learn
     assert shared >= dense - 0.005, (dense, shared)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # training-heavy tests: one thread is several times faster than two on a loaded machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
