@@ -81,6 +81,7 @@ def run_seed(args, seed: int, train, test) -> dict:
     ns.compress_(model, VariationalDropout(threshold=args.threshold,
                                            init_log_alpha=args.init_log_alpha))  # fmt: skip
     vd = train_variational(model, train, epochs=args.vd_epochs, lr=args.vd_lr,
+                           log_sigma2_lr=args.vd_sigma_lr,
                            kl_weight=args.kl_weight, warmup_epochs=args.warmup_epochs,
                            seed=seed + 100)  # fmt: skip
     ns.finalize(model)
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dense-epochs", type=int, default=10)
     p.add_argument("--dense-lr", type=float, default=0.05)
     p.add_argument("--vd-epochs", type=int, default=10)
-    p.add_argument("--vd-lr", type=float, default=1e-3)
+    p.add_argument("--vd-lr", type=float, default=3e-4, help="weights")
+    p.add_argument("--vd-sigma-lr", type=float, default=1e-2, help="log sigma^2")
     p.add_argument("--kl-weight", type=float, default=1.0)
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--threshold", type=float, default=3.0)
@@ -169,8 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
         "protocol": (
             f"dense {args.dense_epochs} epochs SGD (lr {args.dense_lr}, Nesterov 0.9, wd 1e-4, "
             f"cosine, batch {args.batch_size}); sparse variational dropout {args.vd_epochs} "
-            f"epochs Adam lr {args.vd_lr} cosine, KL weight {args.kl_weight} ramped over "
-            f"{args.warmup_epochs} epochs, threshold log alpha {args.threshold}, initial log "
+            f"epochs Adam lr {args.vd_lr} (weights) / {args.vd_sigma_lr} (log sigma^2) "
+            f"cosine, KL weight {args.kl_weight} ramped over {args.warmup_epochs} epochs, threshold log alpha {args.threshold}, initial log "
             f"alpha {args.init_log_alpha}; {args.retrain_epochs} epoch(s) of masked retraining "
             f"(Adam {args.retrain_lr}, no noise, zeros kept); k-means "
             f"sharing conv {args.conv_bits} / fc {args.fc_bits} bits, {args.share_epochs} "

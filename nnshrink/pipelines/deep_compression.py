@@ -233,8 +233,12 @@ def _pipeline(
     seed: int,
     progress: bool,
     log: Log,
-) -> tuple[list[dict[str, Any]], int]:
-    """Prune and share ``work`` in place (plain layers at the end); return the stages so far."""
+) -> tuple[list[dict[str, Any]], int, float]:
+    """Prune and share ``work`` in place (plain layers at the end).
+
+    Returns:
+        The stages so far, the dense bytes and the ``perf_counter`` time sharing started.
+    """
     targets = _targets(work, config, filter_fn)
     dense = dense_bytes(work)
     stages: list[dict[str, Any]] = []
@@ -270,6 +274,7 @@ def _pipeline(
     nonzero = sum(int((p != 0).sum()) for p in work.parameters())
     record("pruned", nonzero * 4, time.perf_counter() - t0)  # fp32 values, before indices
 
+    t_share = time.perf_counter()
     sharing = WeightSharing(
         include=tuple(re.escape(n) for n in targets),
         per_layer={"@conv": config.conv_bits, "@linear": config.fc_bits},
@@ -279,7 +284,7 @@ def _pipeline(
         finetune_shared(work, train, epochs=config.share_epochs, lr=config.share_lr,
                         seed=seed + 1000, progress=progress)  # fmt: skip
     strip_sharing(work)
-    return stages, dense
+    return stages, dense, t_share
 
 
 def _finish(
@@ -342,12 +347,12 @@ def _apply(
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> DeepCompressionSummary:
     train, test = _data(example_inputs)
-    t0 = time.perf_counter()
-    stages, dense = _pipeline(model, train, test, config, filter_fn=filter_fn, seed=config.seed,
-                              progress=False, log=lambda line: None)  # fmt: skip
+    stages, dense, t_share = _pipeline(model, train, test, config, filter_fn=filter_fn,
+                                       seed=config.seed, progress=False,
+                                       log=lambda line: None)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         return _finish(model, stages, dense, Path(tmp) / "model.nns", config,
-                       time.perf_counter() - t0, test, lambda line: None,
+                       time.perf_counter() - t_share, test, lambda line: None,
                        keep_metrics=False)  # fmt: skip
 
 
@@ -386,12 +391,12 @@ def deep_compress(
 
     config = config or DeepCompression()
     work = copy.deepcopy(model)
-    t0 = time.perf_counter()
-    stages, dense = _pipeline(work, train_loader, test_loader, config, filter_fn=None,
-                              seed=config.seed if seed is None else seed, progress=progress,
-                              log=log)  # fmt: skip
+    stages, dense, t_share = _pipeline(work, train_loader, test_loader, config, filter_fn=None,
+                                       seed=config.seed if seed is None else seed,
+                                       progress=progress, log=log)  # fmt: skip
     path = Path(out_path)
-    summary = _finish(work, stages, dense, path, config, time.perf_counter() - t0, test_loader, log,
+    summary = _finish(work, stages, dense, path, config, time.perf_counter() - t_share,
+                      test_loader, log,
                       keep_metrics=True)  # fmt: skip
     loaded = load_nns(path, model=copy.deepcopy(work))
     for name, tensor in work.state_dict().items():

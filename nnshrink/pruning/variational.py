@@ -404,7 +404,8 @@ def train_variational(
     *,
     epochs: int,
     num_samples: int | None = None,
-    lr: float = 1e-3,
+    lr: float = 3e-4,
+    log_sigma2_lr: float = 1e-2,
     kl_weight: float = 1.0,
     warmup_epochs: float = 1.0,
     seed: int = 0,
@@ -417,7 +418,11 @@ def train_variational(
         train_loader: ``(x, y)`` batches with ``len()``.
         epochs: training epochs (from a trained dense model, a few to tens).
         num_samples: training-set size ``N``; default ``len(loader.dataset)`` or batches x batch.
-        lr: Adam's peak learning rate (cosine schedule), for ``theta`` and ``log sigma^2``.
+        lr: Adam's peak learning rate (cosine schedule) of the weights ``theta`` and every other
+            parameter: small, so that the trained function moves little.
+        log_sigma2_lr: Adam's peak learning rate of the noise variances ``log sigma^2``: large,
+            so that ``log alpha`` can climb the ~7 units from its start to the threshold within
+            a few epochs (Adam moves a parameter by about its rate per step).
         kl_weight: final KL weight (1 = the ELBO).
         warmup_epochs: epochs of the linear KL ramp.
         seed: training seed.
@@ -437,9 +442,15 @@ def train_variational(
     if num_samples is None:
         num_samples = _dataset_size(train_loader, steps)
     criterion = ELBO(num_samples, kl_weight, round(warmup_epochs * steps))
+    variances = [m.log_sigma2 for m in model.modules() if isinstance(m, _VARIATIONAL)]
+    ids = {id(p) for p in variances}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    optimizer = torch.optim.Adam(
+        [{"params": others, "lr": lr}, {"params": variances, "lr": log_sigma2_lr}]
+    )
     with transaction(model):
-        history = fit(model, train_loader, epochs=epochs, lr=lr, optimizer="adam",
-                      weight_decay=0.0, criterion=criterion, seed=seed, progress=progress)  # fmt: skip
+        history = fit(model, train_loader, epochs=epochs, optimizer=optimizer,
+                      criterion=criterion, seed=seed, progress=progress)  # fmt: skip
     return {"history": history.epochs, "sparsity": variational_sparsity(model)}
 
 
