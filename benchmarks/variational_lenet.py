@@ -67,6 +67,30 @@ def dense_model(args, seed: int, train) -> torch.nn.Module:
     return model
 
 
+def sparse_model(args, seed: int, dense: torch.nn.Module, train) -> tuple[torch.nn.Module, dict]:
+    """Variational dropout from ``dense``, finalized (or read from the cache of an earlier run
+    with the same settings, so that retraining variants do not repeat it)."""
+    key = (f"{args.model}_e{args.dense_epochs}_s{seed}_vd{args.vd_epochs}_lr{args.vd_lr}_"
+           f"{args.vd_sigma_lr}_kl{args.kl_weight}_w{args.warmup_epochs}_t{args.threshold}_"
+           f"i{args.init_log_sigma2}_b{args.batch_size}")  # fmt: skip
+    cache = Path(args.cache) / f"{key}.safetensors"
+    if cache.exists():
+        model, info = ns.load_checkpoint(cache)
+        return model.train(), info["extra"]["vd"]
+    model = copy.deepcopy(dense)
+    ns.compress_(model, VariationalDropout(threshold=args.threshold,
+                                           init_log_sigma2=args.init_log_sigma2))  # fmt: skip
+    vd = train_variational(model, train, epochs=args.vd_epochs, lr=args.vd_lr,
+                           log_sigma2_lr=args.vd_sigma_lr, kl_weight=args.kl_weight,
+                           warmup_epochs=args.warmup_epochs, seed=seed + 100)  # fmt: skip
+    ns.finalize(model)
+    vd = {"sparsity": vd["sparsity"],
+          "history": [{k: e[k] for k in ("epoch", "train_loss", "train_top1", "seconds")}
+                      for e in vd["history"]]}  # fmt: skip
+    ns.save_checkpoint(model, cache, extra={"vd": vd})
+    return model, vd
+
+
 def run_seed(args, seed: int, train, test) -> dict:
     t0 = time.perf_counter()
     dense = dense_model(args, seed, train)
@@ -77,24 +101,17 @@ def run_seed(args, seed: int, train, test) -> dict:
     print(f"[seed {seed}] dense top-1 {100 * dense_top1:.2f}%")
 
     t0 = time.perf_counter()
-    model = copy.deepcopy(dense)
-    ns.compress_(model, VariationalDropout(threshold=args.threshold,
-                                           init_log_alpha=args.init_log_alpha))  # fmt: skip
-    vd = train_variational(model, train, epochs=args.vd_epochs, lr=args.vd_lr,
-                           log_sigma2_lr=args.vd_sigma_lr,
-                           kl_weight=args.kl_weight, warmup_epochs=args.warmup_epochs,
-                           seed=seed + 100)  # fmt: skip
-    ns.finalize(model)
+    model, vd = sparse_model(args, seed, dense, train)
     sparse_top1 = evaluate(model, test)["top1"]
     if args.retrain_epochs:  # the survivors without noise, zeros kept (as Deep Compression)
-        fit(model, train, epochs=args.retrain_epochs, lr=args.retrain_lr, optimizer="adam",
-            weight_decay=0.0, callbacks=[KeepZeros()], seed=seed + 150, progress=False)  # fmt: skip
+        fit(model, train, epochs=args.retrain_epochs, lr=args.retrain_lr,
+            optimizer=args.retrain_optimizer, weight_decay=0.0, callbacks=[KeepZeros()],
+            seed=seed + 150, progress=False)  # fmt: skip
     retrained_top1 = evaluate(model, test)["top1"]
     out["variational"] = {"top1": sparse_top1, "top1_retrained": retrained_top1,
                           "sparsity": vd["sparsity"],
                           "layers": layer_table(model),
-                          "history": [{k: e[k] for k in ("epoch", "train_loss", "train_top1")}
-                                      for e in vd["history"]],
+                          "history": vd["history"],
                           "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
     print(f"[seed {seed}] variational dropout: top-1 {100 * sparse_top1:.2f}% "
           f"({100 * retrained_top1:.2f}% retrained), sparsity {100 * vd['sparsity']:.2f}%")  # fmt: skip
@@ -146,9 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--kl-weight", type=float, default=1.0)
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--threshold", type=float, default=3.0)
-    p.add_argument("--init-log-alpha", type=float, default=-4.0)
+    p.add_argument("--init-log-sigma2", type=float, default=-10.0)
     p.add_argument("--retrain-epochs", type=int, default=2, help="masked, after VD")
     p.add_argument("--retrain-lr", type=float, default=2e-4)
+    p.add_argument("--retrain-optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--fc-bits", type=int, default=5)
     p.add_argument("--conv-bits", type=int, default=8)
     p.add_argument("--share-epochs", type=int, default=1)
@@ -172,9 +190,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"dense {args.dense_epochs} epochs SGD (lr {args.dense_lr}, Nesterov 0.9, wd 1e-4, "
             f"cosine, batch {args.batch_size}); sparse variational dropout {args.vd_epochs} "
             f"epochs Adam lr {args.vd_lr} (weights) / {args.vd_sigma_lr} (log sigma^2) "
-            f"cosine, KL weight {args.kl_weight} ramped over {args.warmup_epochs} epochs, threshold log alpha {args.threshold}, initial log "
-            f"alpha {args.init_log_alpha}; {args.retrain_epochs} epoch(s) of masked retraining "
-            f"(Adam {args.retrain_lr}, no noise, zeros kept); k-means "
+            f"cosine, KL weight {args.kl_weight} ramped over {args.warmup_epochs} epochs, "
+            f"threshold log alpha {args.threshold}, initial log sigma^2 {args.init_log_sigma2} "
+            f"(capped at log alpha = threshold - 1); {args.retrain_epochs} epoch(s) of masked retraining "
+            f"({args.retrain_optimizer} {args.retrain_lr}, cosine, no noise, zeros kept); k-means "
             f"sharing conv {args.conv_bits} / fc {args.fc_bits} bits, {args.share_epochs} "
             "epoch(s) of centroid fine-tuning (Adam 1e-4); .nns with Huffman. Scaled down from "
             "the paper's 200 epochs to fit a shared CPU."

@@ -77,16 +77,18 @@ class _Variational:
     log_sigma2: nn.Parameter
     threshold: float
 
-    def _init_variational(self, threshold: float, init_log_alpha: float) -> None:
+    def _init_variational(self, threshold: float, init_log_sigma2: float) -> None:
         self.threshold = float(threshold)
         self.log_sigma2 = nn.Parameter(torch.empty_like(self.weight.detach()))
-        self.reset_log_sigma2(init_log_alpha)
+        self.reset_log_sigma2(init_log_sigma2)
 
     @torch.no_grad()
-    def reset_log_sigma2(self, log_alpha: float) -> None:
-        """Set every weight's ``log alpha`` to ``log_alpha`` (``log sigma^2 = log alpha +
-        log theta^2``): relative noise, so no weight is dropped before training."""
-        self.log_sigma2.copy_(log_alpha + torch.log(self.weight.square() + _EPS))
+    def reset_log_sigma2(self, log_sigma2: float) -> None:
+        """Start every weight at ``log sigma^2 = log_sigma2`` (the paper's -10: the same small
+        noise for all, so small weights start near the threshold and go first), capped so that
+        ``log alpha <= threshold - 1``: no weight is dropped before training."""
+        cap = torch.log(self.weight.square() + _EPS) + (self.threshold - 1.0)
+        self.log_sigma2.copy_(cap.clamp(max=log_sigma2))
 
     def log_alpha(self) -> torch.Tensor:
         """``log sigma^2 - log theta^2``, clamped to [-10, 10] (differentiable)."""
@@ -124,7 +126,8 @@ class VariationalLinear(nn.Linear, _Variational):
     Args:
         in_features, out_features, bias: as ``nn.Linear``.
         threshold: ``log alpha`` above which a weight is removed (paper: 3).
-        init_log_alpha: initial ``log alpha`` of every weight (-4: noise of 14 % of the weight).
+        init_log_sigma2: initial ``log sigma^2`` (paper: -10), capped at ``log alpha =
+            threshold - 1`` so that the layer computes exactly as the plain one until trained.
 
     Example:
         >>> layer = VariationalLinear(4, 2)
@@ -138,10 +141,10 @@ class VariationalLinear(nn.Linear, _Variational):
         out_features: int,
         bias: bool = True,
         threshold: float = 3.0,
-        init_log_alpha: float = -4.0,
+        init_log_sigma2: float = -10.0,
     ) -> None:
         super().__init__(in_features, out_features, bias)
-        self._init_variational(threshold, init_log_alpha)
+        self._init_variational(threshold, init_log_sigma2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -161,7 +164,7 @@ class VariationalConv2d(nn.Conv2d, _Variational):
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as
             ``nn.Conv2d``.
         threshold: ``log alpha`` above which a weight is removed (paper: 3).
-        init_log_alpha: initial ``log alpha`` of every weight.
+        init_log_sigma2: initial ``log sigma^2`` (capped as in :class:`VariationalLinear`).
 
     Example:
         >>> VariationalConv2d(1, 4, 3).train()(torch.zeros(2, 1, 8, 8)).shape
@@ -179,12 +182,12 @@ class VariationalConv2d(nn.Conv2d, _Variational):
         groups: int = 1,
         bias: bool = True,
         threshold: float = 3.0,
-        init_log_alpha: float = -4.0,
+        init_log_sigma2: float = -10.0,
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias
         )
-        self._init_variational(threshold, init_log_alpha)
+        self._init_variational(threshold, init_log_sigma2)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
@@ -201,21 +204,21 @@ _VARIATIONAL = (VariationalLinear, VariationalConv2d)
 
 
 @torch.no_grad()
-def _from_plain(module: nn.Module, threshold: float, init_log_alpha: float) -> nn.Module:
+def _from_plain(module: nn.Module, threshold: float, init_log_sigma2: float) -> nn.Module:
     if type(module) is nn.Linear:
         new: nn.Module = VariationalLinear(
             module.in_features, module.out_features, module.bias is not None, threshold,
-            init_log_alpha,
+            init_log_sigma2,
         )  # fmt: skip
     else:
         new = VariationalConv2d(
             module.in_channels, module.out_channels, module.kernel_size, module.stride,
             module.padding, module.dilation, module.groups, module.bias is not None, threshold,
-            init_log_alpha,
+            init_log_sigma2,
         )  # fmt: skip
     new.to(device=module.weight.device, dtype=module.weight.dtype)
     new.weight.copy_(module.weight)
-    new.reset_log_sigma2(init_log_alpha)
+    new.reset_log_sigma2(init_log_sigma2)
     if module.bias is not None:
         new.bias.copy_(module.bias)
     return new
@@ -254,11 +257,10 @@ class VariationalDropout(Config, LayerSelection):
     Args:
         threshold: ``log alpha`` above which a weight is removed (paper: 3, i.e. a dropout rate
             ``alpha / (1 + alpha)`` above 0.95).
-        init_log_alpha: initial ``log alpha`` of every weight (``log sigma^2 = log alpha +
-            log theta^2``; -4: noise of 14 % of each weight, and no weight dropped yet, so the
-            trained net computes exactly as before until training starts). The paper starts
-            from ``log sigma^2 = -10`` for every weight, which drops weights below ~0.0015 at
-            once.
+        init_log_sigma2: initial ``log sigma^2`` of every weight (the paper's -10: small weights
+            start with a large ``log alpha`` and go first), capped at ``log alpha = threshold -
+            1`` so that no weight is dropped yet: the trained net computes exactly as before
+            until training starts (uncapped, -10 would drop every weight below ~0.0015 at once).
         include, exclude, per_layer: layer selection (:class:`~nnshrink.core.LayerSelection`);
             a ``per_layer`` number sets ``threshold``.
 
@@ -270,15 +272,15 @@ class VariationalDropout(Config, LayerSelection):
     kind: ClassVar[str] = "variational-dropout"
     amount_field: ClassVar[str] = "threshold"
     threshold: float = 3.0
-    init_log_alpha: float = -4.0
+    init_log_sigma2: float = -10.0
 
     def validate(self) -> None:
         if not math.isfinite(self.threshold):
             raise ConfigError(f"variational-dropout.threshold must be finite, got {self.threshold}")
-        if not -10 <= self.init_log_alpha < min(self.threshold, 0):
+        if not -20 <= self.init_log_sigma2 <= 0:
             raise ConfigError(
-                "variational-dropout.init_log_alpha must be in [-10, 0) and below threshold "
-                f"(start with little noise: -4), got {self.init_log_alpha}"
+                "variational-dropout.init_log_sigma2 must be in [-20, 0] (start with little "
+                f"noise: -10), got {self.init_log_sigma2}"
             )
 
 
@@ -321,7 +323,7 @@ def _apply(
     rows, new_layers = [], []
     for layer in layers:
         threshold = float(layer.get("threshold", config.threshold))
-        init = float(layer.get("init_log_alpha", config.init_log_alpha))
+        init = float(layer.get("init_log_sigma2", config.init_log_sigma2))
         new_layers.append((layer.name, _from_plain(layer.module, threshold, init)))
         rows.append(
             VariationalRow(

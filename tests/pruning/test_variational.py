@@ -79,7 +79,9 @@ def test_handler_keeps_the_trained_function_and_finalize_makes_plain_sparse_laye
     assert isinstance(model.features[0], VariationalConv2d)
     assert type(model.classifier[3]) is nn.Linear
     x = torch.randn(3, 1, 28, 28)
-    torch.testing.assert_close(model.eval()(x), dense(x))  # log alpha = -4: nothing dropped
+    torch.testing.assert_close(model.eval()(x), dense(x))  # capped init: nothing dropped yet
+    log_alpha = model.classifier[1].log_alpha()
+    assert log_alpha.max() <= 2.0 + 1e-4 and log_alpha.min() < -3  # paper's -10, capped
     with torch.no_grad():
         model.classifier[1].log_sigma2[:250] = 2.0  # half of fc1's rows now carry only noise
     expected = model(x)
@@ -151,8 +153,8 @@ def test_train_variational_errors_and_all_or_nothing():
 def test_config_round_trip_validation_and_per_layer_threshold():
     cfg = VariationalDropout(threshold=2.5, per_layer={"@last": 4.0}, exclude=("@first",))
     assert Config.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="init_log_alpha"):
-        VariationalDropout(init_log_alpha=1.0)
+    with pytest.raises(ConfigError, match="init_log_sigma2"):
+        VariationalDropout(init_log_sigma2=1.0)
     model = ns.models.create("lenet300")
     rows = ns.compress_(model, cfg)
     assert [(r.name, r.threshold) for r in rows] == [("3", 2.5), ("5", 4.0)]
