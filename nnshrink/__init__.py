@@ -40,6 +40,7 @@ from .metrics import Report
 from .metrics import snapshot as profile
 from .pipelines import DeepCompression, deep_compress
 from .pruning import MagnitudePruning, SparseGPT, StructuredPruning, Wanda
+from .pruning.variational import VariationalDropout
 from .quantization import PTQ, QAT, MixedPrecision
 from .sharing import Circulant, Hashing, WeightSharing
 from .storage import FormatError, load, save, storage_report
@@ -64,6 +65,7 @@ __all__ = [
     "SparseGPT",
     "StructuredPruning",
     "Ternary",
+    "VariationalDropout",
     "Wanda",
     "WeightSharing",
     "__version__",

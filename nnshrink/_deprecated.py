@@ -139,15 +139,22 @@ def renamed_fields(
         value = out.pop(old)
         merges = callable(new) and _positional_params(new) >= 2
         mapped = new(value, out) if merges else new(value) if callable(new) else {new: value}
-        for key in mapped:
-            if key in out and key not in produced and not merges:
+        for key, new_value in mapped.items():
+            current = out.get(key)
+            # an old field folded into a mapping (fc_bits -> per_layer["@linear"]) merges with it
+            folds = isinstance(current, Mapping) and isinstance(new_value, Mapping)
+            if key in out and key not in produced and not merges and not folds:
                 from .core.config import ConfigError
 
                 raise ConfigError(f"{kind}: give {key!r} or its deprecated name {old!r}, not both")
-        warn(f"{kind}.{old}", f"{kind}.{', '.join(mapped)}", stacklevel=4)
-        for key, mapped_value in mapped.items():
-            out[key] = mapped_value(out.get(key)) if callable(mapped_value) else mapped_value
+            if callable(new_value):  # an edit of what an earlier deprecated key set
+                out[key] = new_value(current)
+            elif folds:  # entries given under the new name keep precedence
+                out[key] = {**new_value, **current}
+            else:
+                out[key] = new_value
             produced.add(key)
+        warn(f"{kind}.{old}", f"{kind}.{', '.join(mapped)}", stacklevel=4)
     return out
 
 
