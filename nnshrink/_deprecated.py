@@ -150,7 +150,7 @@ def renamed_fields(
             if callable(new_value):  # an edit of what an earlier deprecated key set
                 out[key] = new_value(current)
             elif folds:  # entries given under the new name keep precedence
-                out[key] = {**new_value, **current}
+                out[key] = {**current, **{k: v for k, v in new_value.items() if k not in current}}
             else:
                 out[key] = new_value
             produced.add(key)
