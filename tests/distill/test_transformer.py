@@ -117,7 +117,7 @@ def test_head_pruned_narrow_shallow_student_trains_through_projections():
     proj = d.transformer.projections["1"].weight.detach().clone()
     opt = torch.optim.Adam(d.parameters(), lr=3e-3)
     terms = []
-    for _ in range(15):
+    for _ in range(10):
         loss = d.loss(x)  # unlabelled transfer data: no cross-entropy
         opt.zero_grad()
         loss.backward()

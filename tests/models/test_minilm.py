@@ -80,10 +80,10 @@ def test_similar_sentences_embed_closer_than_unrelated_ones(minilm):
     assert sim[0, 1] > 0.6 > sim[0, 2] + 0.3
 
 
-def test_zoo_entry_builds_the_same_model(minilm):
-    model, tok = minilm
-    zoo = create("all-minilm-l6-v2")
-    assert isinstance(zoo, SentenceEncoder)
-    batch = tok.encode(["Zoo models rebuild by name."])
-    with torch.no_grad():
-        torch.testing.assert_close(zoo(**batch), model(**batch))
+def test_zoo_entry_builds_the_same_architecture(minilm):
+    model, _ = minilm
+    zoo = create("all-minilm-l6-v2", pretrained=False)  # random weights: no second file read
+    assert isinstance(zoo, SentenceEncoder) and zoo.normalize
+    assert {k: v.shape for k, v in zoo.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
