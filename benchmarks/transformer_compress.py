@@ -618,6 +618,22 @@ def run_task(task: dict, methods: list[str], settings: dict, threads: int, log) 
     return {"metric": task["metric"], "rows": rows, **task["info"]}
 
 
+def build_info() -> dict:
+    """The git commit this run used (which methods exist depends on the build)."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        out = subprocess.run(["git", *cmd], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)  # fmt: skip
+        return out.stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "branch": git("branch", "--show-current"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calibration/KD steps")
@@ -651,6 +667,7 @@ def main() -> None:
 
     report: dict[str, Any] = {
         "benchmark": "transformer_compress", "mode": mode, "environment": environment(args.seed),
+        "build": build_info(),
         "settings": settings, "protocol": {
             "latency": f"batch 1, {SEQ} tokens, {args.threads} threads, eager and ONNX Runtime, "
             "interleaved rounds, pooled median (ms), timing lock held",
@@ -667,6 +684,8 @@ def main() -> None:
         report["models"][name] = run_task(task, methods, settings, args.threads, log)
         report["goals"] = goals(report["models"])
         report["minutes"] = (time.perf_counter() - start) / 60
+        # CPU time of this process: what the run costs on idle cores (wall / threads)
+        report["cpu_minutes"] = time.process_time() / 60
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
     log(f"wrote {out_path}")
