@@ -9,6 +9,6 @@ from . import (  # noqa: F401  (registers the builders)
     squeezenet,
     vgg,
 )
-from .registry import create, list_models, model_inputs, register_model, spec_of
+from .registry import create, input_kind, list_models, register_model, spec_of
 
-__all__ = ["create", "list_models", "model_inputs", "register_model", "spec_of"]
+__all__ = ["create", "input_kind", "list_models", "register_model", "spec_of"]

@@ -25,7 +25,7 @@ def register_model(
 
     Args:
         name: the zoo name.
-        inputs: what the model takes: ``"image"`` (``(N, C, H, W)`` floats) or ``"tokens"``
+        inputs: what the model reads: ``"image"`` (``(N, C, H, W)`` floats) or ``"tokens"``
             (``(N, T)`` token ids; text models ignore the image arguments).
     """
     if inputs not in INPUT_KINDS:
@@ -41,11 +41,11 @@ def register_model(
     return decorator
 
 
-def model_inputs(name: str) -> str:
-    """``"image"`` or ``"tokens"``: what the zoo model ``name`` takes.
+def input_kind(name: str) -> str:
+    """``"image"`` or ``"tokens"``: what the zoo model ``name`` reads.
 
     Example:
-        >>> model_inputs("lenet5"), model_inputs("gpt")
+        >>> input_kind("lenet5"), input_kind("gpt")
         ('image', 'tokens')
     """
     if name not in _BUILDERS:

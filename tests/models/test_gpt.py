@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnshrink.models import create, model_inputs, spec_of
+from nnshrink.models import create, input_kind, spec_of
 from nnshrink.models.gpt import GPT, CausalSelfAttention
 
 
@@ -23,7 +23,7 @@ def test_default_parameter_count_by_formula():
     model = create("gpt")
     assert sum(p.numel() for p in model.parameters()) == expected == 3_323_392
     assert model.head.weight.data_ptr() != model.tok_emb.weight.data_ptr()  # untied
-    assert model_inputs("gpt") == "tokens" and model_inputs("resnet20") == "image"
+    assert input_kind("gpt") == "tokens" and input_kind("resnet20") == "image"
     assert spec_of(create("gpt", depth=2))["kwargs"]["depth"] == 2
 
 

