@@ -1,6 +1,16 @@
 """Model zoo: classic compression benchmarks, written here (torchvision is not required)."""
 
-from . import bert, lenet, mobilenet, resnet, squeezenet, vgg, vit  # noqa: F401  (registers)
+from . import (  # noqa: F401  (registers the builders)
+    bert,
+    gpt,
+    lenet,
+    minilm,
+    mobilenet,
+    resnet,
+    squeezenet,
+    vgg,
+    vit,
+)
 from .factory import ModelReferenceError, from_reference, parse_reference
 from .registry import create, input_kind, list_models, register_model, spec_of
 

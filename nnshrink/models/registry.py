@@ -17,6 +17,7 @@ from torch import nn
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _INPUTS: dict[str, str] = {}
 SPEC_ATTR = "nnshrink_spec"
+INPUT_KINDS = ("image", "tokens")
 
 
 def register_model(
@@ -27,8 +28,10 @@ def register_model(
     Args:
         name: the zoo name.
         inputs: what the model reads: ``"image"`` (``(N, C, H, W)`` floats) or ``"tokens"``
-            (``(N, T)`` token ids; ``input_size`` is then the longest sequence).
+            (``(N, T)`` token ids; text models ignore the image arguments).
     """
+    if inputs not in INPUT_KINDS:
+        raise ValueError(f"inputs must be one of {INPUT_KINDS}, got {inputs!r}")
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _BUILDERS:
@@ -44,9 +47,11 @@ def input_kind(name: str) -> str:
     """``"image"`` or ``"tokens"``: what the zoo model ``name`` reads.
 
     Example:
-        >>> input_kind("lenet5")
-        'image'
+        >>> input_kind("lenet5"), input_kind("gpt")
+        ('image', 'tokens')
     """
+    if name not in _BUILDERS:
+        raise KeyError(f"unknown model {name!r}; choose from {list_models()}")
     return _INPUTS[name]
 
 
