@@ -15,7 +15,6 @@ picks the rank rule:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -83,40 +82,21 @@ def rank_fields(args: argparse.Namespace) -> dict[str, Any]:
                    "--rank auto")  # fmt: skip
 
 
-def _skip_first(args: argparse.Namespace, fields: set[str]) -> dict[str, Any]:
+def _skip_first(args: argparse.Namespace) -> dict[str, Any]:
+    """``--skip-first`` is ``--exclude @first`` (kept because it reads well for this command)."""
     if not args.skip_first:
         return {}
-    if "exclude" in fields:
-        return {"exclude": ("@first",)}
-    # the config has no layer selection yet: name every conv/linear but the first
-    from torch import nn
-
-    from .common import load_model, open_data_args
-
-    model, _ = load_model(args, data=open_data_args(args))
-    first = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear))
-    method = getattr(args, "cfg_method", None) or "tucker"
-    types = (
-        (nn.Linear,)
-        if method == "svd"
-        else (nn.Conv2d, nn.Linear)
-        if args.cfg_linear
-        else (nn.Conv2d,)
-    )
-    names = [n for n, m in model.named_modules() if isinstance(m, types)]
-    chosen = tuple(getattr(args, "cfg_layers", None) or names)
-    return {"layers": tuple(n for n in chosen if n != first)}
+    given = tuple(getattr(args, "cfg_exclude", None) or ())
+    args.cfg_exclude = None  # merged here, so the flag does not replace it
+    return {"exclude": ("@first", *given)}
 
 
 def run(args: argparse.Namespace) -> int:
     """Decompose (and fine-tune) through a one-stage recipe; report and save ``--out``."""
-    from ..lowrank import LowRank
-
-    fields = {f.name for f in dataclasses.fields(LowRank)}
     base = rank_fields(args)
     if args.iters is not None:
         base["n_iter_max"] = args.iters
-    base.update(_skip_first(args, fields))
+    base.update(_skip_first(args))
     config = build_config("low-rank", args, base)
     model_path = args.model_opt or args.model_ref
     stages = [{"low-rank": {k: v for k, v in config.items() if k != "type"}}]

@@ -145,6 +145,8 @@ class Group:
                 continue
             s = _edit_scores(edit, criterion)
             if s is not None and s.numel() == edit.index.numel():
+                # scores are per channel (small): gather them on the CPU whatever the model's device
+                s = s.detach().to("cpu", torch.float64)
                 total.index_add_(0, edit.index, s)
                 count.index_add_(0, edit.index, torch.ones_like(s))
         if not bool((count > 0).any()):

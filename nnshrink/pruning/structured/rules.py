@@ -86,6 +86,10 @@ PASSTHROUGH_FUNCTIONS = (
     torch.cos, torch.sin, torch.log, torch.isnan, torch.isinf, torch.isfinite, torch.zeros_like,
     torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like, torch.randn_like,
     torch.nan_to_num,
+    # the torch.* spellings of the functional ops above (torch.max_pool2d is not F.max_pool2d)
+    torch.max_pool1d, torch.max_pool2d, torch.max_pool3d, torch.avg_pool1d,
+    torch.adaptive_avg_pool1d, torch.adaptive_max_pool1d, torch.dropout, torch.feature_dropout,
+    torch.alpha_dropout, torch.selu, torch.celu,
 )  # fmt: skip
 
 PASSTHROUGH_METHODS = {

@@ -187,6 +187,18 @@ def test_flatten_to_linear_maps_each_channel_to_hw_features():
     assert model.fc2.out_features == 3  # model output always kept
 
 
+def test_torch_spellings_of_functional_ops_are_followed_like_F():
+    class TorchPool(FlattenNet):
+        def forward(self, x):  # torch.max_pool2d is a different object from F.max_pool2d
+            x = torch.max_pool2d(torch.relu(self.conv(x)), 2)
+            x = torch.dropout(x, 0.0, self.training)
+            return self.fc2(torch.relu(self.fc1(x.view(x.size(0), -1))))
+
+    model = TorchPool()
+    check_equivalent(model, _x())
+    assert model.conv.out_channels == 3 and model.fc1.in_features == 3 * 144
+
+
 def test_literal_view_size_fixes_channels():
     class Literal(nn.Module):
         def __init__(self):

@@ -1,0 +1,57 @@
+"""Device follows the model: every technique keeps tensors on the model's device.
+
+On CUDA (``@pytest.mark.gpu``, skipped without one) each family runs on a model moved to the GPU
+and the model stays there; ``benchmarks/gpu/check.sh`` runs these on a lent GPU machine.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import nnshrink as ns
+
+from .conftest import TinyConvNet
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _devices_of(model: nn.Module) -> set[str]:
+    return {t.device.type for t in [*model.parameters(), *model.buffers()]}
+
+
+CONFIGS = {
+    "magnitude": lambda: ns.MagnitudePruning(sparsity=0.5),
+    "structured": lambda: ns.StructuredPruning(sparsity=0.5),
+    "sharing": lambda: ns.WeightSharing(bits=3),
+    "binary": lambda: ns.BinaryWeights(),
+    "ternary": lambda: ns.Ternary(),
+    "lowrank": lambda: ns.LowRank(method="tucker", rank="macs", macs_ratio=0.5),
+    "ptq-fake": lambda: ns.PTQ(backend="fake"),
+    "compact": lambda: ns.CompactReplace(block="dwsep"),
+}
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_family_keeps_the_model_on_cuda(name):
+    model = TinyConvNet().cuda().eval()
+    x = torch.randn(4, 1, 28, 28, device="cuda")
+    reference = copy.deepcopy(model)
+    ns.compress_(model, CONFIGS[name](), example_inputs=x)
+    assert _devices_of(model) == {"cuda"}
+    with torch.no_grad():
+        assert model(x).shape == reference(x).shape
+
+
+@pytest.mark.gpu
+@CUDA
+def test_fit_and_evaluate_move_cpu_batches_to_the_model():
+    model = TinyConvNet().cuda()
+    data = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(3)]
+    ns.train.fit(model, data, epochs=1, lr=0.01, progress=False, amp="bf16")
+    assert ns.train.evaluate(model, data)["samples"] == 24
