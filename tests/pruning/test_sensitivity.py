@@ -131,9 +131,8 @@ def test_structured_scan_removes_channels_of_one_layer(tiny_convnet, mnist_batch
 
 def test_a_task_scores_the_loader_and_signs_the_drops():
     """An error rate (lower is better) is 1 - top-1: same scan, mirrored scores, equal drops."""
-    from tests.usercode import error_rate
-
     from nnshrink.train.task import Task
+    from tests.usercode import error_rate
 
     g = torch.Generator().manual_seed(0)
     loader = [(torch.randn(64, 16, generator=g), torch.randint(0, 4, (64,), generator=g))]
