@@ -91,7 +91,9 @@ def test_measure_model_and_artifacts(tmp_path):
 def test_int8_latency_uses_the_budget_threads():
     out, _, _ = apply_stages(_mlp(), ({"quantize": PTQ(backend="onnxruntime").to_dict()},),
                              torch.randn(8, *SHAPE))  # fmt: skip
-    assert latency_ms(out, Budget(max_latency_ms=1.0, threads=1), torch.zeros(1, *SHAPE), runs=3) > 0
+    assert (
+        latency_ms(out, Budget(max_latency_ms=1.0, threads=1), torch.zeros(1, *SHAPE), runs=3) > 0
+    )
     assert out.threads == 1
 
 

@@ -80,9 +80,8 @@ def test_a_layer_of_zeros_has_zero_sensitivity_and_the_model_is_untouched():
 
 def test_drops_follow_the_users_metric_and_its_direction():
     """Oracle: an error rate is 1 - top-1, so its drops (lower is better) equal top-1's drops."""
-    from tests.usercode import error_rate
-
     from nnshrink.train.task import Task
+    from tests.usercode import error_rate
 
     torch.manual_seed(0)
     model = _WithZeroBranch()
