@@ -83,6 +83,9 @@ class AdviceResult:
             ``recipe_notes`` (what the recipes name and what they cannot), ``sensitivity``.
         baseline_test_score: the baseline's score on the test data (``None`` without any).
         sensitivity: the per-layer sensitivity tables (``None`` when not measured).
+        model: the chosen candidate's model as deployed (loaded from its artifact, or the run's
+            own model when no file can rebuild the user's architecture); ``None`` when nothing
+            was chosen.
     """
 
     budget: Budget
@@ -101,6 +104,7 @@ class AdviceResult:
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     baseline_test_score: float | None = None
     sensitivity: Sensitivity | None = None
+    model: nn.Module | None = None
 
     @property
     def message(self) -> str:
@@ -264,7 +268,8 @@ class _Advisor:
         self.calibration = first_batch(self.data.train, self.data.name)[0]
         self.screen_batches = list(Limited(self.data.selection, SCREEN_SAMPLES))
 
-        say(f"measuring the baseline ({self.task.headline} on {self.data.note})")
+        what = self.task.headline if self.task.is_classification else f"metric {self.task.name}"
+        say(f"measuring the baseline ({what} on {self.data.note})")
         self.baseline = measure_model(self.model, budget, self.calibration, artifact=ckpt,
                                       bytes_kind="checkpoint", loader=self.data.selection,
                                       task=self.task)  # fmt: skip
@@ -329,6 +334,8 @@ class _Advisor:
             },
             baseline_test_score=baseline_test, sensitivity=sens,
         )  # fmt: skip
+        if chosen is not None and chosen.artifact is not None:
+            result.model = self.load(chosen)
         result.seconds = time.monotonic() - t_start
         write_report(result)
         say(result.message)

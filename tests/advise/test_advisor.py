@@ -199,3 +199,37 @@ def test_a_choice_that_fails_its_retiming_is_not_chosen(trained, tmp_path, monke
     assert not any(e.meets for e in res.evaluations)
     assert sum(e.retimed_ratio == -1.0 for e in res.evaluations) >= 1
     assert "no candidate meets the budget" in res.message
+
+
+def test_a_users_module_loaders_and_metric_in_python(tmp_path):
+    """Any nn.Module, plain DataLoaders without val, a lower-is-better metric: the advisor holds
+    back part of train to select on, judges the drop in the metric's own units, and names in
+    the recipe what it cannot (the Python objects)."""
+    from tests.usercode import error_rate, make_data, make_model
+
+    torch.manual_seed(0)
+    model = make_model()
+    train, test = make_data()
+    fit(model, train, epochs=3, lr=1e-2, optimizer="adam", progress=False)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.zeros(1, 1, 12, 12)
+    base_macs = count_macs(model, (x,))
+    budget = Budget(max_macs=int(0.6 * base_macs), max_drop=0.1, time_limit_s=30, threads=1)
+    res = advise(model, (train, test), budget, metric=error_rate, out_dir=tmp_path / "adv",
+                 max_candidates=2, rungs=1, progress=False, log=None)  # fmt: skip
+    for k, v in model.state_dict().items():  # the user's model is never modified
+        assert torch.equal(v, state[k])
+    assert res.settings["selection_split"] == "train-holdout"
+    assert res.headline == "error" and not res.higher_is_better
+    assert res.chosen is not None, res.message
+    chosen = res.chosen.measurement
+    assert chosen.score - res.baseline.score <= 0.1  # lower is better: a drop is a rise
+    assert res.baseline_test_score == pytest.approx(error_rate(model.eval(), test)["error"])
+    # the chosen model, measured again independently (MACs and the metric on test)
+    final = res.model  # no file can rebuild a Python object's architecture: the run's model
+    assert count_macs(final, (x,)) == chosen.macs <= budget.max_macs
+    assert error_rate(final.eval(), test)["error"] == pytest.approx(res.chosen.test_score)
+    text = res.recipe_path.read_text()
+    assert "run_recipe" in text and "metric: a Python callable" in text
+    md = (tmp_path / "adv" / "advice.md").read_text()
+    assert "held-back error (selection)" in md and "lower is better" in md
