@@ -21,12 +21,14 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from ..core.sensitivity import ReplayBatches
 from ..data import Limited, first_batch
 from ..data.datasets import VAL_SIZE
 from ..io import save_checkpoint
@@ -259,6 +261,9 @@ class _Advisor:
         if any(p.device.type != "cpu" for p in self.model.parameters()):
             self.model = copy.deepcopy(self.model).cpu()  # measured where the budget deploys
         self.out.mkdir(parents=True, exist_ok=True)
+        # the candidate runs of an earlier advice in this folder are this advice's to replace
+        # (the runner refuses to write over a run folder without --resume)
+        shutil.rmtree(self.out / "candidates", ignore_errors=True)
         ckpt = self.out / BASELINE_FILE
         save_checkpoint(self.model, ckpt)
         self.recipe_model, model_note = recipe_model(self.model, BASELINE_FILE)
@@ -266,7 +271,7 @@ class _Advisor:
         self.notes = [model_note, data_note(self.data), *notes]
         self.notes += [f"{k}: {v}" for k, v in self.references.items()]
         self.calibration = first_batch(self.data.train, self.data.name)[0]
-        self.screen_batches = list(Limited(self.data.selection, SCREEN_SAMPLES))
+        self.screen_batches = ReplayBatches(Limited(self.data.selection, SCREEN_SAMPLES))
 
         what = self.task.headline if self.task.is_classification else f"metric {self.task.name}"
         say(f"measuring the baseline ({what} on {self.data.note})")

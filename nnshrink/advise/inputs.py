@@ -26,6 +26,7 @@ from typing import Any
 
 from torch import nn
 
+from ..core.sensitivity import ReplayBatches
 from ..data import DataBundle, DataError, Limited, first_batch, holdout_split, open_data
 from ..data import load as load_builtin
 from ..data import names as builtin_names
@@ -221,9 +222,9 @@ def _from_bundle(
     first_batch(bundle.train, f"{bundle.name} (train)")
     test = bundle.test
     if limit and test is not None:
-        test = Limited(test, limit)
+        test = ReplayBatches(Limited(test, limit))  # keeps .dataset for a user's metric
     if bundle.val is not None:
-        selection = Limited(bundle.val, limit) if limit else bundle.val
+        selection = ReplayBatches(Limited(bundle.val, limit)) if limit else bundle.val
         return AdviceData(
             name=bundle.name, train=bundle.train, selection=selection, test=test, split="val",
             note=f"the validation batches of {bundle.name}", train_samples=count_samples(
@@ -234,7 +235,7 @@ def _from_bundle(
         raise DataError(f"holdout must be a fraction in (0, 1), got {holdout!r}")
     train, held = holdout_split(bundle.train, holdout, seed=seed)
     held_n = count_samples(held)
-    selection = Limited(held, limit) if limit else held
+    selection = ReplayBatches(Limited(held, limit)) if limit else held
     return AdviceData(
         name=bundle.name, train=train, selection=selection, test=test, split="train-holdout",
         note=(f"a held-back {holdout:.0%} of the training data of {bundle.name} ({held_n:,} "

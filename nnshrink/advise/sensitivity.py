@@ -198,7 +198,7 @@ def measure_sensitivity(
         >>> sens = measure_sensitivity(model, val_batches, x, channels=())  # doctest: +SKIP
         >>> sens.layers[0].bits[4]  # drop at 4 bits, in the metric's units  # doctest: +SKIP
     """
-    from ..core.sensitivity import scan_layers, task_score
+    from ..core.sensitivity import ReplayBatches, scan_layers, task_score
     from ..metrics import profile_macs
     from ..metrics.macs import count_macs_per_sample, first_sample
     from ..pruning.sensitivity import structured_edit, unstructured_edit
@@ -206,7 +206,7 @@ def measure_sensitivity(
 
     t0 = time.monotonic()
     task = task if task is not None else Task()
-    batches = list(loader)
+    batches = ReplayBatches(loader)  # read once; a user's metric may read loader.dataset
     samples = sum(len(b[1]) for b in batches)
     score = task_score(task, batches)
     example = first_sample(example_inputs)

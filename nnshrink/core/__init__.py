@@ -14,7 +14,7 @@ from .modules import (
 )
 from .registry import compress_, handler_for, measure_model, register_handler
 from .result import CompressResult, Deployable
-from .sensitivity import LayerScan, conv_linear_layers, scan_layers, task_score
+from .sensitivity import LayerScan, ReplayBatches, conv_linear_layers, scan_layers, task_score
 from .transaction import transaction
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Deployable",
     "LayerScan",
     "LayerSelection",
+    "ReplayBatches",
     "SelectedLayer",
     "measure_model",
     "transaction",

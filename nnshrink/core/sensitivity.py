@@ -98,6 +98,50 @@ def conv_linear_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and isinstance(m, SCAN_TYPES)]
 
 
+class ReplayBatches:
+    """Batches read once and replayed, so every trial sees the same samples; to a metric it
+    looks like a ``DataLoader``: iterate it, ``len()`` counts batches, ``.dataset`` holds the
+    samples (a ``TensorDataset`` when the batches are tensor pairs) and ``.batch_size``.
+
+    A user's metric may read ``len(loader.dataset)``; a plain list of batches would break it.
+
+    Args:
+        loader: any iterable of batches (read once, now).
+
+    Example:
+        >>> data = ReplayBatches([(torch.zeros(4, 2), torch.zeros(4)), (torch.ones(2, 2), torch.ones(2))])
+        >>> len(data), len(data.dataset), data.batch_size
+        (2, 6, 4)
+    """
+
+    def __init__(self, loader: Iterable[Any]) -> None:
+        self.batches = list(loader)
+        first = self.batches[0][0] if self.batches else None
+        self.batch_size = getattr(loader, "batch_size", None) or (
+            len(first) if hasattr(first, "__len__") else None
+        )
+        self._dataset: Any = None
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def dataset(self) -> Any:
+        """The samples of all batches (built on first use)."""
+        if self._dataset is None:
+            from torch.utils.data import TensorDataset
+
+            parts = list(zip(*self.batches)) if self.batches else []
+            if parts and all(isinstance(t, torch.Tensor) for part in parts for t in part):
+                self._dataset = TensorDataset(*(torch.cat(part) for part in parts))
+            else:  # batches of other kinds: one entry per sample of the first field
+                self._dataset = [s for batch in self.batches for s in zip(*batch)]
+        return self._dataset
+
+
 def task_score(task: Any, loader: Iterable[Any]) -> Score:
     """``model -> headline value`` of a :class:`~nnshrink.train.task.Task` on ``loader``.
 
@@ -109,7 +153,7 @@ def task_score(task: Any, loader: Iterable[Any]) -> Score:
         >>> 0.0 <= task_score(Task(), data)(nn.Linear(4, 2)) <= 1.0
         True
     """
-    batches = list(loader)
+    batches = ReplayBatches(loader)
 
     def score(model: nn.Module) -> float:
         return float(task.score(task.evaluate(model, batches)))

@@ -89,3 +89,28 @@ def test_layer_scan_drops_never_read_minus_zero():
     assert str(scan.drops()["a"][0]) == "0.0"
     with pytest.raises(ValueError, match="restore"):
         scan_layers(_model(), _scale, (2.0,), score=_output_norm, restore="inplace")
+
+
+def test_replayed_batches_look_like_a_dataloader_to_a_users_metric():
+    """A metric reading ``len(loader.dataset)`` scores the replay exactly like the loader."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nnshrink.core.sensitivity import ReplayBatches, task_score
+    from nnshrink.train.task import Task
+
+    g = torch.Generator().manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(10, 4, generator=g), torch.randint(0, 2, (10,),
+                        generator=g)), batch_size=4)  # fmt: skip
+    replay = ReplayBatches(loader)
+    assert len(replay) == len(loader) == 3 and replay.batch_size == 4
+    assert len(replay.dataset) == 10
+    torch.testing.assert_close(replay.dataset.tensors[0], loader.dataset.tensors[0])
+
+    def mean_out(model, batches):  # a metric that needs the dataset's length
+        total = sum(float(model(x).detach().sum()) for x, _ in batches)
+        return {"mean": total / len(batches.dataset), "headline": "mean"}
+
+    model = torch.nn.Linear(4, 1)
+    assert task_score(Task(metric=mean_out), loader)(model) == pytest.approx(
+        mean_out(model, loader)["mean"]
+    )
