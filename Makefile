@@ -39,6 +39,18 @@ data:
 		echo "Fashion-MNIST: not found. As root run 'apt-get install dataset-fashion-mnist', or set"; \
 		echo "  NNSHRINK_FASHION_MNIST=DIR holding the four *-ubyte.gz IDX files."; \
 	fi
+	@# the transformer benchmark's text corpus: Debian's fortunes (fortune-mod, BSD licence)
+	@if [ -f /usr/share/games/fortunes/science ]; then \
+		echo "fortunes: found in /usr/share/games/fortunes"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get install -y -q fortunes >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fortunes >/dev/null 2>&1)) \
+		&& echo "fortunes: installed" \
+		|| echo "fortunes: apt-get install fortunes failed; tests that need it will skip"; \
+	else \
+		echo "fortunes: not found. As root run 'apt-get install fortunes', or set"; \
+		echo "  NNSHRINK_FORTUNES=DIR holding fortune files."; \
+	fi
 
 demo: install
 	$(PY) examples/demo.py

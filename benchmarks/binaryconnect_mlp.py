@@ -6,7 +6,7 @@ the paper's schedule does not fit a CPU budget, so the epochs are whatever fits,
 
 Recipe: ``mlp`` with widths 1024-1024-1024 and batch norm after every layer (a final
 ``BatchNorm1d(10)`` too, as BinaryConnect normalises the output layer); every Linear becomes a
-``BinaryLinear`` (``BinaryWeights(mode, keep_first=False, keep_last=False)``); trained from scratch
+``BinaryLinear`` (``BinaryWeights(mode, exclude=())``); trained from scratch
 with Adam, latent weights clipped to [-1, 1] after every step (``LatentClip``); ``--latent-lr``
 gives the latent weights their own, larger learning rate, as BinaryConnect does (stochastic BC
 does not learn without it: sampled weights are almost pure noise while ``|w|`` stays near its
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         callbacks = []
         optimizer = "adam"
         if mode != "float32":
-            compress_(model, BinaryWeights(mode=mode, keep_first=False, keep_last=False))
+            compress_(model, BinaryWeights(mode=mode, exclude=()))
             callbacks.append(LatentClip())
             if args.latent_lr is not None:
                 # BinaryConnect scales the latent weights' learning rate (by 1/Glorot bound):

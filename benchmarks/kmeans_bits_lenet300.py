@@ -3,9 +3,12 @@
 Deep Compression shares weights after pruning; this benchmark isolates the sharing step on a dense
 network, as the paper's bits-per-layer figure does: train dense, then for 2..8 bits share every
 layer's weights with ``WeightSharing(bits=b)`` (linear initialisation) and measure test accuracy
-without and with centroid fine-tuning (``--finetune-epochs`` of ordinary training with Adam:
-only the codebooks and biases are trainable parameters, the indices stay fixed). It also compares
-the three centroid initialisations (linear / density / random) at low bit widths, as the paper does.
+without and with centroid fine-tuning (``--finetune-epochs`` of
+``nnshrink.sharing.finetune_shared``: Adam at 1e-4, no weight decay; only the codebooks and biases
+are trainable parameters, the indices stay fixed). It also compares the three centroid
+initialisations (linear / density / random) at low bit widths, as the paper does, and records
+what the old ``nnshrink quantize --method kmeans --epochs 1`` fine-tuning did (SGD at lr 0.01 with
+weight decay 5e-4 on the codebooks) at ``--bad-bits``.
 
 Storage column: weight indices bit-packed at ``b`` bits (``pack_bits``) + float32 codebooks +
 float32 biases, against float32 weights + biases.
@@ -27,7 +30,7 @@ import torch
 
 from nnshrink import data, models
 from nnshrink.core import compress_
-from nnshrink.sharing.kmeans import WeightSharing, codebook_of
+from nnshrink.sharing import WeightSharing, codebook_of, finetune_shared
 from nnshrink.storage.packbits import pack_bits
 from nnshrink.train import evaluate, fit
 from nnshrink.utils import environment
@@ -37,7 +40,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def machine() -> dict[str, object]:
     """Machine and versions for the JSON (shared helper, see nnshrink.utils.environment)."""
-    return environment()
+    return environment(seed=0)
 
 
 def storage_bytes(model: torch.nn.Module, bits: int | None) -> int:
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8])
     p.add_argument("--init-bits", type=int, nargs="+", default=[2, 3, 4])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bad-bits", type=int, default=4, help="bits of the old-CLI-settings run")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--out", type=Path, default=RESULTS / "kmeans_bits_lenet300.json")
     args = p.parse_args(argv)
@@ -82,14 +86,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     dense_bytes = storage_bytes(model, None)
     print(f"dense: top1 {dense['top1']:.4f}, {dense_bytes} bytes")
 
-    def run(bits: int, init: str) -> dict[str, object]:
+    def run(bits: int, init: str, old_cli: bool = False) -> dict[str, object]:
         shared = copy.deepcopy(model)
         t0 = time.perf_counter()
         layers = compress_(shared, WeightSharing(bits=bits, init=init))
         cluster_s = time.perf_counter() - t0
         before = evaluate(shared, test)
-        fit(shared, train, epochs=args.finetune_epochs, lr=args.finetune_lr, optimizer="adam",
-            weight_decay=0.0, progress=False, seed=1)  # fmt: skip
+        if old_cli:  # what `quantize --method kmeans --epochs 1` ran: fit's SGD defaults
+            fit(shared, train, epochs=args.finetune_epochs, lr=0.01, optimizer="sgd",
+                weight_decay=5e-4, progress=False, seed=1)  # fmt: skip
+        else:
+            finetune_shared(shared, train, epochs=args.finetune_epochs, lr=args.finetune_lr,
+                            seed=1)  # fmt: skip
         after = evaluate(shared, test)
         size = storage_bytes(shared, bits)
         row = {
@@ -111,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     sweep = [run(b, "linear") for b in args.bits]
     inits = [run(b, init) for b in args.init_bits for init in ("density", "random")]
     inits += [r for r in sweep if r["bits"] in args.init_bits]
+    old_cli = run(args.bad_bits, "linear", old_cli=True)
 
     result = {
         "benchmark": "kmeans_bits_lenet300",
@@ -120,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "dense": {"top1": dense["top1"], "storage_bytes": dense_bytes},
         "sweep_linear_init": sweep,
         "init_comparison": sorted(inits, key=lambda r: (r["bits"], r["init"])),
+        "old_cli_finetune_sgd_lr0.01_wd5e-4": old_cli,
         "paper": "Deep Compression LeNet-300-100: 6 bits (after 92% pruning) at no loss, 1.58% err",
         "seconds": time.perf_counter() - t_start,
     }
@@ -163,6 +173,10 @@ def markdown(result: dict) -> str:
             f"| {r['bits']} | {100 * r['top1_no_finetune']:.2f}% "
             f"| {100 * r['top1_finetuned']:.2f}% | {r['storage_bytes']} | {r['compression']:.1f}× |"
         )
+    old = result["old_cli_finetune_sgd_lr0.01_wd5e-4"]
+    lines.append(f"| {old['bits']}, old CLI fine-tuning (SGD 0.01, wd 5e-4) "
+                 f"| {100 * old['top1_no_finetune']:.2f}% | {100 * old['top1_finetuned']:.2f}% "
+                 f"| {old['storage_bytes']} | {old['compression']:.1f}× |")  # fmt: skip
     lines += ["", "| bits | init | top-1 no fine-tune | top-1 fine-tuned |", "|---|---|---|---|"]
     for r in result["init_comparison"]:
         lines.append(

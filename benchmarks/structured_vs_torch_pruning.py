@@ -168,7 +168,7 @@ def train_and_prune(args, record: dict) -> None:
             seed=args.seed)  # fmt: skip
         info["finetune_seconds"] = round(time.perf_counter() - t0, 1)
         info["top1"] = evaluate(model.eval(), test)["top1"]
-        torch.save(model.cpu(), work / f"{tool}.pt")
+        save_checkpoint(model.cpu(), work / f"{tool}.safetensors")  # no pickles: spec + weights
         record[tool] = info
         print(tool, info, flush=True)
 
@@ -178,9 +178,9 @@ def latency(args, record: dict) -> None:
     dense, _ = load_checkpoint(work / "dense.safetensors")
     models = {"dense": dense.eval()}
     tools = [t for t in record.get("tools", TOOLS)
-             if (work / f"{t}.pt").exists() and "error" not in record.get(t, {})]  # fmt: skip
+             if (work / f"{t}.safetensors").exists() and "error" not in record.get(t, {})]  # fmt: skip
     for tool in tools:
-        models[tool] = torch.load(work / f"{tool}.pt", weights_only=False).eval()
+        models[tool] = load_checkpoint(work / f"{tool}.safetensors")[0].eval()
     timings = {}
     for runtime in ("eager", "onnxruntime"):
         for batch in (1, 32):

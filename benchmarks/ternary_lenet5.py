@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
              "train_seconds": time.perf_counter() - t0}]  # fmt: skip
     print(f"float32: top1 {fp['top1']:.4f}, {fp_bytes} bytes")
 
-    keep = not args.all_layers
+    exclude = () if args.all_layers else ("@first", "@last")
     for mode in args.modes:
         q = copy.deepcopy(model)
-        rows = compress_(q, Ternary(mode=mode, keep_first=keep, keep_last=keep))
+        rows = compress_(q, Ternary(mode=mode, exclude=exclude))
         before = evaluate(q, test)
         t0 = time.perf_counter()
         hist = fit(q, train, epochs=args.epochs, lr=args.q_lr, optimizer=args.q_optimizer,

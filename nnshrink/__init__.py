@@ -39,7 +39,8 @@ from .lowrank import LowRank
 from .metrics import Report
 from .metrics import snapshot as profile
 from .pipelines import DeepCompression, deep_compress
-from .pruning import MagnitudePruning, StructuredPruning
+from .pruning import MagnitudePruning, SparseGPT, StructuredPruning, Wanda
+from .pruning.variational import VariationalDropout
 from .quantization import PTQ, QAT, MixedPrecision
 from .sharing import Circulant, Hashing, WeightSharing
 from .storage import FormatError, load, save, storage_report
@@ -61,8 +62,11 @@ __all__ = [
     "MagnitudePruning",
     "MixedPrecision",
     "Report",
+    "SparseGPT",
     "StructuredPruning",
     "Ternary",
+    "VariationalDropout",
+    "Wanda",
     "WeightSharing",
     "__version__",
     "advise",

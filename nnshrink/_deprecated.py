@@ -22,8 +22,21 @@ from typing import Any
 
 REMOVED_IN = "0.6"
 
+_PRUNING_SUMMARIES = {
+    "BlockPruningResult": "nnshrink.pruning.depth:BlockPruningSummary",
+    "InputPruningResult": "nnshrink.pruning.inputs:InputPruningSummary",
+}
+
 # old module -> {old name: "new.module:name"}
 MOVED_NAMES: dict[str, dict[str, str]] = {
+    "nnshrink.pruning": {
+        **_PRUNING_SUMMARIES,
+        # prune_(model, cfg) duplicated compress_(model, MagnitudePruning(...))
+        "prune_": "nnshrink.core:compress_",
+    },
+    "nnshrink.pruning.depth": {"BlockPruningResult": _PRUNING_SUMMARIES["BlockPruningResult"]},
+    "nnshrink.pruning.inputs": {"InputPruningResult": _PRUNING_SUMMARIES["InputPruningResult"]},
+    "nnshrink.pruning.unstructured": {"prune_": "nnshrink.core:compress_"},
     "nnshrink.quantization": {
         **{
             name: f"nnshrink.sharing:{name}"
@@ -54,7 +67,10 @@ MOVED_NAMES: dict[str, dict[str, str]] = {
             name: f"nnshrink.storage.packbits:{name}"
             for name in ("PackedTensor", "pack_bits", "unpack_bits")
         },
+        "PTQResult": "nnshrink.quantization.ptq:PTQSummary",
     },
+    # compress_(PTQ) returns a CompressResult; its summary is a PTQSummary (no .model)
+    "nnshrink.quantization.ptq": {"PTQResult": "nnshrink.quantization.ptq:PTQSummary"},
 }
 
 # old module path -> new module path (``import nnshrink.quantization.kmeans`` and the like)
@@ -103,7 +119,11 @@ def renamed_fields(
         kind: the config kind, for the message.
         data: keyword arguments or a recipe mapping.
         renames: ``{old: new}``, or ``{old: fn(value) -> {new: value, ...}}`` for keys whose
-            meaning maps onto several new fields.
+            meaning maps onto several new fields. A returned value may be an *edit*, a callable
+            ``edit(current) -> value`` that receives what an earlier deprecated key of the same
+            call set for that field (``None`` if none did): several old keys (``keep_first``,
+            ``keep_last``) can then share one new field (``exclude``). Or ``{old: fn(value, data) -> {...}}``
+            merges the old key into new fields that ``data`` (the other keys) may also give.
 
     Example:
         >>> import warnings
@@ -112,19 +132,40 @@ def renamed_fields(
         {'sparsity': 0.5}
     """
     out = dict(data)
+    produced: set[str] = set()
     for old, new in renames.items():
         if old not in out:
             continue
         value = out.pop(old)
-        mapped = new(value) if callable(new) else {new: value}
-        for key in mapped:
-            if key in out:
+        merges = callable(new) and _positional_params(new) >= 2
+        mapped = new(value, out) if merges else new(value) if callable(new) else {new: value}
+        for key, new_value in mapped.items():
+            current = out.get(key)
+            # an old field folded into a mapping (fc_bits -> per_layer["@linear"]) merges with it
+            folds = isinstance(current, Mapping) and isinstance(new_value, Mapping)
+            if key in out and key not in produced and not merges and not folds:
                 from .core.config import ConfigError
 
                 raise ConfigError(f"{kind}: give {key!r} or its deprecated name {old!r}, not both")
+            if callable(new_value):  # an edit of what an earlier deprecated key set
+                out[key] = new_value(current)
+            elif folds:  # entries given under the new name keep precedence
+                out[key] = {**current, **{k: v for k, v in new_value.items() if k not in current}}
+            else:
+                out[key] = new_value
+            produced.add(key)
         warn(f"{kind}.{old}", f"{kind}.{', '.join(mapped)}", stacklevel=4)
-        out.update(mapped)
     return out
+
+
+def _positional_params(fn: Callable) -> int:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
 class _MovedModuleFinder:

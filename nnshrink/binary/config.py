@@ -1,7 +1,9 @@
 """Configs and handlers of binary and ternary weights: ``BinaryWeights`` and ``Ternary``.
 
 ``compress_(model, BinaryWeights(...))`` / ``compress_(model, Ternary(...))`` swap eligible
-Linear/Conv2d layers for the STE layers of :mod:`nnshrink.binary.layers`, in place.
+Linear/Conv2d layers for the STE layers of :mod:`nnshrink.binary.layers` (or, with
+``BinaryWeights(mode="xnor", activations=True)``, the XNOR-Net layers of
+:mod:`nnshrink.binary.xnor_layers`), in place.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
+from ..core import (
+    Config,
+    ConfigError,
+    LayerSelection,
+    named_layers,
+    register_handler,
+    set_submodule,
+)
 from .layers import (
     BinaryConv2d,
     BinaryLinear,
@@ -24,6 +33,7 @@ from .layers import (
     clip_latent_,
     pack_low_bit,
 )
+from .xnor_layers import XNORConv2d, XNORLinear
 
 __all__ = ["BinaryWeights", "LowBitRow", "Ternary"]
 
@@ -33,40 +43,76 @@ __all__ = ["BinaryWeights", "LowBitRow", "Ternary"]
 # --------------------------------------------------------------------------------------------
 
 
+def _keep(token: str) -> Callable[[bool], dict[str, Any]]:
+    """Map the deprecated ``keep_first`` / ``keep_last`` flags onto ``exclude`` tokens."""
+
+    def rename(keep: Any) -> dict[str, Any]:
+        def edit(current: tuple[str, ...] | None) -> tuple[str, ...]:
+            base = DEFAULT_EXCLUDE if current is None else tuple(current)
+            if not keep:
+                return tuple(t for t in base if t != token)
+            return tuple(t for t in DEFAULT_EXCLUDE if t in base or t == token)
+
+        return {"exclude": edit}
+
+    return rename
+
+
+DEFAULT_EXCLUDE = ("@first", "@last")
+_KEEP_RENAMES: dict[str, Any] = {"keep_first": _keep("@first"), "keep_last": _keep("@last")}
+
+
 @dataclasses.dataclass(frozen=True)
-class BinaryWeights(Config):
-    """Binary weights: BinaryConnect (deterministic/stochastic) or XNOR-style scaled signs.
+class BinaryWeights(Config, LayerSelection):
+    """Binary weights (BinaryConnect, XNOR-style scaled signs), optionally binary activations.
 
     Args:
         mode: ``"deterministic"``, ``"stochastic"`` or ``"xnor"``.
-        keep_first: leave the first eligible layer in full precision (common practice; the
-            BinaryConnect paper binarised every layer).
-        keep_last: leave the last eligible layer in full precision.
+        activations: with ``mode="xnor"``, binarize the layers' inputs too (XNOR-Net): the layers
+            become :class:`~nnshrink.binary.xnor_layers.XNORConv2d` / ``XNORLinear``, which run
+            the bit-packed XNOR + popcount kernel in eval mode.
+        scale_activations: XNOR-Net's activation scale ``K`` (with ``activations``).
+        include, exclude, per_layer: which layers (:class:`~nnshrink.core.LayerSelection`);
+            by default the first and last eligible layers stay in full precision, as in the
+            XNOR-Net paper (the BinaryConnect paper binarised every layer: ``exclude=()``).
+            ``per_layer`` mappings may set ``mode``, ``activations``, ``scale_activations``.
+
+    Deprecated: ``keep_first`` / ``keep_last`` (use ``exclude``; removal in 0.6).
 
     Example:
-        >>> BinaryWeights(mode="xnor").to_dict()
-        {'type': 'binary', 'mode': 'xnor', 'keep_first': True, 'keep_last': True}
+        >>> BinaryWeights(mode="xnor", activations=True).exclude
+        ('@first', '@last')
     """
 
     kind: ClassVar[str] = "binary"
+    renamed: ClassVar[dict[str, Any]] = _KEEP_RENAMES
     mode: BinaryMode = "deterministic"
-    keep_first: bool = True
-    keep_last: bool = True
+    activations: bool = False
+    scale_activations: bool = True
+    exclude: tuple[str, ...] = dataclasses.field(default=DEFAULT_EXCLUDE, kw_only=True)
 
     def validate(self) -> None:
         if self.mode not in ("deterministic", "stochastic", "xnor"):
             raise ConfigError(f"binary.mode: {self.mode!r} is not deterministic/stochastic/xnor")
+        if self.activations and self.mode != "xnor":
+            raise ConfigError(
+                f"binary.activations=True binarizes inputs XNOR-Net style and needs "
+                f"mode='xnor', got mode={self.mode!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
-class Ternary(Config):
+class Ternary(Config, LayerSelection):
     """Ternary weights: TWN (fixed threshold and scale) or TTQ (learned scales).
 
     Args:
         mode: ``"twn"`` or ``"ttq"``.
         twn_factor: TWN threshold ``delta = twn_factor * mean|W|`` (paper: 0.7).
         ttq_threshold: TTQ threshold ``delta = ttq_threshold * max|W|`` (paper: 0.05).
-        keep_first, keep_last: leave the first/last eligible layer in full precision.
+        include, exclude, per_layer: which layers; by default the first and last eligible
+            layers stay in full precision. ``per_layer`` mappings may set any field above.
+
+    Deprecated: ``keep_first`` / ``keep_last`` (use ``exclude``; removal in 0.6).
 
     Example:
         >>> Ternary(mode="ttq").mode
@@ -74,11 +120,11 @@ class Ternary(Config):
     """
 
     kind: ClassVar[str] = "ternary"
+    renamed: ClassVar[dict[str, Any]] = _KEEP_RENAMES
     mode: TernaryMode = "twn"
     twn_factor: float = 0.7
     ttq_threshold: float = 0.05
-    keep_first: bool = True
-    keep_last: bool = True
+    exclude: tuple[str, ...] = dataclasses.field(default=DEFAULT_EXCLUDE, kw_only=True)
 
     def validate(self) -> None:
         if self.mode not in ("twn", "ttq"):
@@ -101,7 +147,8 @@ class LowBitRow:
     packed_bytes: int
 
 
-def _targets(model: nn.Module, config: Any, filter_fn: Any) -> list[tuple[str, nn.Module]]:
+def _targets(model: nn.Module, config: Any, filter_fn: Any) -> list[tuple[str, nn.Module, Any]]:
+    """``(name, layer, its config with per_layer overrides applied)`` for every selected layer."""
     layers = [
         (n, m)
         for n, m in named_layers(model, (nn.Linear, nn.Conv2d), filter_fn)
@@ -113,12 +160,13 @@ def _targets(model: nn.Module, config: Any, filter_fn: Any) -> list[tuple[str, n
         )
     if any(n == "" for n, _ in layers):
         raise ValueError(f"{config.kind}: pass a container model, not a bare layer")
-    first, last = layers[0][0], layers[-1][0]
-    return [
-        (n, m)
-        for n, m in layers
-        if not ((config.keep_first and n == first) or (config.keep_last and n == last))
-    ]
+    out = []
+    for layer in config.select(layers):
+        cfg = config
+        if layer.overrides:
+            cfg = dataclasses.replace(config, per_layer={}, **layer.overrides)
+        out.append((layer.name, layer.module, cfg))
+    return out
 
 
 def _replace_all(
@@ -152,12 +200,31 @@ def _apply_binary(
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> list[LowBitRow]:
     pairs = []
-    for name, m in _targets(model, config, filter_fn):
-        cls = BinaryLinear if isinstance(m, nn.Linear) else BinaryConv2d
-        pairs.append((name, m, _convert(m, cls, mode=config.mode)))
-    if config.mode != "xnor":
-        clip_latent_(nn.ModuleList([new for _, _, new in pairs]))
+    for name, m, cfg in _targets(model, config, filter_fn):
+        if cfg.activations:
+            _check_xnor(name, m)
+            cls = XNORLinear if isinstance(m, nn.Linear) else XNORConv2d
+            new = _convert(m, cls, scale_activations=cfg.scale_activations)
+        else:
+            cls = BinaryLinear if isinstance(m, nn.Linear) else BinaryConv2d
+            new = _convert(m, cls, mode=cfg.mode)
+        pairs.append((name, m, new))
+    clip_latent_(nn.ModuleList([new for _, _, new in pairs]))  # BinaryConnect layers only
     return _replace_all(model, pairs)
+
+
+def _check_xnor(name: str, m: nn.Module) -> None:
+    if isinstance(m, nn.Conv2d) and (
+        m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str)
+    ):
+        from ..pruning.structured.graph import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"binary: layer {name!r} (groups={m.groups}, padding_mode={m.padding_mode!r}, "
+            f"padding={m.padding!r}) cannot run the XNOR kernel, which needs groups=1 and numeric "
+            f"zero padding; leave it in float with exclude=[..., {name!r}] or "
+            f"per_layer={{{name!r}: {{'activations': False}}}}"
+        )
 
 
 @register_handler(Ternary)
@@ -168,9 +235,9 @@ def _apply_ternary(
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> list[LowBitRow]:
-    threshold = config.twn_factor if config.mode == "twn" else config.ttq_threshold
     pairs = []
-    for name, m in _targets(model, config, filter_fn):
+    for name, m, cfg in _targets(model, config, filter_fn):
+        threshold = cfg.twn_factor if cfg.mode == "twn" else cfg.ttq_threshold
         cls = TernaryLinear if isinstance(m, nn.Linear) else TernaryConv2d
-        pairs.append((name, m, _convert(m, cls, mode=config.mode, threshold=threshold)))
+        pairs.append((name, m, _convert(m, cls, mode=cfg.mode, threshold=threshold)))
     return _replace_all(model, pairs)

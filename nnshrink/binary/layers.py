@@ -23,7 +23,7 @@ into plain ones holding the quantized values (e.g. for ONNX export).
 Example:
     >>> import nnshrink as ns
     >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
-    >>> _ = ns.compress_(model, ns.Ternary(mode="twn", keep_first=False, keep_last=False))
+    >>> _ = ns.compress_(model, ns.Ternary(mode="twn", exclude=()))
     >>> sorted(pack_low_bit(model))
     ['0', '2']
 """
@@ -417,20 +417,26 @@ def strip_low_bit(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def pack_low_bit(model: nn.Module) -> dict[str, PackedTensor]:
-    """Bit-packed weights of every binary (1 bit) and ternary (2 bits) layer, by module name.
+    """Bit-packed weights of every binary (1 bit), XNOR (1 bit) and ternary (2 bits) layer.
 
-    Sizes: ``sum(p.nbytes for p in pack_low_bit(model).values())``; restore a weight exactly
-    with :func:`~nnshrink.storage.packbits.unpack_binary` / ``unpack_ternary``.
+    Keyed by module name. Sizes: ``sum(p.nbytes for p in pack_low_bit(model).values())``;
+    restore a weight exactly with :func:`~nnshrink.storage.packbits.unpack_binary` /
+    ``unpack_ternary``. XNOR layers count their weights only (their activations are binarized
+    at run time; the input batch norm stays float).
     """
+    from .xnor_layers import PackedXNORConv2d, PackedXNORLinear, XNORConv2d, XNORLinear
+
     out: dict[str, PackedTensor] = {}
     for name, m in model.named_modules():
-        if isinstance(m, _LOW_BIT):
+        if isinstance(m, _LOW_BIT + (XNORConv2d, XNORLinear)):
             was = m.training
             m.eval()
             w = m.quantized_weight().detach()
             m.train(was)
-            is_binary = isinstance(m, BinaryLinear | BinaryConv2d)
-            out[name] = pack_binary(w) if is_binary else pack_ternary(w)
+            is_ternary = isinstance(m, TernaryLinear | TernaryConv2d)
+            out[name] = pack_ternary(w) if is_ternary else pack_binary(w)
+        elif isinstance(m, PackedXNORConv2d | PackedXNORLinear):
+            out[name] = pack_binary(m.dequantized_weight())
     return out
 
 

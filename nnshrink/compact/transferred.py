@@ -3,10 +3,14 @@
 * :class:`CReLUConv2d` (Shang et al. 2016, "Understanding and Improving CNNs via Concatenated
   ReLUs"): learns ``out_channels / 2`` filters and outputs ``cat(conv(x), -conv(x))``; the ReLU
   that follows in the host model turns it into CReLU. Half the parameters and MACs of a dense conv
-  with the same output width.
+  with the same output width. ``ordered=True`` adds a fixed output channel order, so a layer
+  fitted to a trained conv can keep that conv's channel order.
+* :class:`RotationConv2d`: a drop-in for an ``nn.Conv2d`` with ``out_channels`` outputs whose
+  filter bank is ``out_channels / 4`` learned filters, each used at 0/90/180/270° (the sharing of
+  Cohen & Welling's p4 lifting layer). 4x fewer weights, the same MACs as the dense conv.
 * :class:`P4LiftingConv2d` (Cohen & Welling 2016, group-equivariant CNNs): lifts an image (Z2)
-  to the rotation group p4. Each learned filter is used at 0/90/180/270° (``torch.rot90``), so
-  4x the output channels for the parameters of one.
+  to the rotation group p4. Each learned filter is used at 0/90/180/270°, so 4x the output
+  channels for the parameters of one.
 * :class:`P4GroupConv2d`: p4 → p4 group convolution, each filter rotated and its rotation axis
   cyclically shifted. With :func:`p4_pool` (max over rotations) the features become invariant.
 
@@ -14,6 +18,10 @@ p4 feature maps are stored as ordinary ``(N, C * 4, H, W)`` tensors, channel ``c
 rotation ``r`` of feature ``c``, so these layers drop into standard CNNs. Rotating the input by 90°
 (``torch.rot90(x, 1, (2, 3))``) rotates every output map the same way and shifts ``r`` by one.
 That holds exactly for stride 1, "same" padding (``kernel_size // 2``) and an odd kernel.
+
+Filters are rotated with :func:`rot90_filters` (flips and transposes, which the TorchScript ONNX
+exporter knows; ``torch.rot90`` it does not), so every layer here exports to ONNX, where ONNX
+Runtime folds the rotated bank into a constant when the session loads.
 
 All layers call ``F.conv2d`` and so define ``macs(inputs, output)`` for
 :func:`nnshrink.metrics.count_macs`, and ``param_saving()`` to report what the sharing saves.
@@ -48,15 +56,39 @@ def _init_(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         nn.init.uniform_(bias, -bound, bound)
 
 
+def rot90_filters(weight: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """``torch.rot90(weight, k, dims=(-2, -1))`` spelled with flips and transposes.
+
+    The same values as ``torch.rot90`` (tested), but exportable by the TorchScript ONNX exporter.
+
+    Example:
+        >>> w = torch.arange(4.0).view(1, 1, 2, 2)
+        >>> torch.equal(rot90_filters(w, 3), torch.rot90(w, 3, dims=(2, 3)))
+        True
+    """
+    k %= 4
+    if k == 1:
+        return weight.flip(-1).transpose(-2, -1)
+    if k == 2:
+        return weight.flip(-2).flip(-1)
+    if k == 3:
+        return weight.transpose(-2, -1).flip(-1)
+    return weight
+
+
 class CReLUConv2d(nn.Module):
     """Conv layer with ``out_channels / 2`` learned filters whose negations give the other half.
 
     Output: ``cat(conv(x), -conv(x))`` along channels (bias included in the negated half). Follow
-    it with a ReLU to get CReLU (Shang et al. 2016).
+    it with a ReLU to get CReLU (Shang et al. 2016). With ``ordered=True`` the concatenation is
+    then reordered by the ``channel_order`` buffer (output channel ``c`` is concatenated channel
+    ``channel_order[c]``): how :class:`~nnshrink.compact.CompactReplace` keeps a trained conv's
+    channel order when it cannot move the order into the layers that read it.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as for
             ``nn.Conv2d``; ``out_channels`` must be even.
+        ordered: hold a ``channel_order`` buffer (identity until set) and apply it.
 
     Example:
         >>> layer = CReLUConv2d(3, 64, 3, padding=1)
@@ -74,6 +106,7 @@ class CReLUConv2d(nn.Module):
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         bias: bool = True,
+        ordered: bool = False,
     ) -> None:
         super().__init__()
         if out_channels % 2:
@@ -90,13 +123,34 @@ class CReLUConv2d(nn.Module):
             torch.empty(out_channels // 2, in_channels // groups, *self.kernel_size)
         )
         self.bias = nn.Parameter(torch.empty(out_channels // 2)) if bias else None
+        self.channel_order: torch.Tensor | None
+        if ordered:
+            self.register_buffer("channel_order", torch.arange(out_channels))
+        else:
+            self.channel_order = None
         _init_(self.weight, self.bias)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, *, ordered: bool = False) -> CReLUConv2d:
+        """A (randomly initialised) layer with ``conv``'s channels, geometry and bias flag.
+
+        Example:
+            >>> CReLUConv2d.from_conv(nn.Conv2d(8, 16, 3, padding=1)).weight.shape
+            torch.Size([8, 8, 3, 3])
+        """
+        return cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.groups, conv.bias is not None, ordered,
+        )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
-        return torch.cat([y, -y], dim=1)
+        out = torch.cat([y, -y], dim=1)
+        if self.channel_order is not None:
+            out = out.index_select(1, self.channel_order)
+        return out
 
     def macs(self, inputs, output: torch.Tensor) -> int:
         """Only the learned half is convolved; the negation is free (counted as 0)."""
@@ -113,6 +167,107 @@ class CReLUConv2d(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels} (learned {self.out_channels // 2}), "
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+            + (", ordered" if self.channel_order is not None else "")
+        )
+
+
+class RotationConv2d(nn.Module):
+    """Drop-in for a square-kernel ``nn.Conv2d``: ``out_channels / 4`` filters at 4 rotations.
+
+    What is shared: learned filter ``o`` (all input channels, ``k x k``) and its rotations by 90,
+    180 and 270° (:func:`rot90_filters`) form four output channels, with one bias shared by the
+    four. The input channels are an ordinary image stack (as for Cohen & Welling's p4 *lifting*
+    layer), not a p4 map, so stacking these layers shares weights but does not make the network
+    rotation-equivariant. The expanded bank has the dense conv's shape, so the MACs are the dense
+    conv's; the saving is 4x fewer weights. Output channel ``c`` comes from bank entry
+    ``channel_order[c]``, entry ``o * 4 + r`` being filter ``o`` rotated ``r`` times; reordering
+    the bank is free, so a layer fitted to a trained conv keeps that conv's channel order.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as for
+            ``nn.Conv2d``; the kernel and dilation must be square, ``out_channels`` a multiple of 4.
+
+    Example:
+        >>> layer = RotationConv2d(8, 16, 3, padding=1)
+        >>> layer(torch.zeros(1, 8, 5, 5)).shape, layer.param_saving()["ratio"]
+        (torch.Size([1, 16, 5, 5]), 4.0)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        kernel, dil = _pair(kernel_size), _pair(dilation)
+        if kernel[0] != kernel[1] or dil[0] != dil[1]:
+            raise ValueError(
+                f"RotationConv2d needs a square kernel and dilation, got kernel_size={kernel} "
+                f"and dilation={dil}"
+            )
+        if out_channels % 4:
+            raise ValueError(
+                f"RotationConv2d needs out_channels divisible by 4, got {out_channels}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = kernel, _pair(stride)
+        self.padding, self.dilation = _pair(padding), dil
+        self.weight = nn.Parameter(torch.empty(out_channels // 4, in_channels, *kernel))
+        self.bias = nn.Parameter(torch.empty(out_channels // 4)) if bias else None
+        self.register_buffer("channel_order", torch.arange(out_channels))
+        _init_(self.weight, self.bias)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> RotationConv2d:
+        """A (randomly initialised) layer with ``conv``'s channels, geometry and bias flag.
+
+        Example:
+            >>> RotationConv2d.from_conv(nn.Conv2d(8, 16, 3, padding=1)).weight.shape
+            torch.Size([4, 8, 3, 3])
+        """
+        if conv.groups != 1:
+            raise ValueError(f"RotationConv2d stands in for groups=1 convs, got {conv.groups}")
+        return cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.bias is not None,
+        )  # fmt: skip
+
+    def filter_bank(self) -> torch.Tensor:
+        """The ``(out_channels, in_channels, k, k)`` weight ``F.conv2d`` uses, in output order."""
+        bank = torch.stack([rot90_filters(self.weight, r) for r in range(4)], dim=1)
+        bank = bank.reshape(self.out_channels, self.in_channels, *self.kernel_size)
+        return bank.index_select(0, self.channel_order)
+
+    def full_bias(self) -> torch.Tensor | None:
+        """The per-output-channel bias (each learned bias repeated for its 4 rotations)."""
+        if self.bias is None:
+            return None
+        return self.bias.repeat_interleave(4).index_select(0, self.channel_order)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            x, self.filter_bank(), self.full_bias(), self.stride, self.padding, self.dilation
+        )
+
+    def macs(self, inputs, output: torch.Tensor) -> int:
+        """Every rotated filter is convolved: the dense conv's MACs."""
+        return output.numel() * self.in_channels * math.prod(self.kernel_size)
+
+    def param_saving(self) -> dict[str, float]:
+        """Parameters vs the dense ``nn.Conv2d`` this layer stands in for."""
+        dense = 4 * self.weight.numel() + (self.out_channels if self.bias is not None else 0)
+        return _saving(sum(p.numel() for p in self.parameters()), dense)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels} (learned {self.out_channels // 4} x 4 "
+            f"rotations), kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}"
         )
 
 
@@ -221,7 +376,7 @@ class P4LiftingConv2d(_P4Base):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, 1)
 
     def filter_bank(self) -> torch.Tensor:
-        bank = torch.stack([torch.rot90(self.weight, r, dims=(2, 3)) for r in range(4)], dim=1)
+        bank = torch.stack([rot90_filters(self.weight, r) for r in range(4)], dim=1)
         return bank.reshape(self.out_channels * 4, self.in_channels, *self.weight.shape[-2:])
 
 
@@ -256,7 +411,7 @@ class P4GroupConv2d(_P4Base):
     def filter_bank(self) -> torch.Tensor:
         # weight: (out, in, s, k, k); output rotation r uses rot^r of the filter with s -> s - r
         bank = torch.stack(
-            [torch.rot90(torch.roll(self.weight, r, dims=2), r, dims=(3, 4)) for r in range(4)],
+            [rot90_filters(torch.roll(self.weight, r, dims=2), r) for r in range(4)],
             dim=1,
         )
         k = self.kernel_size
@@ -264,16 +419,24 @@ class P4GroupConv2d(_P4Base):
 
 
 # checkpoints rebuild models holding these layers from constructor kwargs (see nnshrink.io.arch)
+_GEOMETRY = ("kernel_size", "stride", "padding", "dilation")
 register_module(
     CReLUConv2d,
     lambda m: {
         "in_channels": m.in_channels,
         "out_channels": m.out_channels,
-        "kernel_size": list(m.kernel_size),
-        "stride": list(m.stride),
-        "padding": list(m.padding),
-        "dilation": list(m.dilation),
+        **{key: list(getattr(m, key)) for key in _GEOMETRY},
         "groups": m.groups,
+        "bias": m.bias is not None,
+        "ordered": m.channel_order is not None,
+    },
+)
+register_module(
+    RotationConv2d,
+    lambda m: {
+        "in_channels": m.in_channels,
+        "out_channels": m.out_channels,
+        **{key: list(getattr(m, key)) for key in _GEOMETRY},
         "bias": m.bias is not None,
     },
 )
@@ -289,3 +452,6 @@ for _cls in (P4LiftingConv2d, P4GroupConv2d):
             "bias": m.bias is not None,
         },
     )
+
+#: the transferred blocks :class:`~nnshrink.compact.CompactReplace` can put in place of a conv
+TRANSFERRED_BLOCKS: dict[str, type[nn.Module]] = {"crelu": CReLUConv2d, "rotation": RotationConv2d}

@@ -7,6 +7,10 @@ eval mode under ``torch.no_grad()``, so its parameters never receive gradients.
 
 Use it with :func:`nnshrink.train.fit` (``fit(distiller, loader, criterion=distiller.criterion)``)
 or in your own loop (``loss = distiller.loss(x, y)``).
+
+Transformer methods (``"tinybert"``, ``"minilm"``) pair blocks through a layer map and add
+hidden-state, attention and value-relation terms (:mod:`nnshrink.distill.transformer`); their
+batches may be tensors, tuples or keyword dicts (``{"input_ids", "attention_mask"}``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,27 @@ from torch import nn
 
 from ..core import as_input_tuple, eval_mode, forward_with_hooks, model_device
 from .hooks import FeatureCapture
+from .inputs import call_model, find_attention_mask, output_tensor
 from .losses import at_loss, hint_loss, kd_loss, rkd_distance_loss, sp_loss
+from .transformer import TransformerTerms
+from .transformer_losses import OUTPUT_LOSSES, output_loss
 
-METHODS = ("kd", "fitnets", "at", "sp", "rkd")
+#: every distillation method, in one list (the CLI and recipes take their choices from it)
+METHODS = ("kd", "fitnets", "at", "sp", "rkd", "tinybert", "minilm")
+TRANSFORMER_METHODS = ("tinybert", "minilm")
 STAGES = ("joint", "hint", "kd")
 # weight of Hinton's soft-target term when not given: KD-based methods lean on the teacher's
-# soft targets, feature methods are used with plain cross-entropy in their papers
-_DEFAULT_ALPHA = {"kd": 0.9, "fitnets": 0.9, "at": 0.0, "sp": 0.0, "rkd": 0.0}
+# soft targets, feature methods are used with plain cross-entropy in their papers; TinyBERT's
+# prediction layer uses soft targets only, MiniLM distills attention alone
+_DEFAULT_ALPHA = {
+    "kd": 0.9, "fitnets": 0.9, "at": 0.0, "sp": 0.0, "rkd": 0.0, "tinybert": 1.0, "minilm": 0.0
+}  # fmt: skip
+# TinyBERT: every student block learns a teacher block (uniform map), hidden states + attention
+# scores (MSE); MiniLM: the last block only, attention distributions + value relations (KL)
+_TRANSFORMER_DEFAULTS = {
+    "tinybert": {"layer_map": "uniform", "hidden_weight": 1.0, "attention_loss": "mse"},
+    "minilm": {"layer_map": "last", "hidden_weight": 0.0, "attention_loss": "kl"},
+}
 
 
 @torch.no_grad()
@@ -103,7 +121,23 @@ class Distiller(nn.Module):
     with feature terms per method: ``"fitnets"`` hint_weight * MSE(regressor(s), t);
     ``"at"`` attention transfer (beta); ``"sp"`` similarity preserving (gamma); ``"rkd"`` RKD
     distance (rkd_weight); ``"kd"`` none. ``stage="hint"`` uses the feature terms alone (FitNets
-    stage 1); ``stage="kd"`` drops them (FitNets stage 2).
+    stage 1, TinyBERT's intermediate-layer stage); ``stage="kd"`` drops them (FitNets stage 2,
+    TinyBERT's prediction-layer stage).
+
+    Transformer methods, for models with a stack of blocks with separate query/key Linear
+    layers (:func:`~nnshrink.distill.transformer.find_layout`; the student may have fewer
+    blocks, fewer heads or narrower layers than the teacher, e.g. after pruning)::
+
+        (1 - alpha) * CE + alpha * output_loss + sum over paired blocks of
+        hidden_weight * MSE(W_h h_s, h_t) + attention_weight * attention term
+        (+ attention_weight * value-relation KL for "minilm")
+
+    ``"tinybert"`` (Jiao et al. 2020): every student block paired by ``layer_map="uniform"``,
+    hidden states and attention scores (``attention_loss="mse"``), soft targets (alpha 1).
+    ``"minilm"`` (Wang et al. 2020): the last blocks only, attention distributions and value
+    relations by KL, no output term (alpha 0). Attention maps are computed from the captured
+    query/key projections, split into ``relation_heads`` (MiniLMv2), so head counts may differ.
+    Padded tokens (the batch's ``attention_mask``) are left out of every term.
 
     Args:
         teacher: the trained model (left untouched apart from being put in eval mode).
@@ -114,9 +148,19 @@ class Distiller(nn.Module):
             FitNets defaults to the middle pair only (its "guided"/"hint" layers).
         example_inputs: a small batch, used to pick pairs, build FitNets regressors and check
             shapes up front (required for ``"fitnets"`` and for automatic pairs).
-        temperature: Hinton's T.
-        alpha: weight of the soft-target term (default 0.9 for kd/fitnets, 0 otherwise).
+        temperature: Hinton's T (language models usually distill at 1).
+        alpha: weight of the soft-target term (default 0.9 for kd/fitnets, 1 for tinybert, 0
+            otherwise).
         beta, gamma, hint_weight, rkd_weight: weights of the AT, SP, hint and RKD terms.
+        layer_map: transformer methods: ``"uniform"``, ``"last"`` or ``{student_block:
+            teacher_block}`` (0-based, negative from the end); default per method.
+        hidden_weight: transformer methods: weight of the hidden-state MSE (tinybert 1,
+            minilm 0). A learned projection is added where the hidden widths differ.
+        attention_weight: transformer methods: weight of the attention (and value) terms.
+        attention_loss: ``"kl"`` or ``"mse"`` (default: minilm kl, tinybert mse).
+        relation_heads: heads the attention maps are split into (default: the teacher's).
+        output_loss: transformer methods: ``"kd"`` (soft targets; per token for LM logits),
+            ``"mse"``, ``"cosine"`` (for sentence embeddings) or ``"none"``.
 
     Example:
         >>> d = Distiller(teacher, student, "at", example_inputs=x[:2])  # doctest: +SKIP
@@ -137,6 +181,12 @@ class Distiller(nn.Module):
         gamma: float = 3000.0,
         hint_weight: float = 1.0,
         rkd_weight: float = 25.0,
+        layer_map: str | Mapping[int, int] | None = None,
+        hidden_weight: float | None = None,
+        attention_weight: float = 1.0,
+        attention_loss: str | None = None,
+        relation_heads: int | None = None,
+        output_loss: str = "kd",
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -156,6 +206,31 @@ class Distiller(nn.Module):
         self.regressors = nn.ModuleDict()
         self.last_terms: dict[str, torch.Tensor] = {}
         self.features: dict[str, str] = {}
+        self.transformer: TransformerTerms | None = None
+        if output_loss not in OUTPUT_LOSSES:
+            raise ValueError(f"output_loss must be one of {OUTPUT_LOSSES}, got {output_loss!r}")
+        self.output_loss = output_loss
+        if method in TRANSFORMER_METHODS:
+            if features:
+                raise ValueError(f"method {method!r} pairs blocks by layer_map; drop `features`")
+            if example_inputs is None:
+                raise ValueError(
+                    f"method {method!r} needs example_inputs (a batch as the models take it) to "
+                    f"find the blocks, check shapes and build projections"
+                )
+            defaults = _TRANSFORMER_DEFAULTS[method]
+            self.transformer = TransformerTerms.from_models(
+                teacher,
+                student,
+                example_inputs,
+                layer_map=defaults["layer_map"] if layer_map is None else layer_map,
+                hidden_weight=defaults["hidden_weight"] if hidden_weight is None else hidden_weight,
+                attention_weight=attention_weight,
+                value_weight=attention_weight if method == "minilm" else 0.0,
+                attention_loss=attention_loss or defaults["attention_loss"],
+                relation_heads=relation_heads,
+            )
+            return
         if method == "kd":
             if features:
                 raise ValueError(
@@ -196,9 +271,9 @@ class Distiller(nn.Module):
         self.teacher._apply(fn, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
 
-    def forward(self, *inputs: Any) -> torch.Tensor:
+    def forward(self, *inputs: Any, **kwargs: Any) -> torch.Tensor:
         """The student's prediction (so ``evaluate(distiller, loader)`` evaluates the student)."""
-        return self.student(*inputs)
+        return self.student(*inputs, **kwargs)
 
     def criterion(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -222,6 +297,8 @@ class Distiller(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.transformer is not None:
+            return self._compute_transformer(model, x, y)
         self.teacher.eval()
         with torch.no_grad(), FeatureCapture(self.teacher, self.features.values()) as t_cap:
             t_logits = self.teacher(x)
@@ -240,6 +317,36 @@ class Distiller(nn.Module):
             raise ValueError(f"stage {self.stage!r} with method {self.method!r} has no loss term")
         self.last_terms = {k: v.detach() for k, v in terms.items()}
         return sum(terms.values()), logits  # type: ignore[return-value]
+
+    def _compute_transformer(
+        self, model: nn.Module, x: Any, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.transformer is not None
+        s_names, t_names = self.transformer.capture_names()
+        mask = find_attention_mask(self.student, x)
+        self.teacher.eval()
+        with torch.no_grad(), FeatureCapture(self.teacher, t_names) as t_cap:
+            t_out = output_tensor(call_model(self.teacher, x))
+        with FeatureCapture(self.student, s_names) as s_cap:
+            out = output_tensor(call_model(model, x))
+        terms: dict[str, torch.Tensor] = {}
+        if self.stage != "hint":
+            if y is not None and self.alpha < 1.0:
+                # per token for LM logits; -100 targets (padding) are ignored, as in PyTorch
+                ce = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+                terms["ce"] = (1.0 - self.alpha) * ce
+            if self.alpha > 0.0 and self.output_loss != "none":
+                token_mask = mask if out.dim() == 3 else None
+                terms["output"] = self.alpha * output_loss(
+                    out, t_out, self.output_loss, temperature=self.temperature,
+                    attention_mask=token_mask,
+                )  # fmt: skip
+        if self.stage != "kd":
+            terms.update(self.transformer(s_cap, t_cap, mask))
+        if not terms:
+            raise ValueError(f"stage {self.stage!r} with method {self.method!r} has no loss term")
+        self.last_terms = {k: v.detach() for k, v in terms.items()}
+        return sum(terms.values()), out  # type: ignore[return-value]
 
     def _feature_term(self, s_cap: FeatureCapture, t_cap: FeatureCapture) -> torch.Tensor:
         total = None

@@ -44,6 +44,12 @@ def distill(
     beta: float = 1000.0,
     gamma: float = 3000.0,
     hint_weight: float = 1.0,
+    layer_map: str | Mapping[int, int] | None = None,
+    hidden_weight: float | None = None,
+    attention_weight: float = 1.0,
+    attention_loss: str | None = None,
+    relation_heads: int | None = None,
+    output_loss: str = "kd",
     **fit_kwargs: Any,
 ) -> DistillResult:
     """Distill ``teacher`` into ``student`` (trained in place) and return the histories.
@@ -52,13 +58,17 @@ def distill(
         teacher: trained model; frozen and kept in eval mode.
         student: model to train, in place.
         train_loader: ``(x, y)`` batches on the models' device.
-        method: ``"kd"``, ``"fitnets"``, ``"at"``, ``"sp"`` or ``"rkd"`` (see :class:`Distiller`).
+        method: one of :data:`~nnshrink.distill.METHODS` (see :class:`Distiller`).
         epochs: epochs of the (final) distillation stage.
         features: ``{student_name: teacher_name}``; automatic when ``None``.
         example_inputs: small batch for shape checks; defaults to 2 samples of the first batch.
         hint_epochs: FitNets stage-1 epochs (default ``max(1, epochs // 4)``); ignored otherwise.
         val_loader: evaluated after each epoch.
         temperature, alpha, beta, gamma, hint_weight: loss settings (see :class:`Distiller`).
+        layer_map, hidden_weight, attention_weight, attention_loss, relation_heads,
+            output_loss: transformer-method settings (see :class:`Distiller`). ``fit`` scores
+            ``(N, K)`` classification logits; for language models and sentence encoders, train
+            with ``Distiller.loss`` in your own loop.
         **fit_kwargs: passed to :func:`nnshrink.train.fit` (``lr``, ``optimizer``,
             ``weight_decay``, ``schedule``, ``seed``, ``progress``, ``callbacks``...).
 
@@ -80,6 +90,12 @@ def distill(
         beta=beta,
         gamma=gamma,
         hint_weight=hint_weight,
+        layer_map=layer_map,
+        hidden_weight=hidden_weight,
+        attention_weight=attention_weight,
+        attention_loss=attention_loss,
+        relation_heads=relation_heads,
+        output_loss=output_loss,
     )
     hint_history = None
     if method == "fitnets":

@@ -94,8 +94,15 @@ def resolve_class(name: Any) -> type[nn.Module]:
         from .._deprecated import MOVED_MODULES
 
         module, _, attr = name.rpartition(".")
-        if module in MOVED_MODULES:
-            cls = _BY_NAME.get(f"{MOVED_MODULES[module]}.{attr}")
+        module = MOVED_MODULES.get(module, module)
+        cls = _BY_NAME.get(f"{module}.{attr}")
+        if cls is None and module.startswith("nnshrink."):
+            # a class re-exported by the module that used to define it (SharedWeightLinear from
+            # nnshrink.sharing.kmeans, now in sharing.layers): accepted only if allow-listed
+            import sys
+
+            found = getattr(sys.modules.get(module), attr, None)
+            cls = found if any(found is c for c in _BY_NAME.values()) else None
     if cls is None:
         raise ArchitectureError(
             f"module class {name!r:.120} is not on the allow-list (torch.nn layers nnshrink "

@@ -1,7 +1,9 @@
 """Whole-model low-rank decomposition: the ``LowRank`` config and its ``compress_`` handler.
 
 Each chosen layer is replaced by an ``nn.Sequential`` of standard layers (so checkpoints rebuild
-it and ONNX exports it): Linear by truncated SVD, Conv2d by CP or Tucker-2. Ranks are planned in
+it and ONNX exports it): Linear by truncated SVD (plain, or activation-aware with ASVD / SVD-LLM
+whitening from calibration inputs, :mod:`nnshrink.lowrank.whitening`), Conv2d by CP or Tucker-2.
+Ranks are planned in
 :mod:`nnshrink.lowrank.planning` from the pure selectors in :mod:`nnshrink.lowrank.rank`. Layers
 whose decomposition would not reduce MACs (parameters, under the parameter rules),
 grouped/depthwise convs and 1x1 convs (for CP/Tucker) are left alone and reported as skipped.
@@ -11,7 +13,7 @@ Fine-tuning afterwards is the caller's job (e.g. ``nnshrink.train.fit``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -20,20 +22,35 @@ from torch import nn
 from ..core import (
     Config,
     ConfigError,
-    forward_with_hooks,
+    LayerSelection,
     register_handler,
     set_submodule,
 )
 from . import rank as R
-from ._conv import unsupported_conv_reason
 from .cp import cp_conv, cp_factors, cp_reconstruct
 from .planning import LayerPlan, budget_curve, plan_layer, select_ranks, tucker_options
 from .svd import svd_linear
+from .targets import (
+    factorisable_conv_reason,  # noqa: F401  (advise.sensitivity imports it here)
+    layer_shapes,
+    select_targets,
+)
 from .tucker import tucker2_conv, tucker2_factors, tucker2_reconstruct
+from .whitening import (
+    WHITENINGS,
+    InputStatistics,
+    Whitener,
+    output_error,
+    whitened_svd_linear,
+    whitener_for,
+)
+
+#: per_layer may override these (the per-layer rank rules)
+RANK_FIELDS = ("rank", "energy", "ratio", "macs_ratio", "params_ratio")
 
 
 @dataclasses.dataclass(frozen=True)
-class LowRank(Config):
+class LowRank(Config, LayerSelection):
     """Replace layers by low-rank factorisations.
 
     Args:
@@ -57,7 +74,19 @@ class LowRank(Config):
             (``"budget"`` with ``budget_on="params"``).
         budget_on: what ``rank="budget"`` limits: ``"macs"`` or ``"params"``.
         linear: with ``cp``/``tucker``, also decompose Linear layers by SVD.
-        layers: decompose exactly these submodules (dotted names); an unsupported one is an error.
+        whitening: how Linear layers are truncated. ``"none"``: plain SVD of ``W``
+            (Eckart–Young in weight space). ``"asvd"``: SVD of ``W diag(mean|x|^alpha)`` (ASVD,
+            Yuan et al. 2023). ``"svd-llm"``: SVD of ``W L`` with ``X Xᵀ = L Lᵀ`` (SVD-LLM, Wang
+            et al. 2025), optimal in output error. Both need calibration data as
+            ``example_inputs`` (a tensor, a list of batches, a loader of ``(x, y)``); their
+            spectra also drive ``rank="energy"`` and the ``"budget"`` allocation.
+        alpha: ASVD's exponent (0.5 in the paper).
+        calibration_batches: at most this many calibration batches (whitening only).
+        include: decompose only these layers (names, regexes or ``@`` tokens); a layer named
+            exactly that cannot be decomposed is an error. ``layers`` is its deprecated name.
+        exclude: layers to leave alone.
+        per_layer: ``{pattern: {"rank": ..., "ratio": ...} | None}`` overrides of the per-layer
+            rank rule (not with ``rank="budget"``); ``None`` leaves a layer dense.
         tucker_method: ``"hosvd"`` (closed form) or ``"hooi"`` (tensorly ``partial_tucker``).
         n_iter_max: ALS / HOOI iterations.
         seed: random state for tensorly.
@@ -84,6 +113,7 @@ class LowRank(Config):
     """
 
     kind: ClassVar[str] = "low-rank"
+    renamed: ClassVar[dict[str, Any]] = {"layers": "include"}
     method: Literal["svd", "cp", "tucker"] = "tucker"
     rank: Literal["energy", "ratio", "macs", "params", "evbmf", "budget"] = "energy"
     energy: float = 0.9
@@ -92,7 +122,9 @@ class LowRank(Config):
     params_ratio: float = 0.5
     budget_on: Literal["macs", "params"] = "macs"
     linear: bool = False
-    layers: tuple[str, ...] = ()
+    whitening: Literal["none", "asvd", "svd-llm"] = "none"
+    alpha: float = 0.5
+    calibration_batches: int = 32
     tucker_method: Literal["hosvd", "hooi"] = "hosvd"
     n_iter_max: int = 50
     seed: int = 0
@@ -135,11 +167,55 @@ class LowRank(Config):
                 raise ConfigError(f"low-rank.{field} must be in (0, 1], got {value}")
         if self.n_iter_max < 1:
             raise ConfigError(f"low-rank.n_iter_max must be >= 1, got {self.n_iter_max}")
+        if self.whitening not in WHITENINGS:
+            raise ConfigError(
+                f"low-rank.whitening must be one of {list(WHITENINGS)}, got {self.whitening!r}"
+            )
+        if self.whitening != "none" and not (self.method == "svd" or self.linear):
+            raise ConfigError(
+                f"low-rank.whitening={self.whitening!r} applies to Linear layers (SVD): set "
+                "method='svd', or linear=True to decompose the Linear layers too"
+            )
+        if not 0.0 < self.alpha <= 4.0:
+            raise ConfigError(f"low-rank.alpha must be in (0, 4], got {self.alpha}")
+        if self.calibration_batches < 1:
+            raise ConfigError(
+                f"low-rank.calibration_batches must be >= 1, got {self.calibration_batches}"
+            )
+        for pattern, value in self.per_layer.items():
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"low-rank.per_layer[{pattern!r}]: give a mapping of rank fields, e.g. "
+                    "{'rank': 'ratio', 'ratio': 0.25}, or null to leave the layer dense"
+                )
+            other = sorted(set(value) - set(RANK_FIELDS) - {"skip"})
+            if other:
+                raise ConfigError(
+                    f"low-rank.per_layer[{pattern!r}]: only {list(RANK_FIELDS)} can be set per "
+                    f"layer, not {other}"
+                )
+            if self.rank == "budget" and value:
+                raise ConfigError(
+                    f"low-rank.per_layer[{pattern!r}]: rank='budget' allocates every layer's rank "
+                    "from one budget; per-layer rank rules do not apply (use null to keep a layer "
+                    "dense, or a per-layer rank rule instead of the budget)"
+                )
+            # each override must make a valid config on its own
+            dataclasses.replace(
+                self, per_layer={}, **{k: v for k, v in value.items() if k != "skip"}
+            )
 
 
 @dataclasses.dataclass
 class LayerDecomposition:
-    """One row of the report; ``note`` says why a layer was skipped (empty when decomposed)."""
+    """One row of the report; ``note`` says why a layer was skipped (empty when decomposed).
+
+    ``rel_error`` is the relative weight error ``||W - W'|| / ||W||``; ``output_error`` the
+    relative output error ``||(W - W') X|| / ||W X||`` on the calibration inputs (with
+    whitening only).
+    """
 
     name: str
     method: str
@@ -150,6 +226,7 @@ class LayerDecomposition:
     params_after: int
     rel_error: float | None
     note: str = ""
+    output_error: float | None = None
 
     @property
     def decomposed(self) -> bool:
@@ -198,98 +275,6 @@ class LowRankReport:
 
 
 # --------------------------------------------------------------------------------------------
-# Which layers, called on which feature-map sizes (ranks: see planning.py)
-# --------------------------------------------------------------------------------------------
-
-
-def _targets(
-    model: nn.Module, config: LowRank, filter_fn: Callable[[nn.Module, str], bool] | None
-) -> tuple[list[tuple[str, nn.Module, str]], list[LayerDecomposition]]:
-    """(name, module, method) to decompose, plus rows for layers left alone on purpose."""
-    wants_conv = config.method in ("cp", "tucker")
-    wants_linear = config.method == "svd" or config.linear
-    chosen, skipped = [], []
-    if config.layers:
-        modules = dict(model.named_modules())
-        for name in config.layers:
-            if name not in modules:
-                raise ConfigError(f"low-rank.layers: {name!r} is not a submodule of the model")
-            module = modules[name]
-            if isinstance(module, nn.Linear):
-                if not wants_linear:
-                    raise ConfigError(
-                        f"low-rank.layers: {name!r} is nn.Linear; decompose it with "
-                        "method='svd' or set linear=True"
-                    )
-            elif isinstance(module, nn.Conv2d):
-                if not wants_conv:
-                    raise ConfigError(
-                        f"low-rank.layers: {name!r} is a Conv2d; method='svd' decomposes nn.Linear "
-                        "only, use method='tucker' or 'cp'"
-                    )
-                reason = factorisable_conv_reason(module)
-                if reason:
-                    raise ConfigError(f"low-rank.layers: {name!r}: {reason}")
-            else:
-                raise ConfigError(
-                    f"low-rank.layers: {name!r} is {type(module).__name__}; supported: nn.Linear "
-                    "(svd) and nn.Conv2d with groups=1 and a kernel larger than 1x1 (cp, tucker)"
-                )
-        candidates = [(n, modules[n]) for n in config.layers]
-    else:
-        candidates = [
-            (n, m)
-            for n, m in model.named_modules()
-            if isinstance(m, nn.Linear | nn.Conv2d) and (filter_fn is None or filter_fn(m, n))
-        ]
-    for name, module in candidates:
-        if isinstance(module, nn.Linear):
-            if wants_linear:
-                chosen.append((name, module, "svd"))
-            continue
-        if not wants_conv:
-            continue
-        reason = factorisable_conv_reason(module)
-        if reason:
-            p = sum(t.numel() for t in module.parameters())
-            skipped.append(LayerDecomposition(name, config.method, (), 0, 0, p, p, None, reason))
-        else:
-            chosen.append((name, module, config.method))
-    return chosen, skipped
-
-
-def factorisable_conv_reason(conv: nn.Conv2d) -> str | None:
-    """Why CP/Tucker cannot factor ``conv`` (grouped, unsupported options, or 1x1), or ``None``.
-
-    Args:
-        conv: the convolution to check.
-
-    Example:
-        >>> factorisable_conv_reason(nn.Conv2d(8, 8, 3)) is None
-        True
-        >>> factorisable_conv_reason(nn.Conv2d(8, 8, 1))
-        '1x1 conv has no spatial mode to factor (CP/Tucker); it is a matrix: use svd'
-    """
-    reason = unsupported_conv_reason(conv)
-    if reason is None and tuple(conv.kernel_size) == (1, 1):
-        return "1x1 conv has no spatial mode to factor (CP/Tucker); it is a matrix: use svd"
-    return reason
-
-
-@torch.no_grad()
-def _shapes(model: nn.Module, modules: list[nn.Module], example_inputs: Any) -> dict[int, tuple]:
-    """(input shape, output shape) of each module's first call on ``example_inputs``."""
-    seen: dict[int, tuple] = {}
-
-    def hook(mod, inputs, output):
-        seen.setdefault(id(mod), (tuple(inputs[0].shape), tuple(output.shape)))
-
-    handles = [m.register_forward_hook(hook) for m in modules]
-    forward_with_hooks(model, example_inputs, handles)
-    return seen
-
-
-# --------------------------------------------------------------------------------------------
 # The handler
 # --------------------------------------------------------------------------------------------
 
@@ -298,12 +283,17 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _build(plan: LayerPlan, config: LowRank) -> tuple[nn.Module, float]:
+def _build(
+    plan: LayerPlan, config: LowRank, whitener: Whitener | None = None
+) -> tuple[nn.Module, float]:
     """The replacement module and its relative weight error."""
     module = plan.module
     w = module.weight.detach().to(torch.float64)
     if plan.method == "svd":
-        new = svd_linear(module, plan.ranks[0])
+        if whitener is None:
+            new = svd_linear(module, plan.ranks[0])
+        else:
+            new = whitened_svd_linear(module, plan.ranks[0], whitener)
         approx = new[1].weight.detach().double() @ new[0].weight.detach().double()
     elif plan.method == "cp":
         factors = cp_factors(
@@ -325,6 +315,21 @@ def _build(plan: LayerPlan, config: LowRank) -> tuple[nn.Module, float]:
     return new, float((approx.to(w.device) - w).norm()) / norm
 
 
+def _calibrate(
+    model: nn.Module, config: LowRank, linears: list[nn.Linear], batches: list
+) -> dict[int, tuple[Whitener, InputStatistics]]:
+    """One pass over the calibration batches: each Linear's input statistics and whitener."""
+    from ..pruning.oneshot.calibration import run_batches
+
+    stats = {id(m): InputStatistics(m.in_features) for m in linears}
+    run_batches(model, batches, {m: stats[id(m)].add for m in linears})
+    out = {}
+    for m in linears:
+        if stats[id(m)].rows:
+            out[id(m)] = (whitener_for(config.whitening, stats[id(m)], config.alpha), stats[id(m)])
+    return out
+
+
 @register_handler(LowRank)
 def _apply(
     model: nn.Module,
@@ -334,17 +339,30 @@ def _apply(
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> LowRankReport:
     """Decompose the chosen layers of ``model`` in place; see :class:`LowRank`."""
-    chosen, rows = _targets(model, config, filter_fn)
+    chosen, rows = select_targets(model, config, filter_fn)
     if example_inputs is None:
         raise ValueError(
             "low-rank needs example_inputs (e.g. torch.randn(1, 3, 32, 32)) to know each layer's "
             "feature-map size and so its MACs"
+            + ("; with whitening, calibration batches" if config.whitening != "none" else "")
         )
-    shapes = _shapes(model, [m for _, m, _ in chosen], example_inputs)
+    from ..pruning.oneshot.calibration import calibration_batches
+
+    # shapes (MACs) from the first batch; with whitening, statistics from every batch
+    limit = config.calibration_batches if config.whitening != "none" else 1
+    batches = calibration_batches(example_inputs, limit, kind="low-rank")
+    first = batches[0]
+    if config.whitening == "none":
+        batches = []
+    shapes = layer_shapes(model, [m for _, m, _, _ in chosen], first)
+    whiteners: dict[int, tuple[Whitener, InputStatistics]] = {}
+    if batches:
+        linears = [m for _, m, method, _ in chosen if method == "svd" and id(m) in shapes]
+        whiteners = _calibrate(model, config, linears, batches)
     cost = config.cost
     cost_name = "parameter" if cost == "params" else "MAC"
-    plans = []
-    for name, module, method in chosen:
+    plans, overrides = [], {}
+    for name, module, method, layer_overrides in chosen:
         if id(module) not in shapes:
             p = _params(module)
             rows.append(
@@ -356,7 +374,10 @@ def _apply(
         plan = plan_layer(name, module, method, shapes[id(module)], config.cp_fuse_spatial, cost)
         if config.cp_fallback and method == "tucker" and not tucker_options(plan, config.round_to):
             plan = plan_layer(name, module, "cp", shapes[id(module)], config.cp_fuse_spatial, cost)
+        if id(module) in whiteners:
+            plan.whitened = whiteners[id(module)][0].apply(module.weight)
         plans.append(plan)
+        overrides[name] = {k: v for k, v in layer_overrides.items() if k in RANK_FIELDS}
 
     if config.rank == "budget":
         curves = [budget_curve(p, config.round_to) for p in plans]
@@ -368,7 +389,12 @@ def _apply(
                 plan.note = f"kept dense by the {cost_name} budget allocation"
     else:
         for plan in plans:
-            plan.ranks = select_ranks(plan, config)
+            layer_config = (
+                dataclasses.replace(config, **overrides[plan.name])
+                if overrides[plan.name]
+                else config
+            )
+            plan.ranks = select_ranks(plan, layer_config)
 
     # compute every replacement before touching the model, so a failure leaves it intact
     replacements = []
@@ -395,7 +421,12 @@ def _apply(
                 )
             )
             continue
-        new, error = _build(plan, config)
+        whitener, stats = whiteners.get(id(plan.module), (None, None))
+        new, error = _build(plan, config, whitener)
+        out_error = None
+        if stats is not None:
+            approx = new[1].weight.detach().double() @ new[0].weight.detach().double()
+            out_error = output_error(plan.module.weight, approx, stats.gram)
         replacements.append((plan.name, new))
         rows.append(
             LayerDecomposition(
@@ -407,6 +438,7 @@ def _apply(
                 plan.params_before,
                 plan.params_of(plan.ranks),
                 error,
+                output_error=out_error,
             )
         )
     for name, new in replacements:

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
+import torch
 from torch import nn
 
 from . import rank as R
@@ -43,6 +44,8 @@ class LayerPlan:
             and ``cost_of`` are the MACs or the parameters.
         ranks: the chosen ranks (filled in by the handler).
         note: why the layer is kept dense, if it is.
+        whitened: for activation-aware SVD, the matrix ``W T`` whose spectrum the rank rules
+            and error estimates read instead of ``W``'s (see :mod:`nnshrink.lowrank.whitening`).
 
     Example:
         >>> plan = plan_layer("fc", nn.Linear(64, 32), "svd", ((1, 64), (1, 32)))
@@ -60,6 +63,7 @@ class LayerPlan:
     cost: Literal["macs", "params"] = "macs"
     ranks: tuple[int, ...] = ()
     note: str = ""
+    whitened: torch.Tensor | None = None
 
     @property
     def cost_before(self) -> int:
@@ -185,7 +189,8 @@ def tucker_options(plan: LayerPlan, round_to: int = 1) -> list[tuple[int, float,
 def _spectra(plan: LayerPlan) -> list:
     w = plan.module.weight.detach()
     if plan.method == "svd":
-        return [R.singular_values(w)]
+        # activation-aware SVD truncates W T: its spectrum gives the (output) error
+        return [R.singular_values(w if plan.whitened is None else plan.whitened)]
     return [R.singular_values(R.unfold(w, 0)), R.singular_values(R.unfold(w, 1))]
 
 

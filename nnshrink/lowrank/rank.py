@@ -257,13 +257,42 @@ def largest_rank_within(
     return lo
 
 
+def lower_hull(curve: Sequence[tuple[int, float]]) -> list[int]:
+    """Indices of ``curve``'s options on its lower convex hull, from the first to the last.
+
+    ``curve`` lists ``(cost, error)`` by decreasing cost. Options above the hull are never worth
+    stopping at in a greedy walk: some mix of their neighbours on the hull is cheaper for the
+    same error (the usual fix for marginal-cost allocation on non-convex curves).
+
+    Example:
+        >>> lower_hull([(100, 0.0), (90, 0.5), (50, 0.6), (0, 3.0)])
+        [0, 2, 3]
+    """
+    hull: list[int] = []
+    for k, (cost, err) in enumerate(curve):
+        # keep the hull turning the right way (slopes d error / d saved cost increasing)
+        while len(hull) >= 2:
+            (c1, e1), (c2, e2) = curve[hull[-2]], curve[hull[-1]]
+            if (e2 - e1) * (c1 - cost) >= (err - e1) * (c1 - c2):
+                hull.pop()
+            else:
+                break
+        hull.append(k)
+    return hull
+
+
 def allocate_budget(curves: Sequence[Sequence[tuple[int, float]]], budget: float) -> list[int]:
     """Pick one option per layer so total MACs fit ``budget``, greedily by error added per MAC.
 
     Each curve lists a layer's options ``(macs, error)`` from the most accurate (most MACs) to
     the cheapest; errors should be comparable across layers (e.g. relative squared errors). Start
-    from every layer's first option and repeatedly move the layer whose next step adds the least
-    error per MAC saved, until the total fits (or nothing is left to cut).
+    from every layer's first option and repeatedly move the layer whose next step along its
+    :func:`lower_hull` adds the least error per MAC saved, until the total fits (or nothing is
+    left to cut); the last step then stops at the most accurate option of that layer that fits.
+    Walking the hull matters when a curve is not convex: a factorised layer's first option
+    already costs a large error for a small saving (the rank must drop below ``in*out/(in+out)``
+    to save anything), and a plain step-by-step greedy then drains a few layers completely
+    instead of cutting every layer a little.
 
     Args:
         curves: per layer, options sorted by decreasing MACs.
@@ -276,25 +305,36 @@ def allocate_budget(curves: Sequence[Sequence[tuple[int, float]]], budget: float
         >>> allocate_budget([[(100, 0.0), (50, 0.01)], [(100, 0.0), (50, 0.5)]], 150)
         [1, 0]
     """
-    choice = [0] * len(curves)
+    hulls = []
+    for curve in curves:
+        # options that save nothing over an earlier one are dropped before taking the hull
+        keep = [0] + [k for k in range(1, len(curve)) if curve[k][0] < curve[k - 1][0]]
+        hulls.append([keep[h] for h in lower_hull([curve[k] for k in keep])])
+    step = [0] * len(curves)  # position on each hull
     total = float(sum(c[0][0] for c in curves))
+    last = -1
     while total > budget:
         best, best_cost = -1, math.inf
-        for i, curve in enumerate(curves):
-            j = choice[i]
-            if j + 1 >= len(curve):
+        for i, (curve, hull) in enumerate(zip(curves, hulls)):
+            if step[i] + 1 >= len(hull):
                 continue
-            # the next option that saves MACs (options saving nothing are skipped)
-            for k in range(j + 1, len(curve)):
-                saved = curve[j][0] - curve[k][0]
-                if saved <= 0:
-                    continue
-                cost = (curve[k][1] - curve[j][1]) / saved
-                if cost < best_cost:
-                    best, best_cost, best_k = i, cost, k
-                break
+            j, k = hull[step[i]], hull[step[i] + 1]
+            cost = (curve[k][1] - curve[j][1]) / (curve[j][0] - curve[k][0])
+            if cost < best_cost:
+                best, best_cost = i, cost
         if best < 0:
             break
-        total -= curves[best][choice[best]][0] - curves[best][best_k][0]
-        choice[best] = best_k
+        j, k = hulls[best][step[best]], hulls[best][step[best] + 1]
+        total -= curves[best][j][0] - curves[best][k][0]
+        step[best] += 1
+        last = best
+    choice = [hull[s] for hull, s in zip(hulls, step)]
+    if last >= 0 and total <= budget:
+        # the last hull step may overshoot: stop at the first option of that stretch that fits
+        prev = hulls[last][step[last] - 1]
+        slack = budget - total
+        for k in range(prev + 1, choice[last]):
+            if curves[last][k][0] - curves[last][choice[last]][0] <= slack:
+                choice[last] = k
+                break
     return choice

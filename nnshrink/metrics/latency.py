@@ -20,7 +20,8 @@ from torch import nn
 
 from ..core.modules import as_input_tuple
 
-RUNTIMES = ("eager", "onnxruntime")
+RUNTIMES = ("eager", "onnxruntime", "eager-fp16", "eager-bf16", "compile")
+_HALF = {"eager-fp16": torch.float16, "eager-bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass
@@ -199,9 +200,12 @@ def forward_call(
     """A zero-argument call that runs one forward pass of ``model`` on ``example_inputs``.
 
     ``"eager"`` runs the module under ``inference_mode`` as it is (put it in eval mode and pin
-    the threads around the timing); ``"onnxruntime"`` exports it (or takes ``onnx_bytes``) and
-    runs a session with ``threads`` intra-op threads. What :func:`measure_latency` and
-    :func:`interleaved` time.
+    the threads around the timing); ``"eager-fp16"`` / ``"eager-bf16"`` run a copy in half /
+    bfloat16 precision (floating inputs cast alike); ``"compile"`` runs ``torch.compile(model)``
+    (compiled during the warm-up); ``"onnxruntime"`` exports it (or takes ``onnx_bytes``) and
+    runs a CPU session with ``threads`` intra-op threads. On CUDA every call ends with
+    ``torch.cuda.synchronize`` so the time is the kernels' (asynchronous launches would
+    otherwise return at once). What :func:`measure_latency` and :func:`interleaved` time.
 
     Args:
         model: the model.
@@ -218,22 +222,46 @@ def forward_call(
         (1, 2)
     """
     args = as_input_tuple(example_inputs)
-    if runtime == "eager":
+    if runtime in ("eager", "compile", *_HALF):
+        module = model
+        if runtime in _HALF:
+            import copy
+
+            dtype = _HALF[runtime]
+            module = copy.deepcopy(model).to(dtype)
+            args = tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a
+                         for a in args)  # fmt: skip
+        elif runtime == "compile":
+            module = torch.compile(model)
+        devices = {a.device for a in args if torch.is_tensor(a) and a.device.type == "cuda"}
+        sync = (lambda: torch.cuda.synchronize(next(iter(devices)))) if devices else None
 
         def call() -> Any:
             with torch.inference_mode():
-                return model(*args)
+                out = module(*args)
+            if sync is not None:
+                sync()
+            return out
 
         return call
     if runtime == "onnxruntime":
+        cpu_args = tuple(a.detach().cpu() if torch.is_tensor(a) else a for a in args)
         if onnx_bytes is None:
+            import copy
+
             from ..export.onnx import export_onnx
 
-            onnx_bytes = export_onnx(model, args)
+            on_cpu = model if _device_of(model).type == "cpu" else copy.deepcopy(model).cpu()
+            onnx_bytes = export_onnx(on_cpu, cpu_args)
+        args = cpu_args
         session = ort_session(onnx_bytes, threads, stop_spinning=stop_spinning)
         feeds = {i.name: a.detach().cpu().numpy() for i, a in zip(session.get_inputs(), args)}
         return lambda: session.run(None, feeds)
     raise ValueError(f"unknown runtime {runtime!r}; choose from {RUNTIMES}")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def measure_latency(
@@ -251,7 +279,9 @@ def measure_latency(
     Args:
         model: the model (eval mode is used; its mode is restored).
         example_inputs: a tensor or tuple of tensors.
-        runtime: ``"eager"`` (PyTorch, ``no_grad``) or ``"onnxruntime"`` (exported via ONNX).
+        runtime: ``"eager"`` (PyTorch, ``inference_mode``), ``"eager-fp16"``, ``"eager-bf16"``,
+            ``"compile"`` (``torch.compile``) or ``"onnxruntime"`` (exported, CPU session). On
+            CUDA each call is synchronized (see :func:`forward_call`).
         threads: intra-op threads for the measurement.
         warmup: untimed calls first.
         runs: timed calls; the median is reported.
@@ -264,7 +294,7 @@ def measure_latency(
     args = as_input_tuple(example_inputs)
     batch = int(args[0].shape[0]) if args and hasattr(args[0], "shape") else 1
     call = forward_call(model, args, runtime=runtime, threads=threads, onnx_bytes=onnx_bytes)
-    if runtime == "eager":
+    if runtime != "onnxruntime":
         was_training = model.training
         model.eval()
         try:

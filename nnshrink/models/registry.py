@@ -15,19 +15,44 @@ from typing import Any
 from torch import nn
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_INPUTS: dict[str, str] = {}
 SPEC_ATTR = "nnshrink_spec"
+INPUT_KINDS = ("image", "tokens")
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator adding a builder ``fn(num_classes, in_channels, input_size, **kw)`` to the zoo."""
+def register_model(
+    name: str, *, inputs: str = "image"
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator adding a builder ``fn(num_classes, in_channels, input_size, **kw)`` to the zoo.
+
+    Args:
+        name: the zoo name.
+        inputs: what the model reads: ``"image"`` (``(N, C, H, W)`` floats) or ``"tokens"``
+            (``(N, T)`` token ids; text models ignore the image arguments).
+    """
+    if inputs not in INPUT_KINDS:
+        raise ValueError(f"inputs must be one of {INPUT_KINDS}, got {inputs!r}")
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _BUILDERS:
             raise ValueError(f"model {name!r} is already registered")
         _BUILDERS[name] = fn
+        _INPUTS[name] = inputs
         return fn
 
     return decorator
+
+
+def input_kind(name: str) -> str:
+    """``"image"`` or ``"tokens"``: what the zoo model ``name`` reads.
+
+    Example:
+        >>> input_kind("lenet5"), input_kind("gpt")
+        ('image', 'tokens')
+    """
+    if name not in _BUILDERS:
+        raise KeyError(f"unknown model {name!r}; choose from {list_models()}")
+    return _INPUTS[name]
 
 
 def list_models() -> list[str]:

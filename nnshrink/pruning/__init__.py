@@ -1,16 +1,18 @@
-"""Pruning: unstructured masks, structured (channel), depth and input-feature pruning, schedules,
-sensitivity analysis."""
+"""Pruning: unstructured masks (magnitude, and one-shot Wanda / SparseGPT, unstructured or N:M),
+structured (channel), depth and input-feature pruning, schedules, sensitivity analysis."""
 
-from . import criteria, schedules, select, structured
-from .depth import BlockPruning, BlockPruningResult, residual_blocks
+from .._deprecated import module_getattr
+from . import criteria, oneshot, schedules, select, structured
+from .depth import BlockPruning, BlockPruningSummary, residual_blocks
 from .inputs import (
     GroupLassoCallback,
     InputPruning,
-    InputPruningResult,
+    InputPruningSummary,
     SelectFeatures,
     group_lasso_penalty,
     input_layer,
 )
+from .oneshot import OneShotSummary, SparseGPT, Wanda
 from .schedules import agp, iterative, one_shot
 from .sensitivity import SensitivityResult, layer_sensitivity
 from .structured import (
@@ -18,6 +20,7 @@ from .structured import (
     StructuredPruner,
     StructuredPruning,
     StructuredPruningSummary,
+    UnsupportedModelError,
     bn_l1_penalty,
 )
 from .unstructured import (
@@ -33,7 +36,6 @@ from .unstructured import (
     mask_from_scores,
     mask_gradients_,
     masks_from_zeros,
-    prune_,
     prune_iteratively,
     random_scores,
 )
@@ -42,18 +44,22 @@ __all__ = [
     "AGPCallback",
     "BNSlimmingCallback",
     "BlockPruning",
-    "BlockPruningResult",
+    "BlockPruningSummary",
     "GroupLassoCallback",
     "InputPruning",
-    "InputPruningResult",
+    "InputPruningSummary",
     "MagnitudePruning",
     "MaskCallback",
+    "OneShotSummary",
     "PruningSummary",
     "SelectFeatures",
     "SensitivityResult",
+    "SparseGPT",
     "StructuredPruner",
     "StructuredPruning",
     "StructuredPruningSummary",
+    "UnsupportedModelError",
+    "Wanda",
     "agp",
     "apply_masks_",
     "bn_l1_penalty",
@@ -70,7 +76,7 @@ __all__ = [
     "mask_gradients_",
     "masks_from_zeros",
     "one_shot",
-    "prune_",
+    "oneshot",
     "prune_iteratively",
     "random_scores",
     "residual_blocks",
@@ -78,3 +84,5 @@ __all__ = [
     "select",
     "structured",
 ]
+
+__getattr__ = module_getattr(__name__)  # BlockPruningResult, InputPruningResult (renamed)

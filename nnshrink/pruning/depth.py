@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import fx, nn
 
+from nnshrink._deprecated import module_getattr, warn
 from nnshrink.core import (
     Config,
     ConfigError,
@@ -52,8 +53,9 @@ class BlockPruning(Config):
     """Remove whole residual blocks with an identity shortcut (depth pruning).
 
     Args:
-        ratio: fraction of the removable blocks to remove (rounded down). Ignored when
-            ``remove`` or ``target_macs`` is set (as in ``StructuredPruning``).
+        sparsity: fraction of the removable blocks to remove (rounded down). Ignored when
+            ``remove`` or ``target_macs`` is set (as in ``StructuredPruning``). Deprecated
+            alias: ``ratio`` (removal in 0.6).
         remove: number of blocks to remove (at most the number of removable blocks).
         target_macs: remove blocks, least important first, until the MACs per sample (counted on
             the first sample of ``example_inputs``; the whole batch still ranks the blocks) are
@@ -71,14 +73,21 @@ class BlockPruning(Config):
     """
 
     kind: ClassVar[str] = "block-pruning"
+    renamed: ClassVar[dict[str, Any]] = {"ratio": "sparsity"}
 
-    ratio: float = 0.5
+    sparsity: float = 0.5
     remove: int | None = None
     target_macs: int | None = None
     criterion: Literal["residual", "random"] = "residual"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     seed: int = 0
+
+    @property
+    def ratio(self) -> float:
+        """Deprecated name of :attr:`sparsity` (removal in 0.6)."""
+        warn("block-pruning.ratio", "block-pruning.sparsity")
+        return self.sparsity
 
     def validate(self) -> None:
         if self.remove is not None and self.target_macs is not None:
@@ -87,8 +96,8 @@ class BlockPruning(Config):
             raise ConfigError(f"block-pruning.target_macs must be > 0, got {self.target_macs}")
         if self.remove is not None and self.remove < 0:
             raise ConfigError(f"block-pruning.remove must be >= 0, got {self.remove}")
-        if not 0 <= self.ratio <= 1:
-            raise ConfigError(f"block-pruning.ratio must be in [0, 1], got {self.ratio}")
+        if not 0 <= self.sparsity <= 1:
+            raise ConfigError(f"block-pruning.sparsity must be in [0, 1], got {self.sparsity}")
         if self.criterion not in ("residual", "random"):
             raise ConfigError(
                 f"block-pruning.criterion: {self.criterion!r} is not 'residual' or 'random'"
@@ -108,7 +117,7 @@ class BlockRow:
 
 
 @dataclasses.dataclass
-class BlockPruningResult:
+class BlockPruningSummary:
     """What :class:`BlockPruning` did: one row per removable block, whole-model totals (MACs
     per sample)."""
 
@@ -247,7 +256,7 @@ def _apply(
     *,
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
-) -> BlockPruningResult:
+) -> BlockPruningSummary:
     """Replace the least important removable blocks of ``model`` by ``nn.Identity`` (in place)."""
     if example_inputs is None:
         raise ValueError(
@@ -264,7 +273,7 @@ def _apply(
     if config.remove is not None and config.remove > len(blocks):
         raise ValueError(
             f"BlockPruning(remove={config.remove}): the model has only {len(blocks)} removable "
-            f"residual blocks ({blocks}); lower remove or use ratio"
+            f"residual blocks ({blocks}); lower remove or use sparsity"
         )
     scores, block_macs = block_importance(model, blocks, inputs)
     if config.criterion == "random":
@@ -286,13 +295,16 @@ def _apply(
     elif config.remove is not None:
         count = config.remove
     else:
-        count = int(config.ratio * len(blocks))
+        count = int(config.sparsity * len(blocks))
     drop = set(ranked[:count])
     rows = [
         BlockRow(n, scores[n], n in drop, count_params(modules[n]), block_macs[n]) for n in blocks
     ]
     for name in ranked[:count]:
         set_submodule(model, name, nn.Identity())
-    return BlockPruningResult(
+    return BlockPruningSummary(
         rows, params_before, count_params(model), macs_before, count_macs_per_sample(model, inputs)
     )
+
+
+__getattr__ = module_getattr(__name__)  # BlockPruningResult -> BlockPruningSummary

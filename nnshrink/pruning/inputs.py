@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from nnshrink._deprecated import module_getattr, warn
 from nnshrink.core import (
     Config,
     ConfigError,
@@ -220,7 +221,8 @@ class InputPruning(Config):
     """Remove the input features a layer uses least (by default the layer reading the input).
 
     Args:
-        ratio: fraction of the layer's input features to remove (ignored when ``keep`` is set).
+        sparsity: fraction of the layer's input features to remove (ignored when ``keep`` is
+            set). Deprecated alias: ``ratio`` (removal in 0.6).
         keep: number of input features to keep.
         layer: qualified name of the Linear / conv layer; default: :func:`input_layer`.
         criterion: ``"contribution"`` (``||W[:, j]|| * std(x_j)`` on ``example_inputs``),
@@ -236,17 +238,24 @@ class InputPruning(Config):
     """
 
     kind: ClassVar[str] = "input-pruning"
+    renamed: ClassVar[dict[str, Any]] = {"ratio": "sparsity"}
 
-    ratio: float = 0.5
+    sparsity: float = 0.5
     keep: int | None = None
     layer: str | None = None
     criterion: Literal["contribution", "l2", "random"] = "contribution"
     fold_mean: bool = True
     seed: int = 0
 
+    @property
+    def ratio(self) -> float:
+        """Deprecated name of :attr:`sparsity` (removal in 0.6)."""
+        warn("input-pruning.ratio", "input-pruning.sparsity")
+        return self.sparsity
+
     def validate(self) -> None:
-        if not 0 <= self.ratio < 1:
-            raise ConfigError(f"input-pruning.ratio must be in [0, 1), got {self.ratio}")
+        if not 0 <= self.sparsity < 1:
+            raise ConfigError(f"input-pruning.sparsity must be in [0, 1), got {self.sparsity}")
         if self.keep is not None and self.keep < 1:
             raise ConfigError(f"input-pruning.keep must be >= 1, got {self.keep}")
         if self.criterion not in ("contribution", "l2", "random"):
@@ -257,7 +266,7 @@ class InputPruning(Config):
 
 
 @dataclasses.dataclass
-class InputPruningResult:
+class InputPruningSummary:
     """What :class:`InputPruning` did: the layer, how many features it kept, and which (MACs per
     sample)."""
 
@@ -346,7 +355,7 @@ def _apply(
     *,
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
-) -> InputPruningResult:
+) -> InputPruningSummary:
     """Replace the input-reading layer by a feature select + a smaller layer (in place)."""
     if example_inputs is None:
         raise ValueError(
@@ -367,7 +376,7 @@ def _apply(
     if filter_fn is not None and not filter_fn(layer, name):
         raise ValueError(f"InputPruning: filter_fn excludes the layer {name!r}")
     features = layer.weight.shape[1]
-    keep_n = config.keep if config.keep is not None else features - int(config.ratio * features)
+    keep_n = config.keep if config.keep is not None else features - int(config.sparsity * features)
     if keep_n > features:
         raise ValueError(
             f"InputPruning(keep={keep_n}): {name!r} has only {features} input features"
@@ -397,7 +406,10 @@ def _apply(
     set_submodule(
         model, name, select_input_features(layer, keep, mean if config.fold_mean else None)
     )
-    return InputPruningResult(
+    return InputPruningSummary(
         name, features, keep_n, keep.tolist(), params_before, count_params(model), macs_before,
         count_macs_per_sample(model, inputs),
     )  # fmt: skip
+
+
+__getattr__ = module_getattr(__name__)  # InputPruningResult -> InputPruningSummary

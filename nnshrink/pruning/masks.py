@@ -3,10 +3,18 @@
 A mask is a non-persistent boolean buffer ``<param>_mask`` beside the parameter it prunes (see
 :mod:`nnshrink.pruning.unstructured` for why). The helpers here attach, list, re-apply and drop
 masks; the functions at the bottom are pure (tensor in, tensor out) and know nothing of modules.
+
+Masks come in three shapes: one count per tensor (:func:`mask_from_scores`), one count per
+output row (:func:`row_mask_from_scores`, Wanda's comparison group) and N:M semi-structured
+(:func:`nm_mask_from_scores`: ``N`` kept in every ``M`` consecutive weights along the input
+dimension, the pattern sparse tensor cores run at 2:4). Layers are seen as an ``(out, in)``
+matrix by :func:`weight_matrix`: a Linear's weight as it is, a conv's flattened over
+``(in, kh, kw)``, and a Hugging Face GPT-2 ``Conv1D`` (which stores ``(in, out)``) transposed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -86,8 +94,9 @@ def make_permanent(model: nn.Module) -> int:
     Returns the number of masks removed.
 
     Example:
+        >>> import nnshrink as ns
         >>> m = nn.Sequential(nn.Linear(4, 4))
-        >>> _ = prune_(m, MagnitudePruning(sparsity=0.5))
+        >>> _ = ns.compress_(m, ns.MagnitudePruning(sparsity=0.5))
         >>> make_permanent(m), [b for b, _ in m.named_buffers()]
         (1, [])
     """
@@ -158,6 +167,137 @@ def mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
         order = torch.argsort(flat.float(), stable=True)
         mask[order[:n_prune]] = False
     return mask.reshape(scores.shape)
+
+
+def row_mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune the ``round(sparsity * cols)`` lowest scores of every row of a 2-D score matrix.
+
+    Every row (output) keeps the same number of weights: the per-output comparison group of
+    Wanda (Sun et al. 2023), which the paper found far better than one ranking per layer.
+    Ties are broken by position, as in :func:`mask_from_scores`.
+
+    Args:
+        scores: ``(rows, cols)`` scores; larger means more important.
+        sparsity: fraction of each row to prune, in [0, 1].
+
+    Example:
+        >>> row_mask_from_scores(torch.tensor([[1.0, 3.0, 2.0, 0.0], [4.0, 1.0, 2.0, 3.0]]), 0.5)
+        tensor([[False,  True,  True, False],
+                [ True, False, False,  True]])
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"row masks need a 2-D score matrix, got shape {tuple(scores.shape)}")
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    n_prune = round(sparsity * scores.shape[1])
+    mask = torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
+    if n_prune:
+        order = torch.argsort(scores.float(), dim=1, stable=True)
+        mask.scatter_(1, order[:, :n_prune], False)
+    return mask
+
+
+def parse_pattern(pattern: str) -> tuple[int, int]:
+    """``"N:M"`` → ``(N, M)``: keep ``N`` of every ``M`` consecutive weights (``0 < N < M``).
+
+    Example:
+        >>> parse_pattern("2:4")
+        (2, 4)
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(pattern))
+    if match is None:
+        raise ValueError(f"pattern must be 'N:M' such as '2:4', got {pattern!r}")
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m or m > 256:
+        raise ValueError(f"pattern {pattern!r}: need 0 < N < M <= 256 (e.g. '2:4' or '4:8')")
+    return n, m
+
+
+def nm_mask_from_scores(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the ``n`` highest scores of every ``m`` consecutive entries along the last dimension.
+
+    Args:
+        scores: ``(..., cols)`` with ``cols`` a multiple of ``m``.
+        n: kept per group.
+        m: group size.
+
+    Example:
+        >>> nm_mask_from_scores(torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.0, 5.0, 6.0, 1.0]]), 2, 4)
+        tensor([[ True, False,  True, False, False,  True,  True, False]])
+    """
+    if not 0 < n < m:
+        raise ValueError(f"N:M needs 0 < N < M, got {n}:{m}")
+    cols = scores.shape[-1]
+    if cols % m:
+        raise ValueError(
+            f"an {n}:{m} pattern needs the input dimension to be a multiple of {m}, got {cols}"
+        )
+    groups = scores.float().reshape(-1, m)
+    order = torch.argsort(groups, dim=1, stable=True)
+    mask = torch.ones(groups.shape, dtype=torch.bool, device=scores.device)
+    mask.scatter_(1, order[:, : m - n], False)
+    return mask.reshape(scores.shape)
+
+
+def is_nm(mask: torch.Tensor, n: int, m: int) -> bool:
+    """Whether every ``m``-group along the last dimension has at most ``n`` kept entries.
+
+    Example:
+        >>> is_nm(torch.tensor([[True, False, True, False]]), 2, 4)
+        True
+    """
+    if mask.shape[-1] % m:
+        return False
+    return bool((mask.reshape(-1, m).sum(dim=1) <= n).all())
+
+
+# --------------------------------------------------------------------------------------------
+# Layers as (out, in) matrices
+
+
+def is_transposed_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is a Hugging Face ``Conv1D`` (GPT-2): a Linear storing ``(in, out)``."""
+    weight = getattr(module, "weight", None)
+    return (
+        type(module).__name__ == "Conv1D"
+        and isinstance(weight, torch.Tensor)
+        and weight.ndim == 2
+        and hasattr(module, "nf")
+    )
+
+
+def weight_matrix(module: nn.Module, tensor: torch.Tensor | None = None) -> torch.Tensor:
+    """The layer's weight (or ``tensor``, shaped like it) as an ``(out, in)`` matrix.
+
+    Linear: the weight; Hugging Face ``Conv1D``: its transpose; conv: ``(out, in * kh * kw)``.
+    The result is a view where the layout allows, so writing to it edits the tensor.
+
+    Args:
+        module: the layer.
+        tensor: a tensor of the weight's shape (scores, a mask); default the weight itself.
+
+    Example:
+        >>> weight_matrix(nn.Conv2d(3, 8, 3)).shape
+        torch.Size([8, 27])
+    """
+    tensor = module.weight if tensor is None else tensor
+    if is_transposed_linear(module):
+        return tensor.T
+    return tensor.reshape(tensor.shape[0], -1)
+
+
+def matrix_to_weight(module: nn.Module, matrix: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`weight_matrix`: an ``(out, in)`` matrix back in the weight's layout.
+
+    Example:
+        >>> conv = nn.Conv2d(3, 8, 3)
+        >>> torch.equal(matrix_to_weight(conv, weight_matrix(conv)), conv.weight)
+        True
+    """
+    weight = module.weight
+    if is_transposed_linear(module):
+        return matrix.T.reshape(weight.shape)
+    return matrix.reshape(weight.shape)
 
 
 def global_masks(scores: Mapping[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:

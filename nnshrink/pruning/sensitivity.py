@@ -24,6 +24,7 @@ import dataclasses
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -308,8 +309,11 @@ def structured_edit(
         def only(module: nn.Module, qualname: str) -> bool:
             return qualname == name or not isinstance(module, scanned_types)
 
-        cfg = StructuredPruning(ratio=ratio, criterion=method, seed=seed)
-        compress_(trial, cfg, example_inputs=example_inputs, filter_fn=only)
+        # strict=False: a layer that cannot shrink alone prunes nothing (reported as not edited)
+        cfg = StructuredPruning(sparsity=ratio, criterion=method, seed=seed, strict=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            compress_(trial, cfg, example_inputs=example_inputs, filter_fn=only)
         return ratio == 0 or count_params(trial) != dense_params
 
     return edit

@@ -25,15 +25,15 @@ are re-exported here.
 from __future__ import annotations
 
 import dataclasses
-import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from nnshrink.core import Config, ConfigError, check_regexes, register_handler
+from nnshrink._deprecated import module_getattr
+from nnshrink.core import Config, ConfigError, LayerSelection, compress_, register_handler
 from nnshrink.train import Callback
 
 from .masks import (
@@ -43,19 +43,24 @@ from .masks import (
     attach_mask,
     get_masks,
     global_masks,
+    is_transposed_linear,
     iter_masks,
     magnitude_scores,
     make_permanent,
     mask_from_scores,
     mask_gradients_,
     masks_from_zeros,
+    matrix_to_weight,
+    nm_mask_from_scores,
+    parse_pattern,
     random_scores,
+    weight_matrix,
 )
 from .schedules import Spacing, agp, at_progress, progress_points
 
 
 @dataclasses.dataclass(frozen=True)
-class MagnitudePruning(Config):
+class MagnitudePruning(Config, LayerSelection):
     """Unstructured pruning: zero the smallest-magnitude (or random) weights of conv/linear layers.
 
     Args:
@@ -63,37 +68,43 @@ class MagnitudePruning(Config):
             layers together (``scope="global"``; one threshold, so layers end up unequally sparse).
         scope: ``"layer"`` or ``"global"``.
         criterion: ``"magnitude"`` (|w|, Han et al. 2015) or ``"random"`` (a baseline).
-        per_layer: ``{regex: sparsity}`` overriding ``sparsity`` for layers whose qualified name
-            matches the regex in full (first match wins); such layers are pruned on their own.
-        ignore: regexes of layer names to leave dense (e.g. ``("fc",)`` for a last layer).
+        pattern: ``None`` (unstructured) or ``"N:M"``, e.g. ``"2:4"``: keep the ``N`` largest of
+            every ``M`` consecutive weights along the input dimension (see
+            :func:`~nnshrink.pruning.masks.weight_matrix`); ``sparsity`` is then ``1 - N/M``.
+        include: patterns of the layers to consider (default: every conv/linear layer).
+        exclude: patterns of layers to leave dense (e.g. ``("@last",)`` for the output layer).
+        per_layer: ``{pattern: sparsity | {"sparsity": s, "pattern": "N:M" | None} | None}``
+            (first match wins); such layers are pruned on their own, ``None`` leaves one dense.
         include_bias: also prune biases (off by default: they are few and matter).
-        layer_types: which layer types to prune, from ``"conv"`` and ``"linear"``.
+        layer_types: which layer types to prune, from ``"conv"`` and ``"linear"`` (Linear and
+            Hugging Face ``Conv1D``).
         seed: seed for ``criterion="random"``.
+
+    ``ignore`` is the deprecated name of ``exclude``.
 
     Example:
         >>> import nnshrink as ns
         >>> model = ns.models.create("lenet300")
         >>> cfg = MagnitudePruning(sparsity=0.9, per_layer={"5": 0.7})  # "5" is the last Linear
-        >>> summary = ns.compress_(model, cfg)
-        >>> round(summary.sparsity, 2)
+        >>> result = ns.compress_(model, cfg)
+        >>> round(result.summary.sparsity, 2)
         0.9
     """
 
     kind: ClassVar[str] = "magnitude-pruning"
+    renamed: ClassVar[dict[str, Any]] = {"ignore": "exclude"}
+    amount_field: ClassVar[str | None] = "sparsity"
 
     sparsity: float = 0.5
     scope: Literal["layer", "global"] = "layer"
     criterion: Literal["magnitude", "random"] = "magnitude"
-    per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
-    ignore: tuple[str, ...] = ()
+    pattern: str | None = None
     include_bias: bool = False
     layer_types: tuple[str, ...] = ("conv", "linear")
     seed: int = 0
 
     def validate(self) -> None:
-        for name, value in [("sparsity", self.sparsity), *self.per_layer.items()]:
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"magnitude-pruning: sparsity for {name!r} must be in [0, 1)")
+        check_targets(self)
         if self.scope not in ("layer", "global"):
             raise ConfigError(
                 f"magnitude-pruning: scope must be 'layer' or 'global', not {self.scope!r}"
@@ -109,7 +120,67 @@ class MagnitudePruning(Config):
                 f"magnitude-pruning: layer_types {list(self.layer_types)} invalid; "
                 f"choose from {sorted(LAYER_TYPES)}"
             )
-        check_regexes(self.kind, (*self.per_layer, *self.ignore))
+        if self.pattern is not None and self.scope == "global":
+            raise ConfigError(
+                "magnitude-pruning: an N:M pattern fixes the sparsity of every group, so "
+                "scope='global' has nothing to rank; use scope='layer' or pattern=None"
+            )
+        if self.pattern is not None and self.include_bias:
+            raise ConfigError(
+                "magnitude-pruning: pattern applies to weights only; drop include_bias or "
+                "set pattern=None"
+            )
+
+
+def check_targets(config: Config) -> None:
+    """Check ``sparsity``/``pattern`` of a pruning config and of each ``per_layer`` entry.
+
+    Shared by :class:`MagnitudePruning` and the one-shot methods (Wanda, SparseGPT): an N:M
+    pattern fixes the sparsity at ``1 - N/M``, so a sparsity that disagrees is an error.
+    """
+    kind = config.kind
+    resolve_target(kind, "sparsity", config.sparsity, config.pattern, {})
+    for pattern, value in config.per_layer.items():
+        if value is None:
+            continue
+        overrides = dict(value) if isinstance(value, Mapping) else {"sparsity": value}
+        resolve_target(kind, f"per_layer[{pattern!r}]", config.sparsity, config.pattern, overrides)
+
+
+def resolve_target(
+    kind: str, where: str, sparsity: float, pattern: str | None, overrides: dict[str, Any]
+) -> tuple[float, tuple[int, int] | None]:
+    """A layer's ``(sparsity, (N, M) or None)`` from the config's values and its overrides.
+
+    A layer that overrides only ``pattern`` gets that pattern's sparsity; one that overrides
+    only ``sparsity`` under a config-wide pattern is an error (write ``"pattern": None`` too).
+
+    Example:
+        >>> resolve_target("demo", "x", 0.5, None, {"pattern": "1:4"})
+        (0.75, (1, 4))
+    """
+    sparsity = overrides.get("sparsity", sparsity)
+    pattern = overrides.get("pattern", pattern)
+    if not isinstance(sparsity, int | float) or isinstance(sparsity, bool):
+        raise ConfigError(f"{kind}.{where}: sparsity must be a number, got {sparsity!r}")
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"{kind}: sparsity for {where} must be in [0, 1), got {sparsity}")
+    if pattern is None:
+        return float(sparsity), None
+    try:
+        n, m = parse_pattern(pattern)
+    except ValueError as exc:
+        raise ConfigError(f"{kind}.{where}: {exc}") from None
+    implied = 1.0 - n / m
+    if "pattern" in overrides and "sparsity" not in overrides:
+        return implied, (n, m)
+    if abs(sparsity - implied) > 1e-9:
+        raise ConfigError(
+            f"{kind}.{where}: pattern {pattern!r} keeps {n} of {m}, i.e. sparsity {implied:g}, "
+            f"not {sparsity:g}; set sparsity={implied:g}, or pattern=None for unstructured "
+            "(in per_layer: {'sparsity': ..., 'pattern': None})"
+        )
+    return implied, (n, m)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +199,7 @@ class TensorSparsity:
 
 @dataclasses.dataclass(frozen=True)
 class PruningSummary:
-    """What :func:`prune_` did: one row per pruned tensor plus totals over those tensors."""
+    """What a pruning handler did: one row per pruned tensor plus totals over those tensors."""
 
     rows: tuple[TensorSparsity, ...]
 
@@ -168,36 +239,17 @@ def _apply(
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> PruningSummary:
-    return prune_(model, config, filter_fn=filter_fn)
-
-
-def prune_(
-    model: nn.Module,
-    config: MagnitudePruning,
-    *,
-    filter_fn: Callable[[nn.Module, str], bool] | None = None,
-) -> PruningSummary:
     """Zero weights of ``model`` in place per ``config`` and attach masks that keep them zero.
 
-    Weights already masked stay pruned (they rank lowest), so calling this again with a higher
-    sparsity continues an iterative schedule. Use ``compress_(model, config)`` for the same thing.
-
-    Args:
-        model: the model, modified in place.
-        config: targets and criterion.
-        filter_fn: ``(module, name) -> bool`` restricting the layers considered.
-
-    Example:
-        >>> m = nn.Sequential(nn.Linear(8, 8))
-        >>> prune_(m, MagnitudePruning(sparsity=0.25)).rows[0].nonzero
-        48
+    Weights already masked stay pruned (they rank lowest), so applying a higher sparsity again
+    continues an iterative schedule.
     """
     tensors = _select_tensors(model, config, filter_fn)
     if not tensors:
         raise ValueError(
             f"no layer to prune: MagnitudePruning looks for {list(config.layer_types)} layers "
             f"({', '.join(t.__name__ for k in config.layer_types for t in LAYER_TYPES[k])}) "
-            "not excluded by ignore/filter_fn"
+            "not excluded by include/exclude/per_layer/filter_fn"
         )
     generator = torch.Generator().manual_seed(config.seed)
     scores: dict[str, torch.Tensor] = {}
@@ -212,17 +264,27 @@ def prune_(
             score = score.masked_fill(~old, float("-inf"))
         scores[key] = score
 
-    targets = {key: target for key, (_, _, target) in tensors.items()}
-    pooled = [k for k, t in targets.items() if t is None]
+    pooled = [k for k, (_, _, target) in tensors.items() if target is None]
     new_masks: dict[str, torch.Tensor] = {}
     if pooled:
         if config.scope == "global":
             new_masks.update(global_masks({k: scores[k] for k in pooled}, config.sparsity))
         else:
             new_masks.update({k: mask_from_scores(scores[k], config.sparsity) for k in pooled})
-    for key, target in targets.items():
-        if target is not None:
-            new_masks[key] = mask_from_scores(scores[key], target)
+    for key, (module, _, target) in tensors.items():
+        if target is None:
+            continue
+        sparsity, nm = target
+        if nm is None:
+            new_masks[key] = mask_from_scores(scores[key], sparsity)
+            continue
+        matrix = weight_matrix(module, scores[key])
+        if matrix.shape[1] % nm[1]:
+            raise ConfigError(
+                f"magnitude-pruning: layer {key!r} has {matrix.shape[1]} inputs, not a multiple "
+                f"of {nm[1]} for pattern {nm[0]}:{nm[1]}; exclude it or use pattern=None there"
+            )
+        new_masks[key] = matrix_to_weight(module, nm_mask_from_scores(matrix, *nm))
 
     rows = []
     for key, (module, pname, target) in tensors.items():
@@ -231,34 +293,50 @@ def prune_(
         if old is not None:
             mask = mask & old
         attach_mask(module, pname, mask)
-        rows.append(
-            TensorSparsity(
-                key, mask.numel(), int(mask.sum()), config.sparsity if target is None else target
-            )
-        )
+        goal = config.sparsity if target is None else target[0]
+        rows.append(TensorSparsity(key, mask.numel(), int(mask.sum()), goal))
     return PruningSummary(tuple(rows))
+
+
+def _prune(
+    model: nn.Module,
+    config: MagnitudePruning,
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+) -> PruningSummary:
+    """``compress_(model, config)`` without the before/after measurements (schedules call it)."""
+    return compress_(model, config, filter_fn=filter_fn, measure=False).summary
 
 
 def _select_tensors(
     model: nn.Module,
     config: MagnitudePruning,
     filter_fn: Callable[[nn.Module, str], bool] | None,
-) -> dict[str, tuple[nn.Module, str, float | None]]:
-    """``{"layer.weight": (module, "weight", per-layer target or None for the shared target)}``."""
+) -> dict[str, tuple[nn.Module, str, tuple[float, tuple[int, int] | None] | None]]:
+    """``{"layer.weight": (module, "weight", (sparsity, N:M) of the layer or None)}``.
+
+    ``None`` means the config's own target (pooled into one ranking with ``scope="global"``);
+    layers with ``per_layer`` overrides, or any layer under an N:M pattern, get their own.
+    """
     types = tuple(t for k in config.layer_types for t in LAYER_TYPES[k])
-    out: dict[str, tuple[nn.Module, str, float | None]] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, types):
-            continue
-        if any(re.fullmatch(p, name) for p in config.ignore):
-            continue
-        if filter_fn is not None and not filter_fn(module, name):
-            continue
-        target = next((s for p, s in config.per_layer.items() if re.fullmatch(p, name)), None)
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, types)
+        or ("linear" in config.layer_types and is_transposed_linear(module))
+    ]
+    out: dict[str, tuple[nn.Module, str, Any]] = {}
+    for layer in config.select(candidates, filter_fn=filter_fn, amount_field="sparsity"):
+        own = {k: v for k, v in layer.overrides.items() if k in ("sparsity", "pattern")}
+        target = None
+        if own or config.pattern is not None:
+            target = resolve_target(config.kind, layer.name, config.sparsity, config.pattern, own)
         pnames = ["weight"] + (["bias"] if config.include_bias else [])
         for pname in pnames:
-            if isinstance(getattr(module, pname, None), nn.Parameter):
-                out[f"{name}.{pname}" if name else pname] = (module, pname, target)
+            if isinstance(getattr(layer.module, pname, None), nn.Parameter):
+                key = f"{layer.name}.{pname}" if layer.name else pname
+                # a pattern groups weight columns; a bias is pruned by magnitude alone
+                bias_target = None if target is None else (target[0], None)
+                out[key] = (layer.module, pname, target if pname == "weight" else bias_target)
     return out
 
 
@@ -271,12 +349,28 @@ def scheduled_config(
         >>> scheduled_config(MagnitudePruning(sparsity=0.75), 0.5).sparsity
         0.5
     """
+    return _scaled(config, lambda final: at_progress(final, progress, spacing=spacing))
+
+
+def _scaled(config: MagnitudePruning, at: Callable[[float], float]) -> MagnitudePruning:
+    """``config`` with its sparsity and every ``per_layer`` sparsity mapped through ``at``."""
+
+    def step(value: Any) -> Any:
+        if isinstance(value, Mapping) and "sparsity" in value:
+            return {**value, "sparsity": at(value["sparsity"])}
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return at(value)
+        return value  # None (left dense) or a mapping without a sparsity
+
+    if config.pattern is not None:
+        raise ConfigError(
+            "magnitude-pruning: an N:M pattern has one sparsity (1 - N/M) and cannot follow a "
+            "schedule; prune it in one shot (compress_) and fine-tune"
+        )
     return dataclasses.replace(
         config,
-        sparsity=at_progress(config.sparsity, progress, spacing=spacing),
-        per_layer={
-            p: at_progress(s, progress, spacing=spacing) for p, s in config.per_layer.items()
-        },
+        sparsity=at(config.sparsity),
+        per_layer={p: step(v) for p, v in config.per_layer.items()},
     )
 
 
@@ -312,9 +406,7 @@ def prune_iteratively(
     config = config or MagnitudePruning(sparsity=0.9)
     log = []
     for k, progress in enumerate(progress_points(steps)):
-        summary = prune_(
-            model, scheduled_config(config, progress, spacing=spacing), filter_fn=filter_fn
-        )
+        summary = _prune(model, scheduled_config(config, progress, spacing=spacing), filter_fn)
         metrics = train_fn(model, k)
         if apply_masks_(model):
             warnings.warn(
@@ -396,13 +488,10 @@ class AGPCallback(MaskCallback):
                 frequency=self.frequency,
             )
 
-        cfg = self.config
-        return dataclasses.replace(
-            cfg, sparsity=at(cfg.sparsity), per_layer={p: at(s) for p, s in cfg.per_layer.items()}
-        )
+        return _scaled(self.config, at)
 
     def prune_now(self, model: nn.Module, step: int) -> PruningSummary:
-        summary = prune_(model, self.target_config(step), filter_fn=self.filter_fn)
+        summary = _prune(model, self.target_config(step), self.filter_fn)
         self.history.append((step, summary.sparsity))
         return summary
 
@@ -437,8 +526,12 @@ __all__ = [
     "mask_from_scores",
     "mask_gradients_",
     "masks_from_zeros",
-    "prune_",
+    "check_targets",
     "prune_iteratively",
     "random_scores",
+    "resolve_target",
     "scheduled_config",
 ]
+
+# ``prune_`` is the deprecated spelling of ``compress_(model, MagnitudePruning(...))``.
+__getattr__ = module_getattr(__name__)

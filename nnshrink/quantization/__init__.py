@@ -1,10 +1,15 @@
-"""Quantization to int8 and below: PTQ (static), QAT, mixed precision, observers, backends.
+"""Quantization to int8 and below: PTQ (static, dynamic, weight-only), QAT, mixed precision.
 
-Parameter sharing lives in :mod:`nnshrink.sharing`, binary/ternary weights in :mod:`nnshrink.binary`.
+``compress_(model, PTQ(...), example_inputs=...)`` edits the model in place and returns the
+deployable runtime module as ``result.artifact`` (see :mod:`nnshrink.quantization.ptq`);
+:func:`convert` builds it again later. Parameter sharing lives in :mod:`nnshrink.sharing`,
+binary/ternary weights in :mod:`nnshrink.binary`.
 """
 
 from .backends import Backend, Calibrator, backend_names, get_backend, register_backend
+from .convert import Int8Record, convert
 from .fold import fold_batchnorm, fold_bn_params, fuse_conv_bn
+from .int8_linear import Int8DynamicLinear, WeightOnlyLinear
 from .mixed import MixedPrecision, allocate_bits, layer_sensitivity
 from .observers import (
     OBSERVERS,
@@ -26,12 +31,17 @@ from .primitives import (
     qrange,
     quantize,
 )
-from .ptq import PTQ, PTQResult, calibration_batches, prepare, quantize_ptq
+from .ptq import PTQ, PTQSummary, calibration_batches, prepare, quantize_ptq
 from .qat import QAT, QATConv2d, QATLinear, convert_qat, prepare_qat, strip_qat
 
 __all__ = [
     "OBSERVERS",
     "PTQ",
+    "PTQSummary",
+    "Int8DynamicLinear",
+    "Int8Record",
+    "WeightOnlyLinear",
+    "convert",
     "QAT",
     "Backend",
     "Calibrator",
@@ -42,7 +52,6 @@ __all__ = [
     "MixedPrecision",
     "MovingAverageObserver",
     "Observer",
-    "PTQResult",
     "PercentileObserver",
     "QATConv2d",
     "QATLinear",

@@ -6,7 +6,8 @@
 2. :func:`allocate_bits` (pure) starts every layer at the widest choice and greedily lowers the
    layer whose next step down costs the least extra sensitivity per bit saved, until the weights
    fit the budget (a HAQ-style search replaced by a greedy, as in AIMET's AMP).
-3. The ``MixedPrecision`` config applies the result: weights are fake-quantized per layer (float
+3. The ``MixedPrecision`` config (``bits``: the average; ``avg_bits`` is its deprecated name)
+   applies the result: weights are fake-quantized per layer (float
    storage holding values on each layer's grid; pack them with the storage codecs for real bytes).
 """
 
@@ -20,7 +21,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..core import Config, ConfigError, as_input_tuple, named_layers, register_handler
+from ..core import (
+    Config,
+    ConfigError,
+    LayerSelection,
+    as_input_tuple,
+    named_layers,
+    register_handler,
+)
 from .primitives import dequantize, minmax_qparams, quantize
 
 
@@ -126,21 +134,25 @@ def layer_sensitivity(
 
 
 @dataclasses.dataclass(frozen=True)
-class MixedPrecision(Config):
+class MixedPrecision(Config, LayerSelection):
     """Per-layer weight bit widths chosen greedily under an average-bits budget.
 
     Args:
-        avg_bits: budget as average bits per weight over the selected layers.
+        bits: budget as average bits per weight over the selected layers (was ``avg_bits``).
         choices: candidate bit widths (2..8).
         per_channel: per-channel weight scales.
+        include, exclude, per_layer: layer selection; a number in ``per_layer`` fixes that
+            layer's width (it still counts in the budget), ``None`` leaves the layer in float.
 
     Example:
-        >>> Config.from_dict(MixedPrecision(avg_bits=4.0).to_dict()) == MixedPrecision(avg_bits=4.0)
+        >>> Config.from_dict(MixedPrecision(bits=4.0).to_dict()) == MixedPrecision(bits=4.0)
         True
     """
 
     kind: ClassVar[str] = "mixed-precision"
-    avg_bits: float = 6.0
+    renamed: ClassVar[dict[str, Any]] = {"avg_bits": "bits"}
+    amount_field: ClassVar[str] = "bits"
+    bits: float = 6.0
     choices: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     per_channel: bool = True
 
@@ -149,11 +161,16 @@ class MixedPrecision(Config):
             raise ConfigError(
                 f"mixed-precision.choices must be bit widths in [2, 8], got {self.choices}"
             )
-        if not min(self.choices) <= self.avg_bits <= 32:
+        if not min(self.choices) <= self.bits <= 32:
             raise ConfigError(
-                f"mixed-precision.avg_bits must be >= the narrowest choice {min(self.choices)}, "
-                f"got {self.avg_bits}"
+                f"mixed-precision.bits (the average) must be >= the narrowest choice "
+                f"{min(self.choices)}, got {self.bits}"
             )
+
+    @property
+    def avg_bits(self) -> float:
+        """Deprecated name of :attr:`bits`."""
+        return self.bits
 
 
 @register_handler(MixedPrecision)
@@ -168,16 +185,31 @@ def _apply(
 
     Returns one row per layer: ``name``, ``bits``, ``params``, ``sensitivity``.
     """
-    sens = layer_sensitivity(model, config.choices, example_inputs, filter_fn, config.per_channel)
-    layers = dict(named_layers(model, (nn.Conv2d, nn.Linear), filter_fn))
-    sizes = {name: layers[name].weight.numel() for name in sens}
-    bits = allocate_bits(sens, sizes, config.avg_bits * sum(sizes.values()))
+    selected = config.select(
+        named_layers(model, (nn.Conv2d, nn.Linear)), filter_fn=filter_fn, amount_field="bits"
+    )
+    if not selected:
+        raise ValueError("no Conv2d/Linear layer selected (check include/exclude/per_layer)")
+    fixed = {layer.name: int(layer.overrides["bits"]) for layer in selected
+             if "bits" in layer.overrides}  # fmt: skip
+    for name, b in fixed.items():
+        if not 2 <= b <= 8:
+            raise ConfigError(f"mixed-precision.per_layer[{name!r}]: bits must be in [2, 8]")
+    names = {layer.name for layer in selected}
+    searched = names - set(fixed)
+    sens = layer_sensitivity(model, config.choices, example_inputs,
+                             lambda m, n: n in searched, config.per_channel)  # fmt: skip
+    layers = {layer.name: layer.module for layer in selected}
+    sizes = {name: layers[name].weight.numel() for name in names}
+    budget = config.bits * sum(sizes.values()) - sum(b * sizes[n] for n, b in fixed.items())
+    bits = allocate_bits(sens, {n: sizes[n] for n in sens}, budget) if sens else {}
+    bits.update(fixed)
     rows = []
     with torch.no_grad():
-        for name, b in bits.items():
+        for name in (layer.name for layer in selected):
+            b = bits[name]
             weight = layers[name].weight
             weight.copy_(quantize_weight(weight, b, config.per_channel))
-            rows.append(
-                {"name": name, "bits": b, "params": sizes[name], "sensitivity": sens[name][b]}
-            )
+            cost = sens[name][b] if name in sens else None
+            rows.append({"name": name, "bits": b, "params": sizes[name], "sensitivity": cost})
     return rows

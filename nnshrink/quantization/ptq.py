@@ -1,19 +1,26 @@
-"""Post-training quantization: calibrate activation ranges on a few batches, then convert.
+"""Post-training int8 quantization: the ``PTQ`` config, its summary and its ``compress_`` handler.
 
-Three steps, usable on their own::
+One contract, whatever the mode and backend::
 
-    cal = prepare(model, PTQ(observer="kl", backend="onnxruntime"), example_inputs=x)
-    cal.calibrate(batches)            # or cal.observe(x) inside your own loop
-    qmodel = cal.convert()            # nn.Module: OrtInt8Module, torch.ao GraphModule, or model
+    result = ns.compress_(model, PTQ(...), example_inputs=calibration)
 
-or in one call, :func:`quantize_ptq`, or through ``nnshrink.compress_``. The handler returns a
-:class:`PTQResult` whose ``.model`` is the quantized model. **In-place semantics**: with
-``backend="fake"`` the user's model itself is edited (``result.model is model``); the int8 backends
-produce a different kind of object (an ONNX Runtime session or a torch.ao graph module) that
-cannot be written into the caller's ``nn.Module`` instance, so the caller's model is left
-untouched and the int8 model is ``result.model``. We chose this over a wrapper that hijacks the
-original object because a silent ``forward`` swap would break ``state_dict``, ``.to()`` and
-``copy.deepcopy`` on the user's model.
+* ``model`` is edited **in place**. For kernels that run inside PyTorch (``mode="dynamic"`` /
+  ``"weight-only"`` with ``backend="torch"``) the edited model *is* the int8 model: its Linear
+  layers are :class:`~nnshrink.quantization.int8_linear.Int8DynamicLinear` /
+  :class:`~nnshrink.quantization.int8_linear.WeightOnlyLinear`. For whole-graph runtimes
+  (``mode="static"``: ONNX Runtime, torch.ao FX) the model becomes its *calibrated form*: BN
+  folded, every quantized layer a frozen ``QuantizedLayer`` holding int8 weights and the
+  activation qparams the runtime graph uses (it still runs in PyTorch, simulating int8).
+* ``result.artifact`` is the deployable runtime module built from the same calibration, when
+  there is one: an ``OrtInt8Module`` (``save(path)`` writes the ``.onnx``), or for
+  ``backend="auto"`` an ``AutoInt8Module`` that runs each batch on the faster of ONNX Runtime
+  and torch.ao FX. :func:`nnshrink.quantization.convert` builds it again from the calibrated
+  model without calibrating again.
+* ``result.summary`` is a :class:`PTQSummary`.
+
+Defaults are real int8: ``PTQ()`` is ``mode="static", backend="auto"``; simulation
+(``backend="fake"``, any width 2..8) is asked for. The lower-level steps
+(:func:`prepare` → ``Calibrator.calibrate`` → ``convert``) remain for custom calibration loops.
 """
 
 from __future__ import annotations
@@ -25,64 +32,106 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ..core import Config, ConfigError, register_handler
+from ..core import Config, ConfigError, LayerSelection, register_handler
 from .backends import Calibrator, get_backend
+from .int8_linear import INT4_KERNEL_GROUPS
 from .observers import OBSERVERS
 
+ModeName = Literal["static", "dynamic", "weight-only"]
 ObserverName = Literal["minmax", "moving_average", "percentile", "mse", "kl"]
-BackendName = Literal["fake", "onnxruntime", "torch-fx"]
+BackendName = Literal["auto", "onnxruntime", "torch-fx", "torch", "fake"]
+
+BACKENDS_FOR_MODE = {
+    "static": ("auto", "onnxruntime", "torch-fx", "fake"),
+    "dynamic": ("auto", "torch", "onnxruntime", "fake"),
+    "weight-only": ("auto", "torch", "onnxruntime", "fake"),
+}
+ORT_BLOCKS = (16, 32, 64, 128, 256)
 
 
 @dataclasses.dataclass(frozen=True)
-class PTQ(Config):
-    """Post-training uniform quantization of Conv/Linear weights and their input activations.
+class PTQ(Config, LayerSelection):
+    """Post-training int8 quantization of Conv / Linear layers (weights, and activations).
 
     Args:
-        bits: bit width (2..8 with ``backend="fake"``; 8 for the int8 backends).
-        observer: activation calibration: ``minmax``, ``moving_average``, ``percentile``,
-            ``mse`` or ``kl`` (TensorRT entropy).
+        mode: ``static`` (weights and activations int8, activation ranges calibrated on
+            ``example_inputs``; conv nets), ``dynamic`` (int8 weights, activations quantized at
+            run time from each batch's range; Linear layers, transformers) or ``weight-only``
+            (int8 / int4 weights, float activations; Linear layers).
+        backend: ``auto`` (static: ONNX Runtime and torch.ao FX, each batch on the faster
+            one; dynamic / weight-only: ``torch``), ``onnxruntime`` (static QDQ graph, or the
+            in-place PyTorch int8 layers exported as ``DynamicQuantizeMatMul`` /
+            ``MatMulNBits``), ``torch-fx`` (static, deprecated torch.ao FX, ``x86`` engine),
+            ``torch`` (dynamic / weight-only int8 layers in the model itself) or ``fake``
+            (simulation in PyTorch at any width 2..8).
+        bits: 8; 4 too for ``weight-only``; 2..8 with ``backend="fake"``.
+        observer: activation calibration for ``static``: ``minmax``, ``moving_average``,
+            ``percentile``, ``mse`` or ``kl`` (TensorRT entropy).
         per_channel: per-output-channel weight scales.
         symmetric_weights: signed symmetric weights (zero-point 0).
         symmetric_activations: signed symmetric activations (default: unsigned affine).
-        backend: ``fake`` (PyTorch simulation, in place), ``onnxruntime`` (int8 QDQ graph run by
-            ONNX Runtime) or ``torch-fx`` (deprecated torch.ao FX, ``x86`` engine).
-        calibration_batches: at most this many batches are observed.
+        calibration_batches: at most this many batches are observed (``static``).
         percentile: clipping percentile for ``observer="percentile"``.
-        fold_bn: fold BatchNorm into the preceding conv/linear first (the int8 backends always
-            fold).
+        fold_bn: fold BatchNorm into the preceding conv/linear first (always, for the int8
+            runtimes of ``static``).
+        group_size: ``weight-only``: inputs per weight scale; 0 is per output channel.
+            ``None``: 0 for 8 bits, 32 for 4 bits. PyTorch's kernels take 0 (int8) or 32, 64,
+            128, 256 (int4); ONNX Runtime's ``MatMulNBits`` takes 0 or 16..256 (powers of 2).
+        reduce_range: ``dynamic`` with ``torch``: 7-bit activations. ``None``: only on CPUs
+            without VNNI, where fbgemm's int16 sums could saturate.
+        batch_sizes: ``static`` with ``auto``: the batch sizes at which both runtimes are timed.
+        include, exclude, per_layer: layer selection (``exclude``: layers kept in float;
+            ``per_layer``: ``{pattern: bits}``, ``{pattern: {"bits": 4}}`` or ``None``).
 
     Example:
-        >>> cfg = PTQ(bits=8, observer="percentile", backend="fake")
-        >>> Config.from_dict(cfg.to_dict()) == cfg
-        True
+        >>> cfg = PTQ(mode="dynamic", exclude=("pooler.dense",))
+        >>> Config.from_dict(cfg.to_dict()) == cfg, cfg.backend
+        (True, 'auto')
     """
 
     kind: ClassVar[str] = "ptq"
+    amount_field: ClassVar[str] = "bits"
+    mode: ModeName = "static"
+    backend: BackendName = "auto"
     bits: int = 8
     observer: ObserverName = "minmax"
     per_channel: bool = True
     symmetric_weights: bool = True
     symmetric_activations: bool = False
-    backend: BackendName = "fake"
     calibration_batches: int = 8
     percentile: float = 99.99
     fold_bn: bool = True
+    group_size: int | None = None
+    reduce_range: bool | None = None
+    batch_sizes: tuple[int, ...] = (1, 64)
 
     def validate(self) -> None:  # noqa: D102
+        if self.mode not in BACKENDS_FOR_MODE:
+            raise ConfigError(
+                f"ptq.mode must be one of {list(BACKENDS_FOR_MODE)}, got {self.mode!r}"
+            )
+        allowed = BACKENDS_FOR_MODE[self.mode]
+        if self.backend not in allowed:
+            raise ConfigError(
+                f"ptq.backend={self.backend!r} does not run mode={self.mode!r}; choose one of "
+                f"{list(allowed)}"
+            )
         if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
             raise ConfigError(f"ptq.bits must be an integer in [2, 8], got {self.bits!r}")
-        if self.backend != "fake" and self.bits != 8:
+        real = self.backend != "fake"
+        if real and self.mode != "weight-only" and self.bits != 8:
             raise ConfigError(
                 f"ptq.backend={self.backend!r} runs int8 kernels: use bits=8, or backend='fake' "
                 f"to simulate {self.bits} bits"
             )
+        if real and self.mode == "weight-only" and self.bits not in (4, 8):
+            raise ConfigError(
+                f"weight-only kernels exist for 8 and 4 bits, got bits={self.bits}; use "
+                "backend='fake' to simulate other widths"
+            )
         if self.observer not in OBSERVERS:
             raise ConfigError(
                 f"ptq.observer must be one of {list(OBSERVERS)}, got {self.observer!r}"
-            )
-        if self.backend not in ("fake", "onnxruntime", "torch-fx"):
-            raise ConfigError(
-                f"ptq.backend must be 'fake', 'onnxruntime' or 'torch-fx', got {self.backend!r}"
             )
         if self.calibration_batches < 1:
             raise ConfigError(
@@ -92,24 +141,102 @@ class PTQ(Config):
             raise ConfigError(f"ptq.percentile must be in (50, 100], got {self.percentile}")
         if self.backend == "torch-fx" and not self.symmetric_weights:
             raise ConfigError("ptq.backend='torch-fx' uses symmetric per-channel weights")
+        if real and self.mode != "static" and not self.symmetric_weights:
+            raise ConfigError(
+                f"mode={self.mode!r} int8 kernels use symmetric weights; set "
+                "symmetric_weights=True or backend='fake'"
+            )
+        if not self.batch_sizes or any(
+            not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in self.batch_sizes
+        ):
+            raise ConfigError(
+                f"ptq.batch_sizes must be positive integers, got {list(self.batch_sizes)}"
+            )
+        if self.group_size is not None:
+            self._check_group_size(self.bits)
+
+    def _check_group_size(self, bits: int) -> None:
+        if self.group_size not in (None, 0) and self.mode != "weight-only":
+            raise ConfigError("ptq.group_size applies to mode='weight-only' only")
+        group = self.resolved_group_size(bits)
+        if group < 0:
+            raise ConfigError(f"ptq.group_size must be >= 0, got {group}")
+        if self.mode != "weight-only" or self.backend == "fake":
+            return
+        if self.backend == "onnxruntime" and group not in (0, *ORT_BLOCKS):
+            raise ConfigError(
+                f"ONNX Runtime's MatMulNBits takes group_size 0 (per channel) or one of "
+                f"{list(ORT_BLOCKS)}, got {group}"
+            )
+        if self.backend in ("auto", "torch"):
+            if bits == 8 and group != 0:
+                raise ConfigError(
+                    "PyTorch's int8 weight-only kernel is per channel: use group_size=0, or "
+                    "backend='onnxruntime' for int8 groups"
+                )
+            if bits == 4 and group not in INT4_KERNEL_GROUPS:
+                raise ConfigError(
+                    f"PyTorch's int4 kernel takes group_size in {list(INT4_KERNEL_GROUPS)}, "
+                    f"got {group}"
+                )
+
+    def resolved_group_size(self, bits: int | None = None) -> int:
+        """The weight-only group size for ``bits`` (``group_size``, or its default)."""
+        if self.mode != "weight-only":
+            return 0
+        if self.group_size is not None:
+            return self.group_size
+        return 0 if (bits or self.bits) == 8 else 32
 
 
 @dataclasses.dataclass
-class PTQResult:
-    """What ``compress_(model, PTQ(...))`` returns.
+class PTQSummary:
+    """What ``compress_(model, PTQ(...))`` did (``result.summary``).
 
     Attributes:
-        model: the quantized model (the caller's object for ``backend="fake"``, a new module
-            otherwise: an ``OrtInt8Module`` or a torch.ao ``GraphModule``).
-        backend: the backend name.
-        rows: per-layer (fake) or per-tensor (onnxruntime) calibration rows.
-        calibration_batches: how many batches were observed.
+        mode: ``static`` / ``dynamic`` / ``weight-only``.
+        backend: the backend asked for.
+        runtime: what runs: ``fake``, ``torch``, ``onnxruntime``, ``torch-fx`` or
+            ``auto (b1: onnxruntime, b64: torch-fx)``.
+        layers: one row per quantized layer (name, type, bits, kernel, weight bytes, ...).
+        skipped: ``{layer: reason}`` for the candidate layers left in float.
+        calibration_batches: how many batches were observed (0 when nothing is calibrated).
+        timings: ``auto``: ``{batch: {runtime: median ms}}`` measured on the calibration data.
+        choice: ``auto``: ``{batch: runtime}`` that the artefact uses.
+        unavailable: runtimes ``auto`` could not build here, with the reason.
+        notes: other things done to the model (e.g. fused transformer fast paths disabled).
+        ranges: ``static`` ONNX Runtime: calibrated ``{tensor, min, max}`` rows.
     """
 
-    model: nn.Module
+    mode: str
     backend: str
-    rows: list[dict[str, Any]]
-    calibration_batches: int
+    runtime: str
+    layers: list[dict[str, Any]]
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    calibration_batches: int = 0
+    timings: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
+    choice: dict[int, str] = dataclasses.field(default_factory=dict)
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    ranges: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Per-layer rows (``layers``; the name ``PTQResult`` used)."""
+        return self.layers
+
+    @property
+    def model(self) -> nn.Module:
+        """Removed: ``compress_`` edits the model in place; the runtime module is
+        ``result.artifact``."""
+        raise AttributeError(
+            "PTQSummary has no model: compress_ edits your model in place; the deployable "
+            "runtime module (ONNX Runtime / auto) is result.artifact"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
 
 
 def calibration_batches(data: Any) -> list[tuple[torch.Tensor, ...]]:
@@ -144,20 +271,40 @@ def prepare(
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> Calibrator:
-    """Step 1: instrument the model for calibration with ``config.backend``.
+    """Lower level, static mode: instrument the model for a calibration loop of your own.
+
+    ``compress_(model, PTQ(...), example_inputs=batches)`` is the usual entry point; use this
+    when the batches come from your own loop (``cal.observe(x)`` per batch). ``backend="auto"``
+    is not a single calibrator: give ``onnxruntime`` or ``torch-fx`` here.
 
     Args:
         model: the float model (edited in place by the ``fake`` backend only).
         config: a :class:`PTQ` config.
         example_inputs: one input batch (needed by the ``onnxruntime`` and ``torch-fx`` backends
             to export / trace the model).
-        filter_fn: ``(module, name) -> bool`` selecting layers (``fake`` backend only).
+        filter_fn: ``(module, name) -> bool`` selecting layers.
 
     Returns:
         a :class:`~nnshrink.quantization.backends.Calibrator`; call ``calibrate`` then ``convert``.
     """
+    if config.backend == "auto":
+        raise ConfigError(
+            "prepare() drives one runtime: use backend='onnxruntime' or 'torch-fx' (or "
+            "compress_ for backend='auto')"
+        )
     inputs = None if example_inputs is None else calibration_batches(example_inputs)[0]
     return get_backend(config.backend).prepare(model, config, inputs, filter_fn)
+
+
+@dataclasses.dataclass
+class _LegacyPTQ:
+    model: nn.Module
+    summary: PTQSummary
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["summary"], name)
 
 
 def quantize_ptq(
@@ -165,18 +312,19 @@ def quantize_ptq(
     config: PTQ,
     batches: Any,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
-) -> PTQResult:
-    """prepare → calibrate (``config.calibration_batches`` batches) → convert, in one call.
+) -> Any:
+    """Deprecated: ``compress_(model, config, example_inputs=batches)``, then
+    ``result.artifact or model``.
 
-    Example:
-        >>> res = quantize_ptq(model, PTQ(backend="onnxruntime"), [x1, x2])  # doctest: +SKIP
-        >>> res.model(x1).shape  # doctest: +SKIP
+    Kept for old callers: edits ``model`` in place like ``compress_`` and returns an object
+    with ``.model`` (the artefact, or the model itself) and the summary's attributes.
     """
-    data = calibration_batches(batches)
-    calibrator = prepare(model, config, data[0], filter_fn)
-    seen = calibrator.calibrate(data, limit=config.calibration_batches)
-    qmodel = calibrator.convert()
-    return PTQResult(qmodel, config.backend, calibrator.rows(), seen)
+    from .._deprecated import warn
+    from ..core import compress_
+
+    warn("nnshrink.quantization.quantize_ptq", "nnshrink.compress_ and result.artifact")
+    result = compress_(model, config, example_inputs=batches, filter_fn=filter_fn, measure=False)
+    return _LegacyPTQ(result.artifact if result.artifact is not None else model, result.summary)
 
 
 @register_handler(PTQ)
@@ -186,10 +334,20 @@ def _apply(
     *,
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
-) -> PTQResult:
+) -> Any:
     """Handler for ``compress_``: ``example_inputs`` is the calibration data (see
-    :func:`calibration_batches`). Returns a :class:`PTQResult`; use ``result.model``."""
-    return quantize_ptq(model, config, example_inputs, filter_fn)
+    :func:`calibration_batches`); static mode needs it, the others only to export to ONNX."""
+    if config.backend == "fake":
+        from .fake_flow import quantize_fake_
+
+        return quantize_fake_(model, config, example_inputs, filter_fn)
+    if config.mode == "static":
+        from .static import quantize_static_
+
+        return quantize_static_(model, config, example_inputs, filter_fn)
+    from .dynamic import quantize_linear_
+
+    return quantize_linear_(model, config, example_inputs, filter_fn)
 
 
 def iter_inputs(loader: Iterable[Any], limit: int) -> list[torch.Tensor]:
@@ -200,3 +358,8 @@ def iter_inputs(loader: Iterable[Any], limit: int) -> list[torch.Tensor]:
             break
         out.append(item if isinstance(item, torch.Tensor) else item[0])
     return out
+
+
+from .._deprecated import module_getattr as _module_getattr  # noqa: E402
+
+__getattr__ = _module_getattr(__name__)

@@ -15,8 +15,10 @@ Workflow::
     fit(model, loader, epochs=...)                   # any training loop; steps are parameters
     convert_qat(model)                               # frozen QuantizedLayer modules (int codes)
 
-For int8 *execution* of the trained model, export it with ``PTQ(backend="onnxruntime")`` after
-:func:`strip_qat` (weights are already on the int8 grid; activations are recalibrated).
+For int8 *execution* of an 8-bit QAT model, go through the PTQ artefact path:
+``ns.finalize(model)`` (runs :func:`strip_qat`: float layers holding the weights already on the
+int8 grid), then ``compress_(model, PTQ(), example_inputs=batches)``, whose ``result.artifact``
+runs int8 kernels (activation ranges are recalibrated).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 from ..core import (
     Config,
     ConfigError,
+    LayerSelection,
     eval_mode,
     named_layers,
     register_handler,
@@ -53,11 +56,11 @@ from .primitives import (
 
 
 @dataclasses.dataclass(frozen=True)
-class QAT(Config):
+class QAT(Config, LayerSelection):
     """Quantization-aware training of Conv2d / Linear layers (weights and input activations).
 
     Args:
-        bits: bit width, 2..8.
+        bits: bit width, 2..8 (``per_layer`` may give a layer its own).
         lsq: learn the step sizes (LSQ) instead of tracking min-max ranges.
         per_channel: per-output-channel weight quantization.
         averaging_constant: EMA constant of the activation range when ``lsq=False``.
@@ -70,6 +73,7 @@ class QAT(Config):
     """
 
     kind: ClassVar[str] = "qat"
+    amount_field: ClassVar[str] = "bits"
     bits: int = 8
     lsq: bool = False
     per_channel: bool = True
@@ -234,13 +238,18 @@ def prepare_qat(
         model.eval()
         fold_batchnorm(model)
     names = []
-    for name, layer in list(named_layers(model, (nn.Conv2d, nn.Linear), filter_fn)):
-        if isinstance(layer, _QAT_TYPES):
-            continue
+    candidates = [
+        (n, m)
+        for n, m in named_layers(model, (nn.Conv2d, nn.Linear))
+        if not isinstance(m, _QAT_TYPES)
+    ]
+    for selected in config.select(candidates, filter_fn=filter_fn, amount_field="bits"):
+        name, layer = selected.name, selected.module
+        bits = selected.get("bits", config.bits)
+        if not isinstance(bits, int) or not 2 <= bits <= 8:
+            raise ConfigError(f"qat.per_layer[{name!r}]: bits must be an integer in [2, 8]")
         cls = QATConv2d if isinstance(layer, nn.Conv2d) else QATLinear
-        new = cls.from_float(
-            layer, config.bits, config.lsq, config.per_channel, config.averaging_constant
-        )
+        new = cls.from_float(layer, bits, config.lsq, config.per_channel, config.averaging_constant)
         new.train(layer.training)
         set_submodule(model, name, new)
         names.append(name)
@@ -303,7 +312,8 @@ def convert_qat(model: nn.Module) -> list[str]:
 def strip_qat(model: nn.Module) -> list[str]:
     """Replace QAT layers by plain float layers holding their fake-quantized weights, in place.
 
-    Use before ``PTQ(backend="onnxruntime")`` to run a QAT-trained model with int8 kernels.
+    ``ns.finalize(model)`` runs it; then ``compress_(model, PTQ(), example_inputs=...)`` gives
+    the int8 artefact of the QAT-trained model.
     """
     names = []
     for name, q in list(model.named_modules()):

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
+from ..core import Config, ConfigError, LayerSelection, register_handler, set_submodule
 from ..io import register_module
 from .hashing import mix32
 
@@ -89,6 +89,16 @@ class CirculantLinear(nn.Module):
         c = circulant_matrix(self.r)
         return c[: self.out_features, : self.in_features] * self.signs.to(self.r.dtype)
 
+    @torch.no_grad()
+    def to_linear(self) -> nn.Linear:
+        """The equivalent plain ``nn.Linear`` (``in * out`` weights: larger, but exportable)."""
+        out = nn.Linear(self.in_features, self.out_features, self.bias is not None)
+        out.to(device=self.r.device, dtype=self.r.dtype)
+        out.weight.copy_(self.dense_weight())
+        if self.bias is not None:
+            out.bias.copy_(self.bias)
+        return out
+
     @classmethod
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear, seed: int = 0) -> CirculantLinear:
@@ -119,31 +129,41 @@ class CirculantLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, n={self.n}"
 
 
+def _min_weights_to_exclude(min_weights: int) -> dict[str, tuple[str, ...]]:
+    return {"exclude": (f"@below:{int(min_weights)}",) if min_weights else ()}
+
+
 @dataclasses.dataclass(frozen=True)
-class Circulant(Config):
+class Circulant(Config, LayerSelection):
     """Replace ``nn.Linear`` layers by :class:`CirculantLinear`.
 
     Args:
         init: ``"project"`` starts from the nearest circulant matrix to the trained weights;
             ``"random"`` re-initialises (training from scratch, as in the paper).
         seed: base seed of the sign flips; layer ``k`` uses ``seed + k``.
-        min_weights: leave layers with fewer weights than this dense.
+        include, exclude, per_layer: layer selection (:class:`~nnshrink.core.LayerSelection`);
+            ``exclude=("@below:N",)`` leaves layers with fewer than ``N`` weights dense, a
+            ``per_layer`` mapping may override ``init`` or ``seed``.
+
+    Deprecated: ``min_weights=N`` is ``exclude=("@below:N",)``.
 
     Example:
-        >>> Circulant(init="random").to_dict()
-        {'type': 'circulant', 'init': 'random', 'seed': 0, 'min_weights': 0}
+        >>> Circulant(init="random", exclude=("@last",)).to_dict()["exclude"]
+        ['@last']
     """
 
     kind: ClassVar[str] = "circulant"
+    renamed: ClassVar[dict[str, Any]] = {"min_weights": _min_weights_to_exclude}
     init: Literal["project", "random"] = "project"
     seed: int = 0
-    min_weights: int = 0
 
     def validate(self) -> None:
-        if self.init not in ("project", "random"):
-            raise ConfigError(f"circulant.init: {self.init!r} is not 'project' or 'random'")
-        if self.min_weights < 0:
-            raise ConfigError(f"circulant.min_weights must be >= 0, got {self.min_weights}")
+        inits = [self.init] + [
+            v["init"] for v in self.per_layer.values() if isinstance(v, dict) and "init" in v
+        ]
+        for init in inits:
+            if init not in ("project", "random"):
+                raise ConfigError(f"circulant.init: {init!r} is not 'project' or 'random'")
 
 
 @dataclasses.dataclass
@@ -163,25 +183,24 @@ def _apply(
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> list[CirculantRow]:
-    layers = [
-        (n, m)
-        for n, m in named_layers(model, (nn.Linear,), filter_fn)
-        if type(m) is nn.Linear and m.weight.numel() >= config.min_weights
-    ]
+    candidates = ((n, m) for n, m in model.named_modules() if type(m) is nn.Linear)
+    layers = config.select(candidates, filter_fn=filter_fn)
     if not layers:
-        raise ValueError("circulant: no nn.Linear layer to replace (check filter_fn / min_weights)")
-    if any(n == "" for n, _ in layers):
+        raise ValueError(
+            "circulant: no nn.Linear layer to replace (check include/exclude/per_layer and "
+            "filter_fn)"
+        )
+    if any(layer.name == "" for layer in layers):
         raise ValueError("circulant: pass a container model, or use CirculantLinear.from_linear")
     new_layers = []
-    for k, (name, m) in enumerate(layers):
-        if config.init == "project":
-            new = CirculantLinear.from_linear(m, config.seed + k)
+    for k, layer in enumerate(layers):
+        m, seed = layer.module, layer.get("seed", config.seed + k)
+        if layer.get("init", config.init) == "project":
+            new = CirculantLinear.from_linear(m, seed)
         else:
-            new = CirculantLinear(
-                m.in_features, m.out_features, m.bias is not None, config.seed + k
-            )
+            new = CirculantLinear(m.in_features, m.out_features, m.bias is not None, seed)
             new.to(device=m.weight.device, dtype=m.weight.dtype)
-        new_layers.append((name, new))
+        new_layers.append((layer.name, new))
     rows = []
     for name, new in new_layers:
         set_submodule(model, name, new)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Config, ConfigError, named_layers, register_handler, set_submodule
+from ..core import Config, ConfigError, LayerSelection, register_handler, set_submodule
 from ..io import register_module
 
 __all__ = ["HashedLinear", "HashedRow", "Hashing", "hash_positions", "mix32"]
@@ -117,6 +117,11 @@ class HashedLinear(nn.Module):
         )
 
     @property
+    def sparsity(self) -> float:
+        """Fraction of the virtual weights not stored: ``1 - buckets / (out * in)``."""
+        return 1.0 - self.compression
+
+    @property
     def compression(self) -> float:
         """Stored weights over virtual weights: ``buckets / (out * in)``."""
         return self.buckets / (self.in_features * self.out_features)
@@ -127,6 +132,16 @@ class HashedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.virtual_weight(), self.bias)
+
+    @torch.no_grad()
+    def to_linear(self) -> nn.Linear:
+        """The equivalent plain ``nn.Linear`` (``in * out`` weights: larger, but exportable)."""
+        out = nn.Linear(self.in_features, self.out_features, self.bias is not None)
+        out.to(device=self.weight_vec.device, dtype=self.weight_vec.dtype)
+        out.weight.copy_(self.virtual_weight())
+        if self.bias is not None:
+            out.bias.copy_(self.bias)
+        return out
 
     @classmethod
     @torch.no_grad()
@@ -156,31 +171,55 @@ class HashedLinear(nn.Module):
         )
 
 
+def _compression_to_sparsity(compression: float) -> dict[str, float]:
+    return {"sparsity": 1.0 - compression}
+
+
+def _min_weights_to_exclude(min_weights: int) -> dict[str, tuple[str, ...]]:
+    return {"exclude": (f"@below:{int(min_weights)}",) if min_weights else ()}
+
+
 @dataclasses.dataclass(frozen=True)
-class Hashing(Config):
-    """Replace ``nn.Linear`` layers by :class:`HashedLinear` with ``compression * out * in``
+class Hashing(Config, LayerSelection):
+    """Replace ``nn.Linear`` layers by :class:`HashedLinear` keeping ``(1 - sparsity) * out * in``
     buckets.
 
     Args:
-        compression: stored / virtual weights, in (0, 1] (HashedNets used 1/2 ... 1/64).
+        sparsity: fraction of the layer's weights removed, in [0, 1) (HashedNets stored 1/2 ...
+            1/64 of the weights: sparsity 0.5 ... 0.984). ``per_layer`` numbers set it per layer.
         seed: base hash seed; layer ``k`` (in module order) uses ``seed + k``.
-        min_weights: leave layers with fewer weights than this dense.
+        include, exclude, per_layer: layer selection (:class:`~nnshrink.core.LayerSelection`);
+            ``exclude=("@below:N",)`` leaves layers with fewer than ``N`` weights dense.
+
+    Deprecated: ``compression=c`` (stored / virtual weights) is ``sparsity=1 - c``;
+    ``min_weights=N`` is ``exclude=("@below:N",)``.
 
     Example:
-        >>> Hashing(compression=1 / 8).to_dict()["compression"]
-        0.125
+        >>> Hashing(sparsity=0.875, exclude=("@below:1000",)).to_dict()["sparsity"]
+        0.875
     """
 
     kind: ClassVar[str] = "hashing"
-    compression: float = 0.125
+    amount_field: ClassVar[str] = "sparsity"
+    renamed: ClassVar[dict[str, Any]] = {
+        "compression": _compression_to_sparsity,
+        "min_weights": _min_weights_to_exclude,
+    }
+    sparsity: float = 0.875
     seed: int = 0
-    min_weights: int = 0
 
     def validate(self) -> None:
-        if not 0 < self.compression <= 1:
-            raise ConfigError(f"hashing.compression must be in (0, 1], got {self.compression}")
-        if self.min_weights < 0:
-            raise ConfigError(f"hashing.min_weights must be >= 0, got {self.min_weights}")
+        amounts = [("sparsity", self.sparsity)]
+        for pattern, value in self.per_layer.items():
+            value = value.get("sparsity") if isinstance(value, dict) else value
+            if value is not None:
+                amounts.append((f"per_layer[{pattern!r}]", value))
+        for name, value in amounts:
+            if not (isinstance(value, int | float) and 0 <= value < 1):
+                raise ConfigError(
+                    f"hashing.{name}: sparsity (fraction of weights removed) must be in [0, 1), "
+                    f"got {value!r}"
+                )
 
 
 @dataclasses.dataclass
@@ -190,7 +229,12 @@ class HashedRow:
     name: str
     virtual_weights: int
     buckets: int
-    compression: float
+    sparsity: float
+
+    @property
+    def compression(self) -> float:
+        """Stored / virtual weights (``1 - sparsity``), the old name of the amount."""
+        return 1.0 - self.sparsity
 
 
 @register_handler(Hashing)
@@ -201,25 +245,26 @@ def _apply(
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> list[HashedRow]:
-    layers = [
-        (n, m)
-        for n, m in named_layers(model, (nn.Linear,), filter_fn)
-        if type(m) is nn.Linear and m.weight.numel() >= config.min_weights
-    ]
+    candidates = ((n, m) for n, m in model.named_modules() if type(m) is nn.Linear)
+    layers = config.select(candidates, filter_fn=filter_fn, amount_field="sparsity")
     if not layers:
-        raise ValueError("hashing: no nn.Linear layer to hash (check filter_fn / min_weights)")
-    if any(n == "" for n, _ in layers):
+        raise ValueError(
+            "hashing: no nn.Linear layer to hash (check include/exclude/per_layer and filter_fn)"
+        )
+    if any(layer.name == "" for layer in layers):
         raise ValueError("hashing: pass a container model, or use HashedLinear.from_linear(layer)")
     new_layers = []
-    for k, (name, m) in enumerate(layers):
-        buckets = max(1, round(config.compression * m.weight.numel()))
-        new_layers.append((name, HashedLinear.from_linear(m, buckets, config.seed + k)))
+    for k, layer in enumerate(layers):
+        m = layer.module
+        sparsity = layer.get("sparsity", config.sparsity)
+        seed = layer.get("seed", config.seed + k)
+        buckets = max(1, round((1.0 - sparsity) * m.weight.numel()))
+        new_layers.append((layer.name, HashedLinear.from_linear(m, buckets, seed)))
     rows = []
     for name, new in new_layers:
         set_submodule(model, name, new)
-        rows.append(
-            HashedRow(name, new.in_features * new.out_features, new.buckets, new.compression)
-        )
+        virtual = new.in_features * new.out_features
+        rows.append(HashedRow(name, virtual, new.buckets, 1.0 - new.buckets / virtual))
     return rows
 
 

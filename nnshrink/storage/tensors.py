@@ -7,6 +7,8 @@ Encodings (the ``"encoding"`` field of a tensor entry in the header):
 * ``codebook``: distinct values (``codebook``) + an index per element (``indices``).
 * ``sparse_codebook``: ``positions`` + ``codebook`` + an index per stored entry (``indices``).
 * ``binary`` / ``ternary``: 1- or 2-bit symbols per element (``symbols``) + per-channel ``scales``.
+* ``nm``: N:M semi-structured weights (2:4, ...): ``N`` values per group of ``M`` (``values``) and
+  their positions in the group (``positions``); see :mod:`nnshrink.storage.nm`.
 
 Index and position streams are either fixed-width bit-packed (``"packed"``) or canonical-Huffman
 coded (``"huffman"``), whichever is smaller. ``"auto"`` computes the exact size of every encoding
@@ -38,9 +40,11 @@ from nnshrink.storage.packbits import (
 from .codebook import build_codebook, codebook_bits, decode_codebook, distinct_bits
 from .dense import DTYPES, decode_dense, encode_dense, fp16_exact, nonzero_mask
 from .huffman import huffman_bits, huffman_decode, huffman_encode
+from .nm import candidates as nm_candidates
+from .nm import decode_nm, encode_positions, nm_nbytes, nm_split
 from .sparse import entry_positions, relative_indices, sparse_join
 
-ENCODINGS = ("dense", "sparse", "codebook", "sparse_codebook", "binary", "ternary")
+ENCODINGS = ("dense", "sparse", "codebook", "sparse_codebook", "binary", "ternary", "nm")
 VALUE_DTYPES = ("auto", "float32", "float16")
 MAX_BITS = 8  # widest codebook index / relative index (the packer's limit, and the paper's)
 
@@ -241,6 +245,26 @@ def _sign_plan(encoding: str, array: np.ndarray) -> _Plan | None:
     return _Plan(encoding, packed.nbytes, build)
 
 
+def _nm_plans(array: np.ndarray, dtype: str, opts: TensorOptions) -> list[_Plan]:
+    """One plan per N:M layout the tensor fits (see :mod:`nnshrink.storage.nm`)."""
+    plans = []
+    for n, m, transposed in nm_candidates(np.asarray(array)):
+        values, positions = nm_split(np.asarray(array), n, m, transposed)
+        vd = _value_dtype(values, dtype, opts.value_dtype)
+
+        def build(n=n, m=m, transposed=transposed, values=values, positions=positions, vd=vd):
+            fields = {"n": n, "m": m, "transposed": transposed, "entries": int(values.size)}
+            fields["value_dtype"] = vd
+            blobs = {
+                "values": encode_dense(values, vd),
+                "positions": encode_positions(positions, m),
+            }
+            return fields, blobs
+
+        plans.append(_Plan("nm", nm_nbytes(array.size, n, m, DTYPES[vd].itemsize), build))
+    return plans
+
+
 def plan_tensor(array: np.ndarray, dtype: str, opts: TensorOptions) -> list[_Plan]:
     """All applicable encodings of ``array`` (raw values of header dtype ``dtype``) with sizes."""
     flat = np.ascontiguousarray(array).reshape(-1)
@@ -260,6 +284,8 @@ def plan_tensor(array: np.ndarray, dtype: str, opts: TensorOptions) -> list[_Pla
             plan = _sign_plan(encoding, np.asarray(array))
             if plan is not None:
                 plans.append(plan)
+    if "nm" in wanted:
+        plans += _nm_plans(array, dtype, opts)
     return plans
 
 
@@ -282,7 +308,8 @@ def encode_tensor(
     if not plans:
         raise ValueError(
             f"encoding {opts.encoding!r} does not apply (more than {1 << MAX_BITS} distinct values "
-            "for a codebook, or not an exactly binary/ternary float32 tensor); use 'auto'"
+            "for a codebook, not an exactly binary/ternary float32 tensor, or not N:M sparse); "
+            "use 'auto'"
         )
     best = min(plans, key=lambda p: p.nbytes)  # first of equals: the simpler encoding
     fields, blobs = best.build()
@@ -334,6 +361,8 @@ def decode_tensor(entry: dict[str, Any], blobs: dict[str, bytes | memoryview]) -
         )
         unpack = unpack_binary if encoding == "binary" else unpack_ternary
         flat = unpack(packed).numpy().reshape(-1)
+    elif encoding == "nm":
+        flat = decode_nm(shape, entry, blobs, target).reshape(-1)
     else:
         raise ValueError(f"unknown encoding {encoding!r}; this file needs a newer nnshrink")
     return flat.reshape(shape)

@@ -132,7 +132,7 @@ def test_checkpoint_rebuilds_low_bit_layers(tmp_path):
     from nnshrink.io import load_checkpoint, save_checkpoint
 
     model = ns.models.create("lenet5")
-    ns.compress_(model, Ternary(mode="ttq", keep_first=False))
+    ns.compress_(model, Ternary(mode="ttq", exclude=("@last",)))
     path = save_checkpoint(model, tmp_path / "ttq.safetensors")
     loaded, _ = load_checkpoint(path)
     assert isinstance(loaded.features[0], TernaryConv2d) and loaded.features[0].mode == "ttq"

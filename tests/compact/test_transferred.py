@@ -6,7 +6,9 @@ from nnshrink.compact.transferred import (
     CReLUConv2d,
     P4GroupConv2d,
     P4LiftingConv2d,
+    RotationConv2d,
     p4_pool,
+    rot90_filters,
     rotate_p4,
 )
 from nnshrink.metrics import count_macs, count_params
@@ -47,6 +49,48 @@ def test_crelu_is_trainable_and_validates():
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="even"):
         CReLUConv2d(2, 5, 3)
+
+
+@pytest.mark.parametrize("k", [-1, 0, 1, 2, 3, 4, 5])
+def test_rot90_filters_is_torch_rot90(k):
+    w = torch.randn(2, 3, 4, 4)
+    assert torch.equal(rot90_filters(w, k), torch.rot90(w, k, dims=(2, 3)))
+
+
+def test_ordered_crelu_is_the_concatenation_reordered():
+    conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=2, dilation=2)
+    layer = CReLUConv2d.from_conv(conv, ordered=True)
+    order = torch.randperm(8)
+    layer.channel_order.copy_(order)
+    x = torch.randn(2, 3, 9, 9)
+    y = F.conv2d(x, layer.weight, layer.bias, stride=2, padding=2, dilation=2)
+    torch.testing.assert_close(layer(x), torch.cat([y, -y], 1)[:, order])
+    assert layer(x).shape == conv(x).shape
+    assert count_macs(layer, x) * 2 == count_macs(conv, x)
+
+
+def test_rotation_conv_is_the_rotated_filter_bank():
+    conv = torch.nn.Conv2d(3, 8, 3, stride=(1, 2), padding=(1, 2), dilation=2, bias=True)
+    layer = RotationConv2d.from_conv(conv).double()
+    order = torch.randperm(8)
+    layer.channel_order.copy_(order)
+    x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
+    # the definition, with torch.rot90 as the oracle: bank entry o*4+r = filter o rotated r times
+    bank = torch.stack([torch.rot90(layer.weight, r, dims=(2, 3)) for r in range(4)], dim=1)
+    bank = bank.reshape(8, 3, 3, 3)[order]
+    bias = layer.bias.repeat_interleave(4)[order]
+    expected = F.conv2d(x, bank, bias, stride=(1, 2), padding=(1, 2), dilation=2)
+    torch.testing.assert_close(layer(x), expected)
+    assert layer(x).shape == conv.double()(x).shape
+    assert count_params(layer) == 2 * 3 * 9 + 2
+    assert layer.param_saving() == {"params": 56, "dense_params": 8 * 27 + 8, "ratio": 224 / 56}
+    assert count_macs(layer, x) == count_macs(conv, x)  # every rotation is convolved
+    layer(x).sum().backward()
+    assert layer.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="square"):
+        RotationConv2d(3, 8, (3, 1))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        RotationConv2d(3, 6, 3)
 
 
 def test_lifting_params_and_saving():
@@ -111,10 +155,39 @@ def test_transferred_layers_survive_a_checkpoint_round_trip(tmp_path):
     from nnshrink.models import create
 
     model = create("lenet5")
-    set_submodule(model, "features.0", CReLUConv2d(1, 20, 5))
-    lifted = nn.Sequential(P4LiftingConv2d(20, 4, 5), P4GroupConv2d(4, 4, 1), nn.Conv2d(16, 50, 1))
+    set_submodule(model, "features.0", CReLUConv2d(1, 20, 5, ordered=True))
+    model.features[0].channel_order.copy_(torch.randperm(20))
+    lifted = nn.Sequential(P4LiftingConv2d(20, 4, 5), P4GroupConv2d(4, 4, 1), RotationConv2d(16, 48, 1),
+                           nn.Conv2d(48, 50, 1))  # fmt: skip
     set_submodule(model, "features.2", lifted)
     save_checkpoint(model, tmp_path / "m.safetensors")
     loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
     x = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_p4_and_rotation_layers_export_to_onnx_with_the_fast_exporter_and_match():
+    import numpy as np
+    import onnx
+    from torch import nn
+
+    from nnshrink.export import export_onnx
+    from nnshrink.metrics import ort_session
+
+    class P4Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lift, self.group = P4LiftingConv2d(1, 2, 3, padding=1), P4GroupConv2d(2, 2, 3)
+            self.rot = RotationConv2d(2, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.rot(p4_pool(self.group(self.lift(x))))
+
+    model = P4Net().eval()
+    x = torch.randn(2, 1, 7, 7)
+    data = export_onnx(model, x[:1])
+    ops = {node.op_type for node in onnx.load_from_string(data).graph.node}
+    assert "Transpose" in ops and "Slice" in ops  # flips and transposes, not the dynamo path
+    (out,) = ort_session(data, threads=1).run(None, {"input0": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-5)

@@ -66,10 +66,11 @@ def test_int8_qdq_model_runs_in_onnxruntime():
 
     model = create("lenet5").eval()
     x = torch.randn(16, 1, 28, 28)
-    result = compress_(model, PTQ(backend="onnxruntime", calibration_batches=2), example_inputs=x)
     with torch.no_grad():
         reference = model(x)
-        quantized = result.model(x)
+    result = compress_(model, PTQ(backend="onnxruntime", calibration_batches=2), example_inputs=x)
+    with torch.no_grad():
+        quantized = result.artifact(x)  # the model itself is now its calibrated form
     assert quantized.shape == reference.shape
     # int8 is close to fp32 (SQNR > 20 dB) and really int8 (QLinearConv or QDQ with int8 weights)
     sqnr = 10 * torch.log10(reference.pow(2).mean() / (quantized - reference).pow(2).mean())

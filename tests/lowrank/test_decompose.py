@@ -20,7 +20,7 @@ from nnshrink.models import create
 def test_config_round_trip_and_validation():
     configs = [
         LowRank(),
-        LowRank(method="cp", rank="budget", macs_ratio=0.3, linear=True, layers=("a.b", "c")),
+        LowRank(method="cp", rank="budget", macs_ratio=0.3, linear=True, include=("a.b", "c")),
         LowRank(method="svd", rank="evbmf", tucker_method="hooi", n_iter_max=7, seed=3),
         LowRank(round_to=16),
         LowRank(method="cp", cp_fuse_spatial=True),
@@ -128,7 +128,7 @@ def test_cp_fallback_decomposes_by_cp_what_tucker_cannot_cut():
                       filter_fn=_not_stem).summary  # fmt: skip
     left = tuple(r.name for r in first.skipped if "would not reduce MACs" in r.note)
     assert left and all(n.startswith("layer1.") for n in left)  # the 16-channel stage
-    second = compress_(two_pass, LowRank(**cp, layers=left), example_inputs=x).summary
+    second = compress_(two_pass, LowRank(**cp, include=left), example_inputs=x).summary
     by_name = {r.name: r for r in report.decomposed}
     assert {n for n, r in by_name.items() if r.method == "cp"} == set(left)
     assert all(r.method == "tucker" for n, r in by_name.items() if n not in left)
@@ -225,7 +225,9 @@ def test_evbmf_on_trained_like_low_rank_layer():
     with torch.no_grad():
         model[1].weight.copy_(low + 0.1 * torch.randn(100, 80, generator=g))
     report = compress_(
-        model, LowRank(method="svd", rank="evbmf", layers=("1",)), example_inputs=torch.randn(1, 80)
+        model,
+        LowRank(method="svd", rank="evbmf", include=("1",)),
+        example_inputs=torch.randn(1, 80),
     )
     assert report.decomposed[0].ranks == (7,)
     assert model[1][0].out_features == 7
@@ -244,11 +246,11 @@ def test_depthwise_skipped_with_message_and_error_when_named(tiny_convnet):
     notes = {r.name: r.note for r in report.rows}
     assert "depthwise" in notes["0"] and "1x1" in notes["2"] and notes["1"] == ""
     with pytest.raises(ConfigError, match="depthwise"):
-        compress_(model, LowRank(layers=("0",)), example_inputs=x)
+        compress_(model, LowRank(include=("0",)), example_inputs=x)
     with pytest.raises(ConfigError, match="not a submodule"):
-        compress_(model, LowRank(layers=("9",)), example_inputs=x)
+        compress_(model, LowRank(include=("9",)), example_inputs=x)
     with pytest.raises(ConfigError, match="method='svd' decomposes nn.Linear"):
-        compress_(model, LowRank(method="svd", layers=("1",)), example_inputs=x)
+        compress_(model, LowRank(method="svd", include=("1",)), example_inputs=x)
     assert type(model[1]) is nn.Conv2d  # nothing was edited on failure
 
 

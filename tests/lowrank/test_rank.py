@@ -15,6 +15,7 @@ from nnshrink.lowrank.rank import (
     evbmf,
     evbmf_tau_bar,
     largest_rank_within,
+    lower_hull,
     ratio_rank,
     truncation_error,
     unfold,
@@ -132,3 +133,20 @@ def test_allocate_budget_cuts_the_cheapest_error_first():
     assert allocate_budget(curves, 150) == [1, 0]
     assert allocate_budget(curves, 100) == [1, 1]
     assert allocate_budget(curves, 10) == [1, 1]  # cannot fit: everything at its cheapest
+
+
+def test_allocate_budget_walks_the_hull_of_non_convex_curves():
+    # a factorised layer's first option costs a large error for a small saving, then each
+    # further step is cheap: a step-by-step greedy would drain one layer; the hull spreads
+    layer = [(100, 0.0), (90, 0.3), (80, 0.32), (70, 0.34), (60, 0.36), (50, 0.38), (40, 0.6)]
+    curves = [layer, layer]
+    pick = allocate_budget(curves, 120)
+    assert sum(curves[i][k][0] for i, k in enumerate(pick)) <= 120
+    optimum = min(
+        layer[a][1] + layer[b][1]
+        for a in range(len(layer))
+        for b in range(len(layer))
+        if layer[a][0] + layer[b][0] <= 120
+    )
+    assert sum(curves[i][k][1] for i, k in enumerate(pick)) == pytest.approx(optimum)
+    assert lower_hull(layer) == [0, 5, 6]

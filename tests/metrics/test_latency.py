@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnshrink.metrics import measure_latency, time_callable
+from nnshrink.metrics import forward_call, measure_latency, time_callable
 from nnshrink.metrics.latency import summarize
 from nnshrink.models import create
 
@@ -100,3 +100,23 @@ def test_forward_call_passes_stop_spinning_to_the_session(stop, monkeypatch):
     (out,) = latency.forward_call(model, x, runtime="onnxruntime", threads=1, stop_spinning=stop)()
     assert seen == [stop]
     assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("runtime", ["eager-bf16", "compile"])
+def test_precision_and_compiled_runtimes_run_the_model(runtime):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 8)
+    out = forward_call(model, x, runtime=runtime)()
+    assert out.shape == (2, 8)
+    if runtime == "eager-bf16":
+        assert out.dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_latency_is_synchronized():
+    model = torch.nn.Linear(4096, 4096).cuda().eval()
+    x = torch.randn(256, 4096, device="cuda")
+    stats = measure_latency(model, x, runs=5, warmup=2)
+    # an unsynchronized launch returns in microseconds; 256x4096x4096 MACs take far longer
+    assert stats.median_ms > 0.05

@@ -134,7 +134,7 @@ def test_errors_name_the_fix():
         compress_(model, BlockPruning(remove=0))
     with pytest.raises(ConfigError, match="not both"):
         BlockPruning(remove=1, target_macs=100)
-    with pytest.raises(ConfigError, match="ratio"):
+    with pytest.raises(ConfigError, match="sparsity"):
         BlockPruning(ratio=1.5)
 
 

@@ -174,7 +174,7 @@ def test_user_model_untouched_on_error():
 
 
 def test_config_validation_and_round_trip():
-    with pytest.raises(ConfigError, match="ratio"):
+    with pytest.raises(ConfigError, match="sparsity"):
         InputPruning(ratio=1.0)
     with pytest.raises(ConfigError, match="keep"):
         InputPruning(keep=0)

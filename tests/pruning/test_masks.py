@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+import nnshrink as ns
 from nnshrink.pruning import (
     MagnitudePruning,
     get_masks,
@@ -16,8 +18,21 @@ from nnshrink.pruning import (
     make_permanent,
     mask_from_scores,
     masks_from_zeros,
-    prune_,
 )
+from nnshrink.pruning.masks import (
+    is_nm,
+    is_transposed_linear,
+    matrix_to_weight,
+    nm_mask_from_scores,
+    parse_pattern,
+    row_mask_from_scores,
+    weight_matrix,
+)
+
+
+def _prune(model, config, **kwargs):
+    """compress_ with the technique's summary (what the deprecated prune_ returned)."""
+    return ns.compress_(model, config, **kwargs).summary
 
 
 def _mlp() -> nn.Module:
@@ -55,7 +70,7 @@ def test_global_masks_one_threshold():
 def test_make_permanent_leaves_plain_module_with_same_outputs(tiny_convnet, mnist_batch):
     model = tiny_convnet.eval()
     reference = copy.deepcopy(model).state_dict().keys()
-    prune_(model, MagnitudePruning(sparsity=0.6))
+    _prune(model, MagnitudePruning(sparsity=0.6))
     out_masked = model(mnist_batch)
     assert make_permanent(model) == 3
     assert list(model.named_buffers()) == [
@@ -71,7 +86,7 @@ def test_make_permanent_leaves_plain_module_with_same_outputs(tiny_convnet, mnis
 
 def test_state_dict_is_ordinary_and_masks_restore_from_zeros():
     model = _mlp()
-    prune_(model, MagnitudePruning(sparsity=0.5))
+    _prune(model, MagnitudePruning(sparsity=0.5))
     fresh = _mlp()
     fresh.load_state_dict(model.state_dict())  # strict: no extra keys from the masks
     assert masks_from_zeros(fresh) == 3
@@ -87,3 +102,53 @@ def test_make_permanent_removes_torch_prune_reparametrization():
     assert make_permanent(lin) == 1
     assert [n for n, _ in lin.named_parameters()] == ["bias", "weight"]
     assert not lin._forward_pre_hooks and int((lin.weight == 0).sum()) == 18
+
+
+# ---- row and N:M masks, matrix views ---------------------------------------------------------
+
+
+def test_row_mask_matches_per_row_numpy_argsort():
+    scores = torch.rand(7, 10)
+    mask = row_mask_from_scores(scores, 0.3)
+    for r in range(7):
+        drop = np.argsort(scores[r].numpy(), kind="stable")[:3]
+        expected = np.ones(10, bool)
+        expected[drop] = False
+        np.testing.assert_array_equal(mask[r].numpy(), expected)
+
+
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (4, 8), (3, 8)])
+def test_nm_mask_keeps_exactly_n_largest_per_group(n, m):
+    scores = torch.randn(6, 4 * m)
+    mask = nm_mask_from_scores(scores, n, m)
+    groups, kept = scores.reshape(-1, m), mask.reshape(-1, m)
+    assert bool((kept.sum(dim=1) == n).all()) and is_nm(mask, n, m)
+    for g, k in zip(groups, kept):
+        assert set(torch.topk(g, n).indices.tolist()) == set(torch.nonzero(k).flatten().tolist())
+    with pytest.raises(ValueError, match="multiple of"):
+        nm_mask_from_scores(torch.rand(2, 6), 2, 4)
+
+
+def test_parse_pattern():
+    assert parse_pattern("2:4") == (2, 4) and parse_pattern(" 4 : 8 ") == (4, 8)
+    for bad in ("2/4", "4:2", "0:4", "4:4"):
+        with pytest.raises(ValueError, match="pattern"):
+            parse_pattern(bad)
+
+
+def test_weight_matrix_views_write_through():
+    conv = nn.Conv2d(3, 4, 3)
+    assert weight_matrix(conv).shape == (4, 27)
+    assert torch.equal(matrix_to_weight(conv, weight_matrix(conv)), conv.weight)
+
+    class Conv1D(nn.Module):  # Hugging Face GPT-2's layout: weight (in, out)
+        def __init__(self) -> None:
+            super().__init__()
+            self.nf, self.weight = 5, nn.Parameter(torch.randn(3, 5))
+
+    layer = Conv1D()
+    assert is_transposed_linear(layer) and not is_transposed_linear(nn.Linear(3, 5))
+    assert torch.equal(weight_matrix(layer), layer.weight.T)
+    with torch.no_grad():
+        weight_matrix(layer)[0, 1] = 7.0  # row 0 = output 0, column 1 = input 1
+    assert float(layer.weight.detach()[1, 0]) == 7.0

@@ -15,11 +15,15 @@ from nnshrink.pruning import (
     MaskCallback,
     apply_masks_,
     get_masks,
-    prune_,
     prune_iteratively,
     schedules,
 )
 from nnshrink.train import Callback, fit
+
+
+def _prune(model, config, **kwargs):
+    """compress_ with the technique's summary (what the deprecated prune_ returned)."""
+    return ns.compress_(model, config, **kwargs).summary
 
 
 def _mlp() -> nn.Module:
@@ -56,7 +60,7 @@ def _weights(model):
 def test_layer_scope_matches_numpy_oracle():
     model = _mlp()
     before = _weights(model)
-    summary = prune_(model, MagnitudePruning(sparsity=0.6))
+    summary = _prune(model, MagnitudePruning(sparsity=0.6))
     for name, w in before.items():
         k = round(0.6 * w.size)
         thr = np.sort(np.abs(w).ravel())[k - 1]
@@ -71,7 +75,7 @@ def test_global_scope_matches_numpy_oracle():
     with torch.no_grad():
         model[5].weight.mul_(10)  # a layer with large weights should keep more of them
     before = _weights(model)
-    summary = prune_(model, MagnitudePruning(sparsity=0.7, scope="global"))
+    summary = _prune(model, MagnitudePruning(sparsity=0.7, scope="global"))
     allw = np.concatenate([np.abs(w).ravel() for w in before.values()])
     k = round(0.7 * allw.size)
     thr = np.sort(allw)[k - 1]
@@ -85,32 +89,34 @@ def test_global_scope_matches_numpy_oracle():
 
 def test_per_layer_regex_ignore_bias_and_filter():
     model = _mlp()
-    cfg = MagnitudePruning(sparsity=0.5, per_layer={"[35]": 0.25}, ignore=("5",), include_bias=True)
-    summary = prune_(model, cfg)
+    cfg = MagnitudePruning(
+        sparsity=0.5, per_layer={"[35]": 0.25}, exclude=("5",), include_bias=True
+    )
+    summary = _prune(model, cfg)
     rows = {r.name: r for r in summary.rows}
     assert set(rows) == {"1.weight", "1.bias", "3.weight", "3.bias"}
     assert rows["3.weight"].nonzero == 12 * 32 - 96 and rows["3.weight"].target == 0.25
     assert rows["1.bias"].nonzero == 16
     assert int((model[5].weight == 0).sum()) == 0
-    only_first = prune_(_mlp(), MagnitudePruning(), filter_fn=lambda m, n: n == "1")
+    only_first = _prune(_mlp(), MagnitudePruning(), filter_fn=lambda m, n: n == "1")
     assert [r.name for r in only_first.rows] == ["1.weight"]
 
 
 def test_conv_layers_and_layer_types(tiny_convnet):
-    summary = prune_(tiny_convnet, MagnitudePruning(sparsity=0.5, layer_types=("conv",)))
+    summary = _prune(tiny_convnet, MagnitudePruning(sparsity=0.5, layer_types=("conv",)))
     assert [r.name for r in summary.rows] == ["conv1.weight", "conv2.weight"]
     assert int((tiny_convnet.fc.weight == 0).sum()) == 0
     with pytest.raises(ValueError, match="no layer to prune"):
-        prune_(nn.Sequential(nn.ReLU()), MagnitudePruning())
+        _prune(nn.Sequential(nn.ReLU()), MagnitudePruning())
 
 
 def test_random_criterion_exact_count_and_seeded():
     a, b, c = _mlp(), _mlp(), _mlp()
     for m in (b, c):
         m.load_state_dict(a.state_dict())
-    prune_(a, MagnitudePruning(sparsity=0.5, criterion="random", seed=3))
-    prune_(b, MagnitudePruning(sparsity=0.5, criterion="random", seed=3))
-    prune_(c, MagnitudePruning(sparsity=0.5))
+    _prune(a, MagnitudePruning(sparsity=0.5, criterion="random", seed=3))
+    _prune(b, MagnitudePruning(sparsity=0.5, criterion="random", seed=3))
+    _prune(c, MagnitudePruning(sparsity=0.5))
     masks_a, masks_b, masks_c = get_masks(a), get_masks(b), get_masks(c)
     for k in masks_a:
         assert torch.equal(masks_a[k], masks_b[k])
@@ -120,17 +126,17 @@ def test_random_criterion_exact_count_and_seeded():
 
 def test_repruning_only_adds_zeros():
     model = _mlp()
-    prune_(model, MagnitudePruning(sparsity=0.5, criterion="random"))
+    _prune(model, MagnitudePruning(sparsity=0.5, criterion="random"))
     first = {k: v.clone() for k, v in get_masks(model).items()}
     with torch.no_grad():  # make the pruned positions' (zero) weights "large" candidates again
         for p in model.parameters():
             p.add_(0.0)
-    prune_(model, MagnitudePruning(sparsity=0.8, criterion="random", seed=7))
+    _prune(model, MagnitudePruning(sparsity=0.8, criterion="random", seed=7))
     for k, m in get_masks(model).items():
         assert not bool((m & ~first[k]).any())  # nothing revived
         assert int((~m).sum()) == round(0.8 * m.numel())
     # asking for less sparsity never unprunes
-    summary = prune_(model, MagnitudePruning(sparsity=0.2))
+    summary = _prune(model, MagnitudePruning(sparsity=0.2))
     assert summary.sparsity == pytest.approx(0.8, abs=0.01)
 
 
@@ -160,7 +166,7 @@ def test_masks_survive_optimizer_steps_with_momentum_state(optimizer):
     fit(
         model, data, epochs=1, optimizer=opt, schedule="constant", progress=False
     )  # dense: momentum
-    prune_(model, MagnitudePruning(sparsity=0.7))
+    _prune(model, MagnitudePruning(sparsity=0.7))
     masks = {k: v.clone() for k, v in get_masks(model).items()}
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
     fit(
@@ -190,7 +196,7 @@ def test_without_mask_callback_momentum_revives_weights():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     data = _batches()
     fit(model, data, epochs=1, optimizer=opt, schedule="constant", progress=False)
-    prune_(model, MagnitudePruning(sparsity=0.7))
+    _prune(model, MagnitudePruning(sparsity=0.7))
     fit(model, data, epochs=1, optimizer=opt, schedule="constant", progress=False)
     assert apply_masks_(model) > 0
 
@@ -206,7 +212,7 @@ def test_config_round_trip_and_validation():
         sparsity=0.8,
         scope="global",
         per_layer={"fc.*": 0.5},
-        ignore=("0",),
+        exclude=("0",),
         include_bias=True,
         layer_types=("linear",),
         criterion="random",
@@ -267,7 +273,7 @@ def test_prune_iteratively_warns_when_train_fn_revives_weights():
 def test_agp_callback_reaches_targets_on_schedule():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 25))  # 400 weights: exact percentages
     model.append(nn.Linear(25, 4))
-    cfg = MagnitudePruning(sparsity=0.9, ignore=("2",))
+    cfg = MagnitudePruning(sparsity=0.9, exclude=("2",))
     agp_cb = AGPCallback(cfg, start_step=2, n_steps=4, frequency=3)
     log = _SparsityLog()
     fit(model, _batches(16), epochs=1, lr=0.05, callbacks=[agp_cb, log], progress=False)
@@ -285,8 +291,71 @@ def test_masked_model_exports_to_onnx_unchanged(tmp_path):
     from nnshrink.export.onnx import export_onnx
 
     model = _mlp().eval()
-    prune_(model, MagnitudePruning(sparsity=0.8))  # masks still attached: export must not care
+    _prune(model, MagnitudePruning(sparsity=0.8))  # masks still attached: export must not care
     x = torch.randn(3, 16)
     session = ort.InferenceSession(export_onnx(model, x, tmp_path / "m.onnx"))
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     np.testing.assert_allclose(out, model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- N:M patterns, layer selection, deprecated spellings ---------------------------------------
+
+
+def test_pattern_two_four_keeps_the_two_largest_of_each_group(tiny_convnet):
+    model = _mlp()
+    before = _weights(model)
+    summary = _prune(model, MagnitudePruning(pattern="2:4"))
+    for name, w in before.items():
+        groups = np.abs(w).reshape(w.shape[0], -1, 4)
+        kept = model.get_submodule(name).weight.detach().numpy().reshape(groups.shape) != 0
+        top2 = np.argsort(-groups, axis=2, kind="stable")[..., :2]
+        expected = np.zeros_like(kept)
+        np.put_along_axis(expected, top2, True, axis=2)
+        np.testing.assert_array_equal(kept, expected)
+    assert summary.sparsity == 0.5 and {r.target for r in summary.rows} == {0.5}
+    # conv weights are grouped along the flattened (in, kh, kw): conv2 has 8 * 9 = 72 inputs
+    cfg = MagnitudePruning(pattern="1:4", sparsity=0.75, include=("conv2",))
+    assert _prune(tiny_convnet, cfg).sparsity == 0.75
+
+
+def test_pattern_per_layer_and_errors():
+    model = _mlp()
+    cfg = MagnitudePruning(sparsity=0.6, per_layer={"1": {"pattern": "2:4"}, "5": None})
+    summary = _prune(model, cfg)
+    rows = {r.name: r for r in summary.rows}
+    assert set(rows) == {"1.weight", "3.weight"}
+    assert rows["1.weight"].sparsity == 0.5 and rows["3.weight"].sparsity == pytest.approx(
+        0.6, abs=0.01
+    )
+    for bad, match in (
+        (dict(pattern="2:4", sparsity=0.6), "set sparsity=0.5"),
+        (dict(pattern="2:4", per_layer={"1": 0.9}), "pattern=None"),
+        (dict(pattern="2:4", scope="global"), "scope='global'"),
+        (dict(pattern="2:4", include_bias=True), "include_bias"),
+        (dict(pattern="two:four"), "N:M"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            MagnitudePruning(**bad)
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        _prune(nn.Sequential(nn.Linear(6, 4)), MagnitudePruning(pattern="2:4"))
+    with pytest.raises(ConfigError, match="schedule"):
+        prune_iteratively(_mlp(), lambda m, k: None, 2, MagnitudePruning(pattern="2:4"))
+
+
+def test_layer_selection_tokens():
+    summary = _prune(_mlp(), MagnitudePruning(exclude=("@last",), per_layer={"@first": 0.25}))
+    assert {r.name: r.target for r in summary.rows} == {"1.weight": 0.25, "3.weight": 0.5}
+    assert [r.name for r in _prune(_mlp(), MagnitudePruning(include=("3",))).rows] == ["3.weight"]
+
+
+def test_deprecated_prune_and_ignore_still_work():
+    model = _mlp()
+    with pytest.warns(DeprecationWarning, match="compress_"):
+        from nnshrink.pruning import prune_
+    with pytest.warns(DeprecationWarning, match="exclude"):
+        cfg = MagnitudePruning(sparsity=0.5, ignore=("5",))
+    assert cfg == MagnitudePruning(sparsity=0.5, exclude=("5",))
+    result = prune_(model, cfg)
+    assert [r.name for r in result.rows] == ["1.weight", "3.weight"]
+    with pytest.warns(DeprecationWarning):
+        assert Config.from_dict({"type": "magnitude-pruning", "ignore": ["5"]}) == cfg

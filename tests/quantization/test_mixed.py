@@ -63,7 +63,7 @@ def test_layer_sensitivity_decreases_with_bits(tiny_convnet):
 
 
 def test_mixed_precision_handler(tiny_convnet):
-    cfg = MixedPrecision(avg_bits=4.0, choices=(2, 4, 8))
+    cfg = MixedPrecision(bits=4.0, choices=(2, 4, 8))
     assert Config.from_dict(cfg.to_dict()) == cfg
     rows = ns.compress_(tiny_convnet, cfg, example_inputs=torch.randn(4, 1, 28, 28))
     total = sum(r["params"] for r in rows)
@@ -82,6 +82,24 @@ def test_quantize_weight_is_idempotent():
 
 def test_mixed_precision_validation():
     with pytest.raises(ns.ConfigError):
-        MixedPrecision(avg_bits=1.0, choices=(2, 4))
+        MixedPrecision(bits=1.0, choices=(2, 4))
     with pytest.raises(ns.ConfigError):
         MixedPrecision(choices=(1, 4))
+
+
+def test_avg_bits_is_a_deprecated_alias():
+    with pytest.warns(DeprecationWarning, match="avg_bits"):
+        cfg = MixedPrecision(avg_bits=4.0)
+    assert cfg == MixedPrecision(bits=4.0) and cfg.avg_bits == 4.0
+    with pytest.warns(DeprecationWarning):
+        assert Config.from_dict({"type": "mixed-precision", "avg_bits": 5.0}).bits == 5.0
+
+
+def test_mixed_precision_layer_selection(tiny_convnet):
+    cfg = MixedPrecision(bits=5.0, choices=(2, 4, 8), exclude=("conv1",), per_layer={"fc": 8})
+    w = tiny_convnet.conv1.weight.detach().clone()
+    rows = ns.compress_(tiny_convnet, cfg, example_inputs=torch.randn(4, 1, 28, 28)).summary
+    assert [r["name"] for r in rows] == ["conv2", "fc"]
+    assert rows[1]["bits"] == 8 and rows[1]["sensitivity"] is None  # fixed, not searched
+    assert torch.equal(tiny_convnet.conv1.weight, w)  # excluded: untouched
+    assert sum(r["bits"] * r["params"] for r in rows) <= 5.0 * sum(r["params"] for r in rows)

@@ -111,3 +111,12 @@ def test_qat_model_checkpoint_round_trip(tmp_path):
     loaded, _ = load_checkpoint(tmp_path / "qat.safetensors")
     assert isinstance(loaded.features[0], QATConv2d) and loaded.features[0].lsq
     assert torch.allclose(loaded.eval()(x), ref)
+
+
+def test_qat_layer_selection(tiny_convnet):
+    names = prepare_qat(tiny_convnet, QAT(bits=4, exclude=("@first",), per_layer={"fc": 8}))
+    assert names == ["conv2", "fc"]
+    assert isinstance(tiny_convnet.conv1, nn.Conv2d) and not isinstance(
+        tiny_convnet.conv1, QATConv2d
+    )
+    assert tiny_convnet.conv2.bits == 4 and tiny_convnet.fc.bits == 8

@@ -94,7 +94,7 @@ def test_distill_and_structured_prune_stages(tmp_path, tiny_recipe):
     tiny_recipe["model"] = {"name": "lenet5"}
     tiny_recipe["stages"] = [
         {"train": {"epochs": 1}},
-        {"prune": {"type": "structured-pruning", "ratio": 0.5}},
+        {"prune": {"type": "structured-pruning", "sparsity": 0.5}},
         {"distill": {"teacher": "baseline", "method": "kd", "epochs": 1}},
     ]
     result = run_recipe(parse_recipe(tiny_recipe), tmp_path, progress=False, log=_quiet)
@@ -112,7 +112,7 @@ def test_slimming_with_input_pruning_stages(tmp_path, tiny_recipe):
     tiny_recipe["model"] = {"name": "mlp", "kwargs": {"batch_norm": True}}
     tiny_recipe["stages"] = [
         {"train": {"epochs": 1, "bn_l1": 1e-3, "input_group_lasso": 1e-3}},
-        {"prune": {"type": "structured-pruning", "ratio": 0.6, "criterion": "bn_scale"}},
+        {"prune": {"type": "structured-pruning", "sparsity": 0.6, "criterion": "bn_scale"}},
         {"prune": {"type": "input-pruning", "keep": 400}},
         {"finetune": {"epochs": 1, "lr": 0.005, "optimizer": "sgd"}},
         {"export": {}},
@@ -179,7 +179,7 @@ def test_python_caller_runs_a_recipe_on_their_own_model_and_loaders(tmp_path):
     recipe = parse_recipe({
         "stages": [
             {"train": {"epochs": 4, "lr": 0.01}},
-            {"structured-pruning": {"ratio": 0.5}},  # sparsity after the vocabulary merge
+            {"structured-pruning": {"sparsity": 0.5}},
             {"finetune": {"epochs": 4, "lr": 0.01}},
         ],
         "measure": {"latency": False},

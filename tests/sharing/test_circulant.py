@@ -77,10 +77,44 @@ def test_handler_params_macs_and_reload(tiny_mlp):
 
 
 def test_config_round_trip():
-    cfg = Circulant(init="random", seed=7, min_weights=100)
+    cfg = Circulant(init="random", seed=7, exclude=("@below:100",))
     assert Config.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError):
         Config.from_dict({"type": "circulant", "init": "svd"})
+    with pytest.raises(ConfigError, match="init"):
+        Circulant(per_layer={"1": {"init": "svd"}})
+
+
+def test_min_weights_is_a_deprecated_alias_of_exclude_below(tiny_mlp):
+    with pytest.warns(DeprecationWarning, match="circulant.exclude"):
+        old = Circulant(min_weights=200)
+    assert old == Circulant(exclude=("@below:200",))
+    with pytest.warns(DeprecationWarning):
+        assert Config.from_dict({"type": "circulant", "min_weights": 200}) == old
+    rows = ns.compress_(tiny_mlp, old)  # layer "3" has 128 weights: left dense
+    assert [r.name for r in rows] == ["1"] and type(tiny_mlp[3]) is nn.Linear
+
+
+def test_per_layer_overrides_seed_and_init(tiny_mlp):
+    before = tiny_mlp[3].weight.detach().clone()
+    ns.compress_(tiny_mlp, Circulant(per_layer={"1": {"init": "random", "seed": 40}}))
+    assert tiny_mlp[1].seed == 40 and tiny_mlp[3].seed == 1
+    # "3" was projected from its trained weight: the nearest circulant matrix, not a random one
+    proj = CirculantLinear.from_linear(_linear_from(before), seed=1)
+    torch.testing.assert_close(tiny_mlp[3].r, proj.r)
+
+
+def test_to_linear_computes_the_same(tiny_mlp):
+    layer = CirculantLinear(16, 32, seed=3).double()
+    x = torch.randn(5, 16, dtype=torch.float64)
+    torch.testing.assert_close(layer.to_linear()(x), layer(x), rtol=0, atol=1e-10)
+
+
+def _linear_from(weight):
+    lin = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+    return lin
 
 
 def test_checkpoint_rebuilds_circulant_layers(tmp_path):

@@ -74,7 +74,7 @@ def test_from_linear_is_least_squares_projection():
 
 def test_handler_replaces_linear_and_reports(tiny_mlp):
     x = torch.randn(2, 16)
-    rows = ns.compress_(tiny_mlp, Hashing(compression=0.25, seed=5))
+    rows = ns.compress_(tiny_mlp, Hashing(sparsity=0.75, seed=5))
     assert [r.name for r in rows] == ["1", "3"]
     assert isinstance(tiny_mlp[1], HashedLinear) and tiny_mlp[1].buckets == 128
     assert tiny_mlp[1].seed == 5 and tiny_mlp[3].seed == 6
@@ -88,19 +88,52 @@ def test_handler_replaces_linear_and_reports(tiny_mlp):
 
 
 def test_config_round_trip_and_validation():
-    cfg = Hashing(compression=1 / 64, seed=2, min_weights=1000)
+    cfg = Hashing(sparsity=63 / 64, seed=2, exclude=("@below:1000",))
     assert Config.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError):
-        Hashing(compression=0)
+    with pytest.raises(ConfigError, match="sparsity"):
+        Hashing(sparsity=1.0)
+    with pytest.raises(ConfigError, match=r"per_layer\['1'\]"):
+        Hashing(per_layer={"1": 1.5})
     with pytest.raises(ValueError, match="no nn.Linear"):
-        ns.compress_(nn.Sequential(nn.Linear(2, 2)), Hashing(min_weights=10))
+        ns.compress_(nn.Sequential(nn.Linear(2, 2)), Hashing(exclude=("@below:10",)))
+
+
+def test_deprecated_compression_and_min_weights_map_onto_sparsity_and_exclude():
+    with pytest.warns(DeprecationWarning, match="hashing.sparsity"):
+        old = Hashing(compression=0.125)
+    assert old == Hashing(sparsity=0.875)
+    with pytest.warns(DeprecationWarning, match="hashing.exclude"):
+        assert Hashing(min_weights=1000) == Hashing(exclude=("@below:1000",))
+    with pytest.warns(DeprecationWarning):
+        recipe = Config.from_dict({"type": "hashing", "compression": 0.25, "min_weights": 0})
+    assert recipe == Hashing(sparsity=0.75)
+    with pytest.raises(ConfigError, match="not both"):
+        Hashing(compression=0.5, sparsity=0.5)
+
+
+def test_per_layer_sparsity_and_exclude_tokens(tiny_mlp):
+    rows = ns.compress_(tiny_mlp, Hashing(sparsity=0.75, per_layer={"@last": 0.5}))
+    assert [(r.name, r.buckets) for r in rows] == [("1", 128), ("3", 64)]
+    assert rows[1].sparsity == 0.5 and rows[1].compression == 0.5
+    assert tiny_mlp[3].sparsity == 0.5
+    model = ns.models.create("lenet300")
+    rows = ns.compress_(model, Hashing(exclude=("@below:2000",)))
+    assert [r.name for r in rows] == ["1", "3"] and type(model[5]) is nn.Linear
+
+
+def test_to_linear_computes_the_same():
+    layer = HashedLinear(12, 5, buckets=7, seed=1)
+    x = torch.randn(3, 12)
+    plain = layer.to_linear()
+    assert type(plain) is nn.Linear
+    torch.testing.assert_close(plain(x), layer(x))
 
 
 def test_checkpoint_rebuilds_hashed_layers(tmp_path):
     from nnshrink.io import load_checkpoint, save_checkpoint
 
     model = ns.models.create("lenet300")
-    ns.compress_(model, Hashing(compression=1 / 16, seed=3))
+    ns.compress_(model, Hashing(sparsity=15 / 16, seed=3))
     path = save_checkpoint(model, tmp_path / "hashed.safetensors")
     assert path.stat().st_size < 4 * 266_610 / 8  # only the bucket vectors are stored
     loaded, _ = load_checkpoint(path)

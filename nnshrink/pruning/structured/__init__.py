@@ -1,12 +1,25 @@
-"""Structured (channel) pruning: dependency graph <- groups <- pruner, plus per-layer slicers.
+"""Structured pruning: channels, attention heads and MLP neurons, physically removed.
+
+Levels (imports flow one way): :mod:`.tracing` and :mod:`.graph` (trace -> dependency graph)
+<- :mod:`.group` (coupled edits) <- :mod:`.pruner` (policy); :mod:`.layer_ops` holds the
+per-layer slicers and the registry of layer rules, :mod:`.attention` the
+``nn.MultiheadAttention`` rule and its replacement module.
 
 Example:
-    >>> import nnshrink as ns  # doctest: +SKIP
-    >>> ns.compress_(model, StructuredPruning(ratio=0.5), example_inputs=x)  # doctest: +SKIP
+    >>> import torch, nnshrink as ns
+    >>> model = ns.models.create("vit", depth=2)
+    >>> x = torch.randn(1, 1, 28, 28)
+    >>> result = ns.compress_(model, StructuredPruning(sparsity=0.5), example_inputs=x)
+    >>> sorted({row.kind for row in result.groups})
+    ['channels', 'heads']
 """
 
-from .graph import ChannelEdit, DependencyGraph, UnsupportedModelError
+from .attention import PrunableMultiheadAttention
+from .check import PlanError
+from .config import GroupRow, StructuredPruning, StructuredPruningSummary
+from .graph import ChannelEdit, DependencyGraph, HeadSplit, ModuleCall, UnsupportedModelError
 from .group import Group, GroupEdit, build_groups
+from .heads import update_head_attributes
 from .layer_ops import (
     LayerOps,
     ops_for,
@@ -15,14 +28,8 @@ from .layer_ops import (
     register_layer_ops,
     supported_types,
 )
-from .pruner import (
-    BNSlimmingCallback,
-    GroupRow,
-    StructuredPruner,
-    StructuredPruning,
-    StructuredPruningSummary,
-    bn_l1_penalty,
-)
+from .pruner import StructuredPruner
+from .slimming import BNSlimmingCallback, bn_l1_penalty
 
 __all__ = [
     "BNSlimmingCallback",
@@ -31,7 +38,11 @@ __all__ = [
     "Group",
     "GroupEdit",
     "GroupRow",
+    "HeadSplit",
     "LayerOps",
+    "ModuleCall",
+    "PlanError",
+    "PrunableMultiheadAttention",
     "StructuredPruner",
     "StructuredPruning",
     "StructuredPruningSummary",
@@ -43,4 +54,5 @@ __all__ = [
     "prune_out_channels",
     "register_layer_ops",
     "supported_types",
+    "update_head_attributes",
 ]

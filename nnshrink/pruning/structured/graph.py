@@ -1,27 +1,26 @@
 """Dependency graph: trace a model and find which channel dimensions must be pruned together.
 
-Level 0 of structured pruning. The model is traced with ``torch.fx.symbolic_trace`` (a custom
-tracer that keeps every standard layer and every type known to :mod:`.layer_ops` as a leaf) and
-the traced graph is run once on ``example_inputs``. While running, every tensor carries one
-*label* per channel; channel-producing layers (conv/linear outputs, padded shortcut channels)
-create fresh labels, channel-preserving ops pass labels on, and ops that tie channels together
+Level 0 of structured pruning. The model is run once on ``example_inputs`` by one of the tracers
+of :mod:`.tracing` (torch.fx where it can trace the forward, else the eager tracer that reaches
+Hugging Face models and ``nn.Transformer*``). While it runs, every tensor carries one *label*
+per channel; channel-producing layers (conv/linear outputs, padded shortcut channels) create
+fresh labels, channel-preserving ops pass labels on, and ops that tie channels together
 (``+``/``*`` between feature maps, depthwise convs, a module called twice, ``cat`` along another
-axis) merge labels (union-find). Each module dimension that would have to be sliced is recorded
-as a :class:`ChannelEdit` holding the label of each of its positions; two edits are coupled iff
-they share a label. The per-operation rules live in :mod:`.rules`; ``group.py`` turns connected
-edits into groups.
+axis, attention pairing query, key and value heads) merge labels (union-find). Each module
+dimension that would have to be sliced is recorded as a :class:`ChannelEdit` holding the label
+of each of its positions; two edits are coupled iff they share a label. The per-operation rules
+live in :mod:`.rules`, :mod:`.rules_attention` and :mod:`.functions`; ``group.py`` turns
+connected edits into groups.
 
-Why ``torch.fx`` and not ``torch.export``: fx keeps ``call_module`` nodes with their qualified
-names (so edits point at the user's modules, and a module reused twice is one node target), it
-runs in milliseconds without decompositions, and it leaves the user's model untouched; export
-lowers modules to aten ops, so module identity has to be reconstructed. The price is that the
-forward must be symbolically traceable (no data-dependent Python control flow); untraceable
-models raise :class:`UnsupportedModelError` saying so, before anything is edited.
+Attention is found in the graph, not by class name: a ``view``/``reshape`` that splits a
+projection's channels into ``(heads, head_dim)`` makes each head one unit (its ``head_dim``
+channels share one label, :class:`HeadSplit` records where), and the matrix products of
+attention then pair query, key and value heads.
 
 Channels that must never change are *fixed*: the model inputs, everything returned by the model
 (so the final classifier keeps its outputs), channels sliced by a literal index (``x[:, :16]``),
-split by literal sizes or reshaped to literal sizes, and channels mixed by a reduction or
-softmax over the channel axis.
+split by literal sizes or reshaped to literal sizes (when fx can tell), and channels mixed by a
+reduction or softmax over the channel axis.
 
 Example:
     >>> g = DependencyGraph(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)),
@@ -33,22 +32,37 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import operator
+import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
-from nnshrink.core import as_input_tuple
-from nnshrink.models.resnet import ZeroPadShortcut
-
 from . import rules as R
-from .layer_ops import ops_for
+from .functions import visit_function
+from .heads import WIDTH_ATTRS
+from .tracing import (
+    Call,
+    FxTraceError,
+    VisitorError,
+    flat_tensors,
+    leaf_ops,
+    no_fastpath,
+    split_inputs,
+    trace_eager,
+    trace_fx,
+)
 
-__all__ = ["ChannelEdit", "DependencyGraph", "UnsupportedModelError"]
+__all__ = ["ChannelEdit", "DependencyGraph", "HeadSplit", "ModuleCall", "UnsupportedModelError"]
+
+#: attributes that may hold an attention module's head count, next to a ``view(..., H, D)``
+HEAD_COUNT_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads", "nheads",
+                    "num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head")  # fmt: skip
+
+
+HEAD_DIM_ATTRS = ("head_dim", "attention_head_size", "head_size", "d_head", "dim_head")
 
 
 class UnsupportedModelError(ValueError):
@@ -57,7 +71,8 @@ class UnsupportedModelError(ValueError):
 
 @dataclasses.dataclass
 class ChannelEdit:
-    """One module dimension to slice: ``dim`` is ``"out"`` or ``"in"``; one label per position."""
+    """One module dimension to slice: ``dim`` is ``"out"``, ``"in"``, a named dimension of the
+    layer (``"heads"``) or ``"param:<attr>:<axis>"``; one label per position."""
 
     name: str
     module: nn.Module
@@ -65,23 +80,67 @@ class ChannelEdit:
     labels: list[int]
 
 
-class _Tracer(fx.Tracer):
-    """Keep standard layers and every type with registered slicers as leaves."""
+@dataclasses.dataclass
+class HeadSplit:
+    """Where a channel axis was split into heads: in the forward of module ``owner`` (qualified
+    name), ``sizes`` units (heads, or q/k/v x heads) of ``head_dim`` channels, one label each."""
 
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return ops_for(m) is not None or super().is_leaf_module(m, module_qualified_name)
+    owner: str
+    head_dim: int
+    sizes: tuple[int, ...]
+    labels: list[int]
 
 
-class _Runner(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, graph: DependencyGraph) -> None:
-        super().__init__(gm)
+class ModuleCall:
+    """What a custom layer rule (``register_layer_ops(..., trace=fn)``) sees of one layer call.
+
+    Attributes:
+        name, module: the layer; args, kwargs, out: the real call; infos: labels of each
+        positional argument (pass them to :meth:`along`).
+    """
+
+    def __init__(self, graph: DependencyGraph, call: Call, infos: list[Any]) -> None:
         self._graph = graph
+        self.name, self.module = call.target, call.module
+        self.args, self.kwargs, self.out = call.args, call.kwargs, call.out
+        self.infos = infos
+        self.kw_infos = {k: R.sanitize(graph, v, False, False) for k, v in call.kw_infos.items()}
+        self.where = call.where
 
-    def run_node(self, n: fx.Node) -> Any:
-        value = super().run_node(n)
-        args, kwargs = self.fetch_args_kwargs_from_env(n)
-        self._graph._visit(n, args, kwargs, value, self.module)
-        return value
+    def arg(self, i: int, key: str) -> tuple[Any, Any]:
+        """``(value, labels)`` of positional argument ``i`` or keyword ``key``."""
+        if len(self.args) > i:
+            return self.args[i], self.infos[i]
+        return self.kwargs.get(key), self.kw_infos.get(key)
+
+    def along(self, info: Any, x: torch.Tensor, axis: int) -> list[int]:
+        """Labels of ``x`` along ``axis`` (fresh fixed ones when ``x`` has none there)."""
+        return self._graph._along(info, x, axis % x.dim())
+
+    def port(self, dim: str, labels: list[int] | None = None, size: int = 0) -> list[int]:
+        """Record the layer dimension ``dim`` with these labels (or ``size`` fresh ones)."""
+        return self._graph._port(self.module, self.name, dim, labels, size)
+
+    def fresh(self, n: int, fixed: bool = False) -> list[int]:
+        return self._graph._fresh(n, fixed)
+
+    def union(self, a: list[int], b: list[int]) -> None:
+        self._graph._union_lists(a, b)
+
+    def fix(self, labels: list[int]) -> None:
+        self._graph._fix(labels)
+
+    def heads(self, labels: list[int]) -> None:
+        """Mark ``labels`` as attention heads (their group is a head group)."""
+        self._graph.head_labels.update(labels)
+
+    def output(self, axis: int, labels: list[int]) -> R.Info:
+        return R.Info(axis, labels)
+
+    def unknown(self, why: str = "") -> Any:
+        """Give up on this call: its channels are reported (or fixed with ``strict=False``)."""
+        self._graph._unknown_op(self.where + (f" ({why})" if why else ""), self.infos)
+        return R.anon_like(self.out)
 
 
 class DependencyGraph:
@@ -91,15 +150,25 @@ class DependencyGraph:
         edits: every module dimension to slice, in execution order.
         constraints: ``(why, blocks)``: lists of label blocks that must keep equal counts
             (grouped convs, ``GroupNorm``, ``chunk``).
+        splits: the :class:`HeadSplit` of every attention projection.
+        tracer: ``"fx"`` or ``"eager"`` (see :mod:`.tracing`).
+        skipped: with ``strict=False``, why some channels were kept (one line per op).
+        output_shapes: shapes of the model's output tensors on ``example_inputs``.
 
     Args:
         model: the model (left unchanged; run once in eval mode under ``torch.no_grad``).
-        example_inputs: a tensor or tuple of tensors.
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs.
         ignore: ``(name, module) -> bool``; output channels of accepted modules are fixed.
+        strict: raise on an operation the graph cannot follow (default); ``False`` keeps the
+            channels reaching it and records why in :attr:`skipped`.
+        allow_stats: let statistics over the channel axis (a norm's mean/variance, broadcast
+            back with ``keepdim``) through; set by ``prune_hidden=True``.
+        tracer: ``"auto"`` (fx, else eager), ``"fx"`` or ``"eager"``.
 
     Raises:
-        UnsupportedModelError: the model cannot be traced, or a prunable channel reaches an
-            operation the graph does not understand (the message names the fx node or module).
+        UnsupportedModelError: the model cannot be run on ``example_inputs``, or (with
+            ``strict``) a prunable channel reaches an operation the graph does not understand
+            (the message names the op or module and how to get past it).
     """
 
     def __init__(
@@ -108,41 +177,72 @@ class DependencyGraph:
         example_inputs: Any,
         *,
         ignore: Callable[[str, nn.Module], bool] | None = None,
+        strict: bool = True,
+        allow_stats: bool = False,
+        tracer: str = "auto",
     ) -> None:
         self.model = model
-        self.edits: list[ChannelEdit] = []
-        self.constraints: list[tuple[str, list[list[int]]]] = []
-        self._parent: list[int] = []
-        self._fixed: list[bool] = []
-        self._ports: dict[tuple[int, str], list[int]] = {}
-        self._info: dict[fx.Node, Any] = {}
-        self._unknown: list[tuple[str, list[int]]] = []
-        self._names = {}
-        for name, module in model.named_modules():
-            self._names.setdefault(id(module), name)
-        inputs = as_input_tuple(example_inputs)
-        try:
-            traced = _Tracer().trace(model)
-        except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
-            raise UnsupportedModelError(
-                f"torch.fx could not trace {type(model).__name__}: {exc}. Structured pruning "
-                "needs a symbolically traceable forward (no Python control flow on tensor "
-                "values); move such code into a submodule and register it with "
-                "register_layer_ops, or prune the traceable submodules separately."
-            ) from exc
-        gm = fx.GraphModule(model, traced)
+        self.strict = strict
+        self.allow_stats = allow_stats
+        self._modules = dict(model.named_modules())
+        args, kwargs = split_inputs(example_inputs)
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
-            with torch.no_grad():
-                _Runner(gm, self).run(*inputs)
+            with torch.no_grad(), no_fastpath():
+                self.tracer = self._trace(model, args, kwargs, tracer)
         finally:
             for m, mode in modes:
                 m.training = mode
         for edit in self.edits:
             if ignore is not None and edit.dim == "out" and ignore(edit.name, edit.module):
                 self._fix(edit.labels)
+        self._check_literal_axes()
         self._check_unknown()
+
+    def _reset(self) -> None:
+        self.edits: list[ChannelEdit] = []
+        self.constraints: list[tuple[str, list[list[int]]]] = []
+        self.splits: list[HeadSplit] = []
+        self.head_labels: set[int] = set()
+        self.skipped: list[str] = []
+        self.output_shapes: list[tuple[int, ...]] = []
+        self._parent: list[int] = []
+        self._fixed: list[bool] = []
+        self._ports: dict[tuple[int, str], list[int]] = {}
+        self._unknown: list[tuple[str, list[int]]] = []
+        self._literal_axes: list[tuple[list[int], tuple[int, ...], int]] = []
+
+    def _trace(self, model: nn.Module, args: tuple, kwargs: dict, tracer: str) -> str:
+        fx_error = None
+        if tracer in ("auto", "fx") and not kwargs:
+            self._reset()
+            try:
+                trace_fx(model, args, kwargs, self)
+                return "fx"
+            except VisitorError as exc:
+                raise exc.__cause__ from None
+            except Exception as exc:  # not traceable (FxTraceError) or the traced run failed
+                fx_error = exc if isinstance(exc, FxTraceError) else None
+                if tracer == "fx":
+                    raise UnsupportedModelError(
+                        f"torch.fx could not trace {type(model).__name__}: {exc}. Use "
+                        "tracer='auto' to run it eagerly instead."
+                    ) from exc
+        self._reset()
+        try:
+            trace_eager(model, args, kwargs, self)
+        except VisitorError as exc:
+            raise exc.__cause__ from None
+        except Exception as exc:
+            why = f" (torch.fx could not trace it either: {fx_error})" if fx_error else ""
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise UnsupportedModelError(
+                f"{type(model).__name__} failed on example_inputs while being traced: "
+                f"{type(exc).__name__}: {first}{why}. Pass the inputs the model takes (a "
+                "tensor, a tuple of positional inputs or a dict of keyword inputs)."
+            ) from exc
+        return "eager"
 
     # ---------------------------------------------------------------- labels (union-find)
     def find(self, label: int) -> int:
@@ -208,6 +308,10 @@ class DependencyGraph:
             self.constraints.append((why, [labels[i * per : (i + 1) * per] for i in range(blocks)]))
         return labels
 
+    def _param_port(self, ref: R.ParamRef, axis: int, labels: list[int]) -> None:
+        """A parameter used directly becomes an edit slicing it along ``axis``."""
+        self._port(ref.module, ref.owner, f"param:{ref.attr}:{axis}", labels)
+
     def _along(self, info: Any, x: torch.Tensor, axis: int) -> list[int]:
         """Labels of ``x`` along ``axis``; channels on another axis get fixed (treated as data)."""
         if isinstance(info, R.Info) and info.cdim == axis:
@@ -216,93 +320,144 @@ class DependencyGraph:
             self._fix(info.labels)
         return self._fresh(x.shape[axis], fixed=True)
 
+    def _split(self, labels: list[int], sizes: list[int], axes: list[int], literal: Any) -> Any:
+        """A channel axis reshaped into ``sizes`` on ``axes``: units over all but the last."""
+        head_dim = sizes[-1]
+        units = []
+        for u in range(math.prod(sizes[:-1])):
+            block = labels[u * head_dim : (u + 1) * head_dim]
+            for label in block[1:]:
+                self._union(block[0], label)
+            units.append(block[0])
+        owner = self._scope
+        self.head_labels.update(units)
+        self.splits.append(HeadSplit(owner, head_dim, tuple(sizes[:-1]), units))
+        if literal is not None:
+            for k, axis in enumerate(axes[:-1]):
+                if literal(axis) and not self._attribute_backed(owner, sizes[k]):
+                    self._literal_axes.append((units, tuple(sizes[:-1]), k))
+        if len(axes) == 2:
+            return R.Info(axes[0], units)
+        return R.Multi(tuple(axes[:-1]), tuple(sizes[:-1]), units)
+
+    def _one_head(self, outs: list[int], b: list[int], b_big: list[int]) -> bool:
+        """A reshape to ``(..., 1, D)`` is a split into one head iff ``D`` is the ``head_dim``
+        of the module doing it (otherwise it is just an added axis)."""
+        k = b.index(b_big[0])
+        if k == 0 or outs[b[k - 1]] != 1 or b_big[0] != b[-1]:
+            return False
+        module = self._modules.get(self._scope)
+        return module is not None and any(
+            getattr(module, attr, None) == outs[b_big[0]] for attr in HEAD_DIM_ATTRS
+        )
+
+    def _attribute_backed(self, owner: str, size: int, names: tuple = HEAD_COUNT_ATTRS) -> bool:
+        """A literal head count is fine if it is an attribute nnshrink updates (``num_heads``)."""
+        module = self._modules.get(owner)
+        return module is not None and any(getattr(module, attr, None) == size for attr in names)
+
+    def _width_backed(self, size: int) -> bool:
+        """A literal merged width is fine if it is an attention width nnshrink updates."""
+        return self._attribute_backed(self._scope, size, WIDTH_ATTRS)
+
+    def _check_literal_axes(self) -> None:
+        """A unit axis of literal size must keep its count: its units must stay together."""
+        for units, sizes, k in self._literal_axes:
+            grid = torch.tensor([self.find(u) for u in units]).reshape(sizes).movedim(k, -1)
+            rows = grid.reshape(-1, sizes[k])
+            if not bool((rows == rows[:, :1]).all()):
+                self._fix(units)
+
     def _unknown_op(self, what: str, infos: list[Any]) -> None:
         labels = [label for info in infos for ls in R.all_labels(info) for label in ls]
         self._unknown.append((what, labels))
 
     def _check_unknown(self) -> None:
-        bad = [what for what, labels in self._unknown if not all(self.is_fixed(x) for x in labels)]
-        if bad:
+        bad = [(w, ls) for w, ls in self._unknown if not all(self.is_fixed(x) for x in ls)]
+        if not bad:
+            return
+        names = [w for w, _ in bad]
+        if self.strict:
             raise UnsupportedModelError(
-                f"structured pruning cannot follow channels through {', '.join(bad[:5])}"
-                f"{' and more' if len(bad) > 5 else ''}. Supported: {R.supported_ops()}. Fix: "
-                "add the layers that feed it to `ignore`, or register the module type with "
-                "nnshrink.pruning.structured.register_layer_ops."
+                f"structured pruning cannot follow channels through {', '.join(names[:5])}"
+                f"{' and more' if len(names) > 5 else ''}. Supported: {R.supported_ops()}. Fix: "
+                "add the layers that feed it to `exclude`, register the module type with "
+                "nnshrink.pruning.structured.register_layer_ops, or pass strict=False to keep "
+                "those channels and prune the rest."
             )
+        for what, labels in bad:
+            self._fix(labels)
+            self.skipped.append(f"{what}: channels reaching it are kept (op not supported)")
+        warnings.warn(
+            "structured pruning kept the channels of ops it cannot follow: " + "; ".join(names),
+            stacklevel=4,
+        )
 
-    # ---------------------------------------------------------------- node visitors
-    def _visit(self, n: fx.Node, args: tuple, kwargs: dict, value: Any, gm: nn.Module) -> None:
-        if n.op == "placeholder":
-            self._info[n] = R.placeholder(self, value)
-            return
-        if n.op == "get_attr":
-            self._info[n] = R.anon_like(value)
-            return
-        if n.op == "output":
-            self._fix_nested([self._arg_info(a) for a in R.flat_nodes(n.args)])
-            return
-        if not R.has_tensor(value):
-            self._info[n] = None
-            return
-        infos = [self._arg_info(a) for a in n.args]
-        kw_infos = {k: self._arg_info(a) for k, a in n.kwargs.items()}
-        if n.op == "call_module":
-            module = gm.get_submodule(n.target)
-            name = self._names.get(id(module), str(n.target))
-            info = self._module(n, name, module, infos, args, value)
-        else:
-            info = self._function(n, infos, kw_infos, args, kwargs, value)
-        self._info[n] = info
+    # ---------------------------------------------------------------- tracer visitor
+    @property
+    def _scope(self) -> str:
+        return self._current.scope if self._current is not None else ""
 
-    def _arg_info(self, a: Any) -> Any:
-        if isinstance(a, fx.Node):
-            return self._info.get(a)
-        if isinstance(a, list | tuple):
-            return [self._arg_info(x) for x in a]
-        return None
+    def input(self, value: Any) -> Any:
+        return R.placeholder(self, value)
 
-    def _module(self, n, name, module, infos, args, out) -> Any:
-        x = args[0] if args else None
+    def param(self, owner: str, module: nn.Module, attr: str, tensor: torch.Tensor) -> Any:
+        return R.ParamRef(owner, module, attr, tensor)
+
+    def output(self, infos: Any, value: Any) -> None:
+        self._fix_nested(R.sanitize(self, infos, False, False))
+        self.output_shapes = [tuple(t.shape) for t in flat_tensors(value)]
+
+    def visit(self, call: Call) -> Any:
+        self._current = call
+        try:
+            if call.kind == "module":
+                if not R.has_tensor(call.out):
+                    return None
+                return self._module(call)
+            return visit_function(self, call)
+        finally:
+            self._current = None
+
+    _current: Call | None = None
+
+    def _module(self, call: Call) -> Any:
+        module, name, out = call.module, call.target, call.out
+        infos = [R.sanitize(self, i, False, False) for i in call.infos]
+        ops = leaf_ops(module)
+        if ops is not None and ops.coupling == "custom":
+            return ops.trace(ModuleCall(self, call, infos))
+        x = call.args[0] if call.args else None
         info = infos[0] if infos else None
-        what = f"module '{name}' ({type(module).__name__})"
         if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor):
-            self._unknown_op(what, infos)
+            self._unknown_op(call.where, infos)
             return R.anon_like(out)
-        ops = ops_for(module)
-        if isinstance(module, ZeroPadShortcut):
-            in_labels = self._along(info, x, 1)
-            pad = out.shape[1] - len(in_labels)
-            labels = in_labels + (self._fresh(pad) if pad > 0 else [])
-            return R.Info(1, self._port(module, name, "out", labels))
         if isinstance(module, nn.modules.conv._ConvNd):
-            return self._conv(name, module, info, x, out, what)
-        if isinstance(module, nn.Linear):
-            axis = x.dim() - 1
-            self._port(module, name, "in", self._along(info, x, axis))
-            return R.Info(out.dim() - 1, self._port(module, name, "out", None, out.shape[-1]))
-        if isinstance(module, nn.LayerNorm):
+            return self._conv(name, module, info, x, out, call.where)
+        if isinstance(module, nn.LayerNorm | getattr(nn, "RMSNorm", nn.LayerNorm)):
             return self._layer_norm(name, module, info, x, out)
         if isinstance(module, nn.PReLU) and module.num_parameters == 1:
             return R.carry(self, info, x, out)
         if isinstance(module, nn.GroupNorm):
             labels = self._along(info, x, 1)
             return R.Info(1, self._port(module, name, "out", labels, blocks=module.num_groups))
-        if ops is not None and ops.coupling == "shared":
-            return R.Info(1, self._port(module, name, "out", self._along(info, x, 1)))
-        if ops is not None and ops.coupling == "independent":
-            axis = 1 if x.dim() > 1 else 0
+        if ops is not None:
+            last = ops.layout == "last"
+            axis = x.dim() - 1 if last else (1 if x.dim() > 1 else 0)
+            out_axis = out.dim() - 1 if last else (1 if out.dim() > 1 else 0)
+            if ops.coupling == "shared":
+                return R.Info(axis, self._port(module, name, "out", self._along(info, x, axis)))
             self._port(module, name, "in", self._along(info, x, axis))
-            out_axis = 1 if out.dim() > 1 else 0
             return R.Info(out_axis, self._port(module, name, "out", None, out.shape[out_axis]))
         if isinstance(module, R.PASSTHROUGH_MODULES):
             return R.carry(self, info, x, out)
         if isinstance(module, nn.Flatten):
             return R.flatten(info, x, out, module.start_dim, module.end_dim)
         if isinstance(module, nn.Unflatten):
-            return R.reshape(self, info, x, out, None)
+            return R.reshape(self, info, x, out, None, None)
         if isinstance(module, nn.Softmax | nn.LogSoftmax | nn.Softmin):
             return R.softmax(self, info, x, out, module.dim)
-        self._unknown_op(what, infos)
+        self._unknown_op(call.where, infos)
         return R.anon_like(out)
 
     def _conv(self, name, conv, info, x, out, what) -> Any:
@@ -324,63 +479,4 @@ class DependencyGraph:
         if len(ln.normalized_shape) != 1:
             self._fix(info.labels)
             return info
-        if ln.weight is None:
-            return info
         return R.Info(info.cdim, self._port(ln, name, "out", info.labels))
-
-    def _function(self, n, infos, kw_infos, args, kwargs, out) -> Any:
-        target = n.target
-        method = n.op == "call_method"
-        first = infos[0] if infos else None
-        x = args[0] if args else None
-        what = (
-            f"{'method .' if method else 'function '}{R.target_name(target)} (fx node '{n.name}')"
-        )
-
-        def get(i: int, key: str, default: Any = None) -> Any:
-            return args[i] if len(args) > i else kwargs.get(key, default)
-
-        if (method and target in R.PASSTHROUGH_METHODS) or (
-            not method and target in R.PASSTHROUGH_FUNCTIONS
-        ):
-            return R.carry(self, first, x, out)
-        if (method and target in R.ELEMENTWISE_METHODS) or (not method and target in R.ELEMENTWISE):
-            operands = list(zip(args, infos)) + [(kwargs.get("other"), kw_infos.get("other"))]
-            return R.elementwise(self, operands, out)
-        if not method and target in (torch.cat, torch.concat, torch.concatenate):
-            tensors = get(0, "tensors")
-            t_infos = infos[0] if infos else kw_infos.get("tensors")
-            return R.cat(self, tensors, t_infos, get(1, "dim", 0), out)
-        if R.target_name(target) in ("split", "chunk") and isinstance(out, tuple | list):
-            if target == "chunk" or target is torch.chunk:
-                dim, dynamic = get(2, "dim", 0), True
-            else:
-                dim = get(2, "dim", 0)
-                raw = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections")
-                dynamic = isinstance(raw, fx.Node)
-            return R.split(self, first, x, out, dim, dynamic)
-        if target is operator.getitem:
-            return R.getitem(self, first, x, get(1, "idx"), out)
-        if (method and target == "flatten") or target is torch.flatten:
-            return R.flatten(first, x, out, get(1, "start_dim", 0), get(2, "end_dim", -1))
-        if (method and target in R.RESHAPE_METHODS) or target in R.RESHAPE_FUNCTIONS:
-            shape_args = None
-            if target in ("view", "reshape", torch.reshape):
-                raw = list(n.args[1:])
-                shape_args = raw[0] if len(raw) == 1 and isinstance(raw[0], list | tuple) else raw
-            return R.reshape(self, first, x, out, shape_args)
-        if (method and target in R.REDUCE_METHODS) or target in R.REDUCE_FUNCTIONS:
-            return R.reduce(self, first, x, out, get(1, "dim"), get(2, "keepdim", False))
-        if (method and target == "permute") or target is torch.permute:
-            dims = args[1:] if method and not isinstance(get(1, "dims"), list | tuple) else None
-            return R.permute(first, x, list(dims) if dims is not None else list(get(1, "dims")))
-        if (method and target == "transpose") or target is torch.transpose:
-            return R.transpose(first, x, get(1, "dim0"), get(2, "dim1"))
-        if target is F.pad:
-            return R.pad(self, first, x, out, get(1, "pad"), get(2, "mode", "constant"))
-        if (method and target in ("softmax", "log_softmax")) or target in (
-            torch.softmax, F.softmax, torch.log_softmax, F.log_softmax
-        ):  # fmt: skip
-            return R.softmax(self, first, x, out, get(1, "dim"))
-        self._unknown_op(what, list(infos) + list(kw_infos.values()))
-        return R.anon_like(out)

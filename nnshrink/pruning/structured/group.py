@@ -1,37 +1,50 @@
 """Groups of coupled channel edits: prune them together, score them together.
 
 Level 2 of structured pruning. A :class:`Group` is a set of module dimensions (conv/linear
-outputs, the next layers' inputs, norm layers, residual partners, ...) that share channels
-according to the :class:`~.graph.DependencyGraph`. Its channels are numbered ``0..size-1``; every
-edit maps each of its positions to one group channel (a flatten→linear input maps H*W consecutive
-features to the same channel). ``Group.prune(keep_idx)`` slices every edit consistently with
-:mod:`.layer_ops`; ``Group.scores(criterion)`` aggregates per-channel importance over the group.
+outputs, the next layers' inputs, norm layers, residual partners, attention heads, ...) that
+share channels according to the :class:`~.graph.DependencyGraph`. Its channels are numbered
+``0..size-1``; every edit maps each of its positions to one group channel (a flatten→linear input
+maps H*W consecutive features to the same channel, a query projection maps ``head_dim`` rows to
+the same head). ``Group.prune(keep_idx)`` slices every edit consistently with :mod:`.layer_ops`
+(replacing a layer first where its type cannot hold the new shape, e.g.
+``nn.MultiheadAttention``) and updates the head attributes of attention modules
+(:mod:`.heads`); ``Group.scores(criterion)`` aggregates per-channel importance over the group.
+
+Each group has a ``kind``: ``"heads"`` (attention heads: the channels are whole heads),
+``"hidden"`` (the width attention reads, i.e. the residual stream of a transformer, and
+embedding outputs) or ``"channels"`` (everything else: conv filters, MLP neurons).
 
 Example:
     >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3))
     >>> groups = [g for g in build_groups(model, torch.zeros(1, 1, 8, 8)) if g.prunable]
-    >>> groups[0].modules, groups[0].size
-    (('0', '1', '3'), 4)
-    >>> groups[0].prune([0, 3]); model[3].in_channels
+    >>> groups[0].modules, groups[0].size, groups[0].kind
+    (('0', '1', '3'), 4, 'channels')
+    >>> _ = groups[0].prune([0, 3]); model[3].in_channels
     2
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from nnshrink.core import set_submodule
+
 from .. import criteria as _criteria
 from .graph import DependencyGraph
-from .layer_ops import prune_in_channels, prune_out_channels
+from .heads import update_head_attributes
+from .layer_ops import ops_for, slice_tensor_attr, weight_axis
 
 __all__ = ["Group", "GroupEdit", "build_groups"]
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
+          getattr(nn, "RMSNorm", nn.LayerNorm))  # fmt: skip
+_PRODUCING = ("out", "heads")
 
 
 @dataclasses.dataclass
@@ -45,6 +58,16 @@ class GroupEdit:
 
 
 @dataclasses.dataclass
+class GroupSplit:
+    """A :class:`~.graph.HeadSplit` in group terms: unit u of the split is channel ``index[u]``."""
+
+    owner: str
+    head_dim: int
+    index: torch.Tensor
+    pieces: int = 1  # units per head: 3 for a fused (q/k/v, heads) split
+
+
+@dataclasses.dataclass
 class Group:
     """Coupled module dimensions that must lose the same channels.
 
@@ -55,6 +78,10 @@ class Group:
         blocks: block id per channel when blocks must keep equal counts (grouped conv, GroupNorm,
             chunk), else ``None``.
         blocked: why the group cannot be pruned at all (``None`` when it can).
+        kind: ``"heads"``, ``"hidden"`` or ``"channels"`` (see the module docstring).
+        root: the model the edits' names refer to (modules are looked up by name when pruning,
+            so a layer replaced by an equivalent one is found).
+        splits: where the group's heads were split out of projections (attribute updates).
     """
 
     edits: list[GroupEdit]
@@ -62,6 +89,9 @@ class Group:
     fixed: torch.Tensor
     blocks: torch.Tensor | None = None
     blocked: str | None = None
+    kind: str = "channels"
+    root: nn.Module | None = dataclasses.field(default=None, repr=False)
+    splits: list[GroupSplit] = dataclasses.field(default_factory=list, repr=False)
     _done: bool = dataclasses.field(default=False, repr=False)
 
     @property
@@ -74,14 +104,20 @@ class Group:
         """Whether at least one channel could be removed."""
         return self.blocked is None and not bool(self.fixed.all()) and self.size > 1
 
+    def on(self, root: nn.Module) -> Group:
+        """The same group for another model with the same module names (e.g. a deep copy)."""
+        edits = [dataclasses.replace(e, module=root.get_submodule(e.name)) for e in self.edits]
+        return dataclasses.replace(self, edits=edits, root=root, _done=False)
+
     def scores(self, criterion: str = "l2", seed: int = 0) -> torch.Tensor:
         """Importance of each channel (float64, higher = keep), averaged over the group's layers.
 
-        Weighted layers (conv, linear) are scored on their output dimension; ``bn_scale`` scores
-        norm layers' ``|gamma|`` (groups without one fall back to ``l2``); a group without any
-        weighted output (rare) is scored on the consumers' input dimension. A channel's score is
-        the mean over the layers that produce it, so that in a residual group spanning several
-        stages (option-A shortcuts) early channels, produced by more layers, are not favoured.
+        Weighted layers (conv, linear, attention heads) are scored on their output dimension;
+        ``bn_scale`` scores norm layers' ``|gamma|`` (groups without one fall back to ``l2``); a
+        group without any weighted output (rare) is scored on the consumers' input dimension. A
+        channel's score is the mean over the layers that produce it, so that in a residual group
+        spanning several stages (option-A shortcuts) early channels, produced by more layers,
+        are not favoured; a head's score is the mean over its rows in q, k and v.
 
         Args:
             criterion: one of ``nnshrink.pruning.criteria.CRITERIA``.
@@ -96,7 +132,7 @@ class Group:
             if scores is not None:
                 return scores
             criterion = "l2"
-        scores = self._mean(criterion, lambda e: e.dim == "out")
+        scores = self._mean(criterion, lambda e: e.dim in _PRODUCING)
         if scores is None:
             scores = self._mean(criterion, lambda e: e.dim == "in")
         return scores if scores is not None else torch.zeros(self.size, dtype=torch.float64)
@@ -115,15 +151,11 @@ class Group:
             return None
         return total / count.clamp(min=1)
 
-    def prune(self, keep_idx: Sequence[int] | torch.Tensor) -> None:
-        """Keep only channels ``keep_idx`` in every module of the group (in place).
-
-        Args:
-            keep_idx: group channel indices to keep; must contain every fixed channel and, with
-                ``blocks``, the same number per block.
+    def check(self, keep_idx: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Validate ``keep_idx`` for this group; return the kept-channel mask (nothing edited).
 
         Raises:
-            ValueError: on a bad ``keep_idx`` or a blocked/already pruned group (nothing edited).
+            ValueError: a bad ``keep_idx``, or a blocked / already pruned group.
         """
         if self._done:
             raise ValueError("this group was already pruned; rebuild the groups (indices moved)")
@@ -139,7 +171,7 @@ class Group:
         if bool((self.fixed & ~mask).any()):
             missing = torch.nonzero(self.fixed & ~mask).reshape(-1).tolist()
             raise ValueError(
-                f"channels {missing[:8]} are fixed (inputs/outputs/ignored) and must stay"
+                f"channels {missing[:8]} are fixed (inputs/outputs/excluded) and must stay"
             )
         if self.blocks is not None:
             counts = torch.bincount(self.blocks[mask], minlength=int(self.blocks.max()) + 1)
@@ -147,32 +179,70 @@ class Group:
                 raise ValueError(
                     f"keep the same number of channels per block; got {counts.tolist()}"
                 )
+        return mask
+
+    def prune(self, keep_idx: Sequence[int] | torch.Tensor) -> dict[str, dict[str, Any]]:
+        """Keep only channels ``keep_idx`` in every module of the group (in place).
+
+        Args:
+            keep_idx: group channel indices to keep; must contain every fixed channel and, with
+                ``blocks``, the same number per block.
+
+        Returns:
+            ``{module name: {attribute: (old, new)}}`` of the head attributes updated.
+
+        Raises:
+            ValueError: on a bad ``keep_idx`` or a blocked/already pruned group (nothing edited).
+        """
+        mask = self.check(keep_idx)
         self._done = True
         if bool(mask.all()):
-            return
+            return {}
         for edit in self.edits:
             positions = torch.nonzero(mask[edit.index]).reshape(-1)
-            if edit.dim == "out":
-                prune_out_channels(edit.module, positions)
-            else:
-                prune_in_channels(edit.module, positions)
+            module = self._resolve(edit)
+            if edit.dim.startswith("param:"):
+                _, attr, axis = edit.dim.split(":")
+                slice_tensor_attr(module, attr, positions, int(axis))
+                continue
+            ops = ops_for(module)
+            if ops is None:
+                raise TypeError(f"no slicer for {type(module).__name__} ({edit.name})")
+            ops.slicer(edit.dim)(module, positions)
+        return self._update_heads(mask)
+
+    def _resolve(self, edit: GroupEdit) -> nn.Module:
+        """The module to slice, replaced first if its type cannot hold the new shape."""
+        module = self.root.get_submodule(edit.name) if self.root is not None else edit.module
+        ops = ops_for(module)
+        if ops is not None and ops.convert is not None:
+            new = ops.convert(module)
+            if new is not module:
+                if self.root is None or not edit.name:
+                    raise ValueError(f"{edit.name!r} must be replaced; build groups with a root")
+                set_submodule(self.root, edit.name, new)
+                module = new
+        return module
+
+    def _update_heads(self, mask: torch.Tensor) -> dict[str, dict[str, Any]]:
+        by_owner: dict[str, list[GroupSplit]] = {}
+        for split in self.splits:
+            by_owner.setdefault(split.owner, []).append(split)
+        changed = {}
+        for owner, splits in by_owner.items():
+            module = self.root.get_submodule(owner) if self.root is not None else None
+            if module is None:
+                continue
+            counts = [(s.index.numel() // s.pieces, int(mask[s.index].sum()) // s.pieces)
+                      for s in splits]  # fmt: skip
+            done = update_head_attributes(module, counts, splits[0].head_dim)
+            if done:
+                changed[owner] = done
+        return changed
 
     def describe(self) -> str:
-        """One line: modules and channel count."""
-        return f"{self.size} channels: " + ", ".join(f"{e.name}.{e.dim}" for e in self.edits)
-
-
-def _weight_axis(module: nn.Module, dim: str) -> int | None:
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return 1 if dim == "out" else 0
-    if isinstance(module, nn.modules.conv._ConvNd):
-        depthwise = module.groups > 1 and module.groups == module.in_channels
-        if dim == "in" and module.groups > 1 and not depthwise:
-            return None  # the weight's input axis holds in_channels / groups entries
-        return 0 if dim == "out" or depthwise else 1
-    if isinstance(module, nn.Linear):
-        return 0 if dim == "out" else 1
-    return None
+        """One line: kind, modules and channel count."""
+        return f"{self.size} {self.kind}: " + ", ".join(f"{e.name}.{e.dim}" for e in self.edits)
 
 
 def _edit_scores(edit: GroupEdit, criterion: str) -> torch.Tensor | None:
@@ -180,18 +250,28 @@ def _edit_scores(edit: GroupEdit, criterion: str) -> torch.Tensor | None:
     if criterion == "bn_scale":
         weight = getattr(module, "weight", None)
         return None if weight is None else _criteria.bn_scale(weight)
-    axis = _weight_axis(module, edit.dim)
-    if axis is None:
+    if edit.dim.startswith("param:"):
         return None
-    weight = module.weight
+    ops = ops_for(module)
+    if ops is not None and ops.weights is not None:
+        tensors = ops.weights(module, edit.dim)
+    else:
+        axis = weight_axis(module, edit.dim)
+        weight = getattr(module, "weight", None)
+        tensors = [] if axis is None or weight is None else [(weight, weight.grad, axis)]
+    if not tensors:
+        return None
+    n = tensors[0][0].shape[tensors[0][2]]
+    feats = torch.cat([t.detach().movedim(a, 0).reshape(n, -1) for t, _, a in tensors], dim=1)
     if criterion == "taylor":
-        if weight.grad is None:
+        if any(g is None for _, g, _ in tensors):
             raise ValueError(
-                f"criterion 'taylor' needs gradients but {edit.name}.weight.grad is None: run "
+                f"criterion 'taylor' needs gradients but {edit.name} has no .grad: run "
                 "loss.backward() on a batch before pruning"
             )
-        return _criteria.taylor(weight, weight.grad, axis)
-    return getattr(_criteria, criterion)(weight, axis)
+        grads = torch.cat([g.detach().movedim(a, 0).reshape(n, -1) for _, g, a in tensors], 1)
+        return _criteria.taylor(feats, grads, 0)
+    return getattr(_criteria, criterion)(feats, 0)
 
 
 def build_groups(
@@ -200,19 +280,21 @@ def build_groups(
     *,
     ignore: Callable[[str, nn.Module], bool] | None = None,
     graph: DependencyGraph | None = None,
+    strict: bool = True,
 ) -> list[Group]:
     """Trace ``model`` and return its channel groups (prunable or not), in execution order.
 
     Args:
         model: the model (not modified).
-        example_inputs: tensor or tuple of tensors for one forward pass.
+        example_inputs: tensor, tuple of tensors or dict of keyword inputs for one forward pass.
         ignore: ``(name, module) -> bool``; the output channels of modules it accepts are kept.
         graph: a prebuilt :class:`DependencyGraph` (otherwise one is built with ``ignore``).
+        strict: see :class:`DependencyGraph`.
 
     Raises:
         UnsupportedModelError: see :class:`DependencyGraph`.
     """
-    graph = graph or DependencyGraph(model, example_inputs, ignore=ignore)
+    graph = graph or DependencyGraph(model, example_inputs, ignore=ignore, strict=strict)
     # connect roots that appear in the same edit: each connected component is a group
     comp: dict[int, int] = {}
 
@@ -234,7 +316,9 @@ def build_groups(
             members.setdefault(find(roots[0]), []).append(i)
     groups = []
     group_of_root: dict[int, tuple[int, dict[int, int]]] = {}
+    roots_of_group: list[set[int]] = []
     for edit_ids in members.values():
+        roots_of_group.append({r for i in edit_ids for r in edit_roots[i]})
         channel: dict[int, int] = {}
         for i in edit_ids:
             for r in edit_roots[i]:
@@ -248,9 +332,37 @@ def build_groups(
             edits.append(GroupEdit(e.name, e.module, e.dim, index))
         for r in channel:
             group_of_root[r] = (len(groups), channel)
-        groups.append(Group(edits, len(channel), fixed))
+        groups.append(Group(edits, len(channel), fixed, root=model))
     _attach_blocks(graph, groups, group_of_root)
+    _attach_heads(graph, groups, group_of_root, roots_of_group)
     return groups
+
+
+def _attach_heads(
+    graph: DependencyGraph, groups: list[Group], group_of_root: dict, roots_of_group: list
+) -> None:
+    """Kinds (heads / hidden / channels) and the head splits of each group."""
+    head_roots = {graph.find(label) for label in graph.head_labels}
+    for split in graph.splits:
+        roots = [graph.find(label) for label in split.labels]
+        owners = {group_of_root[r][0] for r in roots if r in group_of_root}
+        if len(owners) != 1:
+            continue  # heads not sliced anywhere, or spread over groups: no attribute to update
+        g, channel = group_of_root[roots[0]]
+        index = torch.tensor([channel[r] for r in roots], dtype=torch.long)
+        pieces = math.prod(split.sizes[:-1])
+        groups[g].splits.append(GroupSplit(split.owner, split.head_dim, index, pieces))
+    producers = set()
+    for g, roots in zip(groups, roots_of_group):
+        if roots & head_roots:
+            g.kind = "heads"
+            producers.update(e.name for e in g.edits if e.dim in _PRODUCING)
+    for g in groups:
+        reads_attention = any(e.dim in ("in", "in_k", "in_v") and e.name in producers
+                              for e in g.edits)  # fmt: skip
+        embeds = any(isinstance(e.module, nn.Embedding) and e.dim == "out" for e in g.edits)
+        if reads_attention or embeds:
+            g.kind = "hidden"
 
 
 def _block_ids(roots: list[list[int]], channel: dict[int, int], size: int) -> list[int] | None:
@@ -272,7 +384,9 @@ def _attach_blocks(graph: DependencyGraph, groups: list[Group], group_of_root: d
     """Turn label-block constraints into per-group block ids (or mark the group blocked).
 
     Only one block structure per group is supported (e.g. a grouped conv, a GroupNorm with the
-    same number of groups, a chunk); anything else blocks the group: it is left unpruned.
+    same number of groups, a chunk); anything else blocks the group: it is left unpruned. A
+    constraint whose blocks hold the same channels (GPT-2's fused q/k/v split into three, once
+    attention has paired their heads) holds whatever is kept, and is dropped.
     """
     seen: dict[int, list[int]] = {}
     for why, blocks in graph.constraints:
@@ -280,6 +394,8 @@ def _attach_blocks(graph: DependencyGraph, groups: list[Group], group_of_root: d
         first = next((r for block in roots for r in block if r in group_of_root), None)
         if first is None:
             continue  # the constrained tensor is not sliced anywhere
+        if all(sorted(block) == sorted(roots[0]) for block in roots[1:]):
+            continue  # every block loses the same channels: counts stay equal
         g, channel = group_of_root[first]
         ids = _block_ids(roots, channel, groups[g].size)
         if ids is None or (g in seen and _partition(seen[g]) != _partition(ids)):

@@ -1,15 +1,20 @@
-"""Structured pruning policy: which channels to remove, how many, and when to stop.
+"""Structured pruning policy: which channels and heads to remove, how many, and when to stop.
 
-Level 3 of structured pruning. :class:`StructuredPruning` is the config (kind
-``"structured-pruning"``) applied by ``nnshrink.compress_``; :class:`StructuredPruner` is the same
-policy as an object for iterative use (``groups()``, ``plan()``, ``apply()``, ``step()``,
-``prune()``). The pruned model is an ordinary ``nn.Module`` with smaller layers.
+Level 3 of structured pruning. :class:`~.config.StructuredPruning` is the config applied by
+``nnshrink.compress_``; :class:`StructuredPruner` is the same policy as an object for iterative
+use (``groups()``, ``plan()``, ``check()``, ``apply()``, ``step()``, ``prune()``). The pruned
+model is an ordinary ``nn.Module`` with smaller layers.
+
+Every edit is planned in full, checked on a copy of the model with one forward pass
+(:mod:`.check`), and only then applied to the model, inside a
+:func:`nnshrink.core.transaction`: a failure anywhere leaves the model bit-identical and raises
+one :class:`~.graph.UnsupportedModelError` naming the layer or op and the fix.
 
 Example:
     >>> import nnshrink as ns
     >>> model = ns.models.create("resnet20", in_channels=1)
     >>> x = torch.randn(1, 1, 28, 28)
-    >>> summary = ns.compress_(model, StructuredPruning(ratio=0.5), example_inputs=x)
+    >>> summary = ns.compress_(model, StructuredPruning(sparsity=0.5), example_inputs=x)
     >>> summary.macs_after < summary.macs_before
     True
 """
@@ -18,20 +23,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
+import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from nnshrink.core import Config, ConfigError, as_input_tuple, check_regexes, register_handler
+from nnshrink.core import register_handler, transaction
+from nnshrink.core.layers import matches
 from nnshrink.metrics import count_macs_per_sample, count_params
-from nnshrink.train import Callback
 
-from ..criteria import CRITERIA
 from ..select import select_global, select_local
+from .check import PlanError, check_plan, retie, ties
+from .config import GroupRow, StructuredPruning, StructuredPruningSummary
+from .graph import DependencyGraph, UnsupportedModelError
 from .group import Group, build_groups
+from .layer_ops import ops_for
+from .slimming import BNSlimmingCallback, bn_l1_penalty
 
 __all__ = [
     "BNSlimmingCallback",
@@ -42,133 +51,25 @@ __all__ = [
     "bn_l1_penalty",
 ]
 
-
-@dataclasses.dataclass(frozen=True)
-class StructuredPruning(Config):
-    """Remove whole channels (conv filters, linear units) and shrink the layers physically.
-
-    Args:
-        ratio: fraction of channels removed per group (or overall with ``global_ranking``).
-            Ignored when ``target_macs`` is set.
-        criterion: channel importance: ``l1``, ``l2``, ``bn_scale`` (|gamma|), ``taylor`` (needs
-            ``.grad`` on the weights), ``fpgm`` or ``random``.
-        global_ranking: rank channels across all groups (scores divided by each group's mean)
-            instead of removing ``ratio`` from every group.
-        target_macs: prune in steps until the MACs per sample (counted on the first sample of
-            ``example_inputs``) are <= this, then stop.
-        round_to: kept channel counts are multiples of this (e.g. 8), or the whole group.
-        ignore: module names or regexes (full match) whose output channels are kept. The layer
-            producing the model output is always kept.
-        per_layer: ``{regex: ratio}`` overrides for groups containing a matching module name.
-        seed: seed for the ``random`` criterion.
-
-    Example:
-        >>> StructuredPruning(ratio=0.3, round_to=8).to_dict()["type"]
-        'structured-pruning'
-    """
-
-    kind: ClassVar[str] = "structured-pruning"
-    ratio: float = 0.5
-    criterion: Literal["l1", "l2", "bn_scale", "taylor", "fpgm", "random"] = "l2"
-    global_ranking: bool = False
-    target_macs: int | None = None
-    round_to: int = 1
-    ignore: tuple[str, ...] = ()
-    per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
-    seed: int = 0
-
-    def validate(self) -> None:
-        if not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"{self.kind}.ratio must be in [0, 1), got {self.ratio}")
-        if self.criterion not in CRITERIA:
-            raise ConfigError(f"{self.kind}.criterion must be one of {CRITERIA}")
-        if self.target_macs is not None and self.target_macs <= 0:
-            raise ConfigError(f"{self.kind}.target_macs must be positive, got {self.target_macs}")
-        if self.round_to < 1:
-            raise ConfigError(f"{self.kind}.round_to must be >= 1, got {self.round_to}")
-        for name, value in self.per_layer.items():
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{self.kind}.per_layer[{name!r}] must be in [0, 1)")
-        check_regexes(self.kind, (*self.ignore, *self.per_layer))
-
-
-@dataclasses.dataclass
-class GroupRow:
-    """One summary row: the modules of a group and its channel count before and after."""
-
-    modules: tuple[str, ...]
-    channels_before: int
-    channels_after: int
-
-
-@dataclasses.dataclass
-class StructuredPruningSummary:
-    """What :func:`compress_` with :class:`StructuredPruning` did (MACs per sample)."""
-
-    groups: list[GroupRow]
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
-    steps: int = 1
-    target_reached: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-able)."""
-        return dataclasses.asdict(self)
-
-
-def bn_l1_penalty(model: nn.Module, strength: float) -> int:
-    """Add the network-slimming L1 subgradient ``strength * sign(gamma)`` to every BN weight grad.
-
-    Call it between ``loss.backward()`` and ``optimizer.step()`` (e.g. from a training callback's
-    ``on_after_backward``); then prune with ``criterion="bn_scale"``.
-
-    Args:
-        model: the model being trained.
-        strength: the L1 coefficient (1e-5 to 1e-4 in Liu et al. 2017).
-
-    Returns:
-        Number of BN weights penalised.
-
-    Example:
-        >>> bn = nn.BatchNorm1d(2); bn.weight.data = torch.tensor([0.5, -2.0])
-        >>> bn.weight.grad = torch.zeros(2); bn_l1_penalty(bn, 0.1); bn.weight.grad.tolist()
-        1
-        [0.10000000149011612, -0.10000000149011612]
-    """
-    count = 0
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
-            weight = module.weight
-            if weight.grad is None:
-                weight.grad = torch.zeros_like(weight)
-            weight.grad.add_(torch.sign(weight.detach()), alpha=strength)
-            count += 1
-    return count
-
-
-class BNSlimmingCallback(Callback):
-    """Training callback applying :func:`bn_l1_penalty` after every backward pass.
-
-    Args:
-        strength: the L1 coefficient on BN scales.
-
-    Example:
-        >>> from nnshrink.train import fit  # doctest: +SKIP
-        >>> fit(model, loader, epochs=10, callbacks=[BNSlimmingCallback(1e-4)])  # doctest: +SKIP
-    """
-
-    def __init__(self, strength: float = 1e-4) -> None:
-        if strength < 0:
-            raise ValueError(f"strength must be >= 0, got {strength}")
-        self.strength = strength
-
-    def on_after_backward(self, model: nn.Module) -> None:
-        bn_l1_penalty(model, self.strength)
-
-
 Plan = list[tuple[Group, torch.Tensor]]
+_PRODUCING = ("out", "heads")
+
+
+def _weighted(module: nn.Module) -> bool:
+    ops = ops_for(module)
+    return ops is not None and ops.coupling != "shared" and any(True for _ in module.parameters())
+
+
+def _key(group: Group) -> frozenset[tuple[str, str]]:
+    return frozenset((e.name, e.dim) for e in group.edits)
+
+
+def _names(key: frozenset[tuple[str, str]]) -> tuple[str, ...]:
+    return tuple(sorted({name for name, _ in key}))
+
+
+def _removes(plan: Plan) -> bool:
+    return any(int(k.numel()) < g.size for g, k in plan)
 
 
 class StructuredPruner:
@@ -176,13 +77,14 @@ class StructuredPruner:
 
     Args:
         model: the model to prune in place.
-        example_inputs: tensor or tuple of tensors (a batch of 1 is enough).
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs (a
+            batch of 1 is enough; ``pixel_values`` / ``input_ids`` for transformers).
         config: the policy (defaults to ``StructuredPruning()``).
-        filter_fn: ``(module, name) -> bool``; modules it rejects are treated as ignored.
+        filter_fn: ``(module, name) -> bool``; modules it rejects are treated as excluded.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
-        >>> pruner = StructuredPruner(model, torch.zeros(1, 1, 8, 8), StructuredPruning(ratio=0.5))
+        >>> pruner = StructuredPruner(model, torch.zeros(1, 1, 8, 8), StructuredPruning())
         >>> _ = pruner.step(0.5); model[0].out_channels
         4
     """
@@ -195,109 +97,263 @@ class StructuredPruner:
         *,
         filter_fn: Callable[[nn.Module, str], bool] | None = None,
     ) -> None:
+        if example_inputs is None:
+            raise ValueError(
+                "StructuredPruner needs example_inputs (e.g. torch.randn(1, 3, 32, 32))"
+            )
         self.model = model
-        self.example_inputs = as_input_tuple(example_inputs)
+        self.example_inputs = example_inputs
         self.config = config or StructuredPruning()
         self.filter_fn = filter_fn
-        self._ignore = [re.compile(p) for p in self.config.ignore]
-        self._per_layer = [(re.compile(p), r) for p, r in self.config.per_layer.items()]
+        self.skipped: list[str] = []
+        self.attributes: dict[str, dict[str, Any]] = {}
+        self.tracer: str | None = None
+        self._dropped: set[frozenset[tuple[str, str]]] = set()
+        self._drop_reasons: list[str] = []
+        self._graph: DependencyGraph | None = None
+        self._select_layers()
+
+    # ------------------------------------------------------------------ layer selection
+    def _select_layers(self) -> None:
+        cfg = self.config
+        layers = [(n, m) for n, m in self.model.named_modules() if n and _weighted(m)]
+        every = dataclasses.replace(cfg, include=())
+        picked = every.select(layers, filter_fn=self.filter_fn, amount_field="sparsity")
+        self._overrides = {layer.name: layer.overrides for layer in picked}
+        self._fixed_names = {n for n, _ in layers} - set(self._overrides)
+        self._included = None
+        if cfg.include:
+            chosen = cfg.select(layers, filter_fn=self.filter_fn, amount_field="sparsity")
+            self._included = {layer.name for layer in chosen}
 
     def _ignored(self, name: str, module: nn.Module) -> bool:
+        """Output channels of this module are kept (``exclude``, ``per_layer: None``, filter)."""
+        if name in self._fixed_names:
+            return True
         if self.filter_fn is not None and not self.filter_fn(module, name):
             return True
-        return any(name == p.pattern or p.fullmatch(name) for p in self._ignore)
+        return any(matches(p, name, module, None) for p in self.config.exclude if p[0] != "@")
 
-    def groups(self) -> list[Group]:
-        """Prunable channel groups of the model as it is now (fresh trace)."""
-        groups = build_groups(self.model, self.example_inputs, ignore=self._ignored)
-        return [g for g in groups if g.prunable]
-
-    def _ratio_override(self, group: Group, ratio: float) -> float | None:
-        for pattern, override in self._per_layer:
-            if any(pattern.fullmatch(name) for name in group.modules):
-                if ratio == self.config.ratio or self.config.ratio == 0:
-                    return override
-                # a step of another size (target_macs, step()) scales the override with it
-                return min(0.95, override * ratio / self.config.ratio)
+    def _override(self, group: Group, heads: bool) -> float | None:
+        """The ``per_layer`` amount of the first layer of the group that has one (producers
+        first), or ``None``."""
+        producers = [e.name for e in group.edits if e.dim in _PRODUCING]
+        others = [e.name for e in group.edits if e.dim not in _PRODUCING]
+        for name in dict.fromkeys(producers + others):
+            if name in self._overrides:
+                found = self._overrides[name]
+            else:
+                found = self.config.overrides_for(name, None, amount_field="sparsity")
+            if not found:
+                continue
+            value = found.get("head_sparsity", found.get("sparsity")) if heads else None
+            value = value if heads else found.get("sparsity")
+            if value is not None:
+                return value
         return None
 
-    def plan(self, ratio: float | None = None) -> Plan:
-        """Choose the channels to keep in every prunable group, without editing anything.
+    # ------------------------------------------------------------------ groups and plans
+    def groups(self) -> list[Group]:
+        """Prunable channel and head groups of the model as it is now (fresh trace)."""
+        cfg = self.config
+        graph = DependencyGraph(self.model, self.example_inputs, ignore=self._ignored,
+                                strict=cfg.strict, allow_stats=cfg.prune_hidden)  # fmt: skip
+        self._graph, self.tracer = graph, graph.tracer
+        skipped, hidden = list(graph.skipped), []
+        out = []
+        for g in build_groups(self.model, None, graph=graph):
+            if not g.prunable or _key(g) in self._dropped:
+                continue
+            if g.kind == "hidden" and not cfg.prune_hidden:
+                hidden.append(g)
+                continue
+            if self._included is not None and not any(
+                e.name in self._included for e in g.edits if e.dim in _PRODUCING
+            ):
+                continue
+            out.append(g)
+        if hidden:
+            names = sorted({e.name or type(self.model).__name__ for g in hidden for e in g.edits})
+            skipped.append(f"hidden width kept (prune_hidden=False): {len(hidden)} group(s), "
+                           f"{', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")  # fmt: skip
+        self.skipped = skipped + self._drop_reasons
+        return out
+
+    def plan(self, ratio: float | None = None, head_ratio: float | None = None, *,
+             groups: list[Group] | None = None) -> Plan:  # fmt: skip
+        """Choose the channels (and heads) to keep in every prunable group; edits nothing.
 
         Args:
-            ratio: fraction to remove (default: ``config.ratio``). ``per_layer`` overrides replace
-                ``config.ratio`` for their groups; for another ``ratio`` they are scaled by
-                ``ratio / config.ratio``.
+            ratio: fraction of channels to remove (default: ``config.sparsity``). ``per_layer``
+                overrides replace it for their groups; for another ``ratio`` they are scaled by
+                ``ratio / config.sparsity``.
+            head_ratio: fraction of heads to remove (default: ``config.head_sparsity``, scaled
+                the same way).
+            groups: the groups of :meth:`groups` if the model has not changed since (saves a
+                trace).
 
         Returns:
-            ``[(group, kept_indices), ...]``; pass it to :meth:`apply`.
+            ``[(group, kept_indices), ...]``; pass it to :meth:`apply` (or :meth:`check`).
         """
         cfg = self.config
-        ratio = cfg.ratio if ratio is None else ratio
-        groups = self.groups()
+        ratio = cfg.sparsity if ratio is None else ratio
+        scale = 1.0 if ratio == cfg.sparsity or cfg.sparsity == 0 else ratio / cfg.sparsity
+        if head_ratio is None:
+            head_ratio = min(0.95, cfg.head_amount * scale) if cfg.sparsity else ratio
+        groups = self.groups() if groups is None else groups
         scores = [g.scores(cfg.criterion, seed=cfg.seed + i) for i, g in enumerate(groups)]
         kept: list[torch.Tensor | None] = [None] * len(groups)
-        ranked = []
+        ranked: dict[str, list[int]] = {"heads": [], "channels": []}
         for i, g in enumerate(groups):
-            override = self._ratio_override(g, ratio)
-            if override is not None or not cfg.global_ranking:
-                r = ratio if override is None else override
-                kept[i] = select_local(
-                    scores[i], r, round_to=cfg.round_to, fixed=g.fixed, blocks=g.blocks
-                )
+            heads = g.kind == "heads"
+            override = self._override(g, heads)
+            if override is not None:
+                override = min(0.95, override * scale)
+            round_to = 1 if heads else cfg.round_to
+            if override is not None or cfg.scope == "layer":
+                r = override if override is not None else (head_ratio if heads else ratio)
+                kept[i] = select_local(scores[i], r, round_to=round_to, fixed=g.fixed,
+                                       blocks=g.blocks)  # fmt: skip
             else:
-                ranked.append(i)
-        if ranked:
+                ranked["heads" if heads else "channels"].append(i)
+        for kind, members in ranked.items():
+            if not members:
+                continue
             chosen = select_global(
-                [scores[i] for i in ranked],
-                ratio,
-                round_to=cfg.round_to,
-                fixed=[groups[i].fixed for i in ranked],
-                blocks=[groups[i].blocks for i in ranked],
+                [scores[i] for i in members],
+                head_ratio if kind == "heads" else ratio,
+                round_to=1 if kind == "heads" else cfg.round_to,
+                fixed=[groups[i].fixed for i in members],
+                blocks=[groups[i].blocks for i in members],
             )
-            for i, k in zip(ranked, chosen):
+            for i, k in zip(members, chosen):
                 kept[i] = k
         return list(zip(groups, kept))
 
     @staticmethod
     def apply(plan: Plan) -> list[GroupRow]:
-        """Slice every group of ``plan`` (all choices were validated by ``plan``)."""
-        rows = []
-        for group, keep in plan:
-            group.prune(keep)
-            rows.append(GroupRow(group.modules, group.size, int(keep.numel())))
+        """Slice every group of ``plan`` (no check, no transaction: :meth:`step` does both)."""
+        return _apply_plan(plan)[0]
+
+    def check(self, plan: Plan) -> None:
+        """Try ``plan`` on a copy of the model with one forward pass (the model is untouched).
+
+        Raises:
+            UnsupportedModelError: the edit breaks the forward; names the module and the fix.
+        """
+        try:
+            self._check(plan)
+        except PlanError as err:
+            raise UnsupportedModelError(self._explain(err)) from err
+
+    def _check(self, plan: Plan) -> None:
+        shapes = self._graph.output_shapes if self._graph is not None else None
+        check_plan(self.model, lambda root: _apply_plan([(g.on(root), k) for g, k in plan]),
+                   self.example_inputs, shapes)  # fmt: skip
+
+    def _explain(self, err: PlanError) -> str:
+        keep = f"exclude=({err.module!r},) keeps it; " if err.module else ""
+        return (
+            f"structured pruning would break the model, so nothing was changed: {err}. Fix: "
+            "where the forward reshapes with a size written as a number or taken from another "
+            "tensor (e.g. x.view(B, T, C) after attention), write -1 or the tensor's own size; "
+            f"{keep}or pass strict=False to skip the groups that break and prune the rest."
+        )
+
+    def _checked(self, ratio: float, plan: Plan | None = None, head_ratio: float | None = None
+                 ) -> Plan:  # fmt: skip
+        """A plan that passed :meth:`check` (``strict=False``: groups that break are dropped)."""
+        while True:
+            plan = plan if plan is not None else self.plan(ratio, head_ratio)
+            if not _removes(plan):
+                return plan
+            try:
+                self._check(plan)
+                return plan
+            except PlanError as err:
+                culprits = [
+                    g for g, k in plan if int(k.numel()) < g.size and _touches(g, err.module)
+                ]
+                if self.config.strict or not culprits:
+                    raise UnsupportedModelError(self._explain(err)) from err
+                self._dropped.update(_key(g) for g in culprits)
+                names = sorted({e.name for g in culprits for e in g.edits})
+                reason = f"{err}: kept {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+                self._drop_reasons.append(reason)
+                warnings.warn(f"structured pruning skipped groups: {reason}", stacklevel=3)
+                plan = None
+
+    def _commit(self, plan: Plan) -> list[GroupRow]:
+        with transaction(self.model):
+            rows, changed = _apply_plan(plan)
+        for owner, attrs in changed.items():
+            merged = self.attributes.setdefault(owner, {})
+            for attr, (old, new) in attrs.items():
+                merged[attr] = [merged.get(attr, [old])[0], new]
         return rows
 
-    def step(self, ratio: float) -> list[GroupRow]:
-        """Remove ``ratio`` of the current channels (per group, or globally); return the rows."""
-        return self.apply(self.plan(ratio))
+    def step(self, ratio: float, head_ratio: float | None = None) -> list[GroupRow]:
+        """Remove ``ratio`` of the current channels (per group, or globally): plan, check on a
+        copy, apply in a transaction. Returns the rows of the pruned groups."""
+        return self._commit(self._checked(ratio, self.plan(ratio, head_ratio), head_ratio))
 
     def prune(self) -> StructuredPruningSummary:
-        """Run the configured policy: one shot at ``ratio``, or steps until ``target_macs``."""
-        before = build_groups(self.model, self.example_inputs, ignore=self._ignored)
-        keys = [_group_key(g) for g in before if g.prunable]
-        sizes_before = {_group_key(g): g.size for g in before}
-        macs_before = count_macs_per_sample(self.model, self.example_inputs)
-        params_before = count_params(self.model)
-        steps, reached = 0, None
-        target = self.config.target_macs
-        if target is None:
-            self.step(self.config.ratio)
+        """Run the configured policy: one shot at ``sparsity``, or steps until ``target_macs``.
+
+        Raises:
+            UnsupportedModelError: nothing prunable (with ``strict``), an op the graph cannot
+                follow, or an edit that would break the model; the model is unchanged.
+        """
+        cfg = self.config
+        before = self.groups()
+        if not before:
+            why = "; ".join(self.skipped) or "every channel is an input, an output or excluded"
+            msg = f"no prunable groups in {type(self.model).__name__} ({why})"
+            if cfg.strict:
+                raise UnsupportedModelError(
+                    msg + ". Nothing was changed. Fix: check exclude/include, pass "
+                    "prune_hidden=True to prune a transformer's hidden width, or strict=False to "
+                    "accept pruning nothing."
+                )
+            warnings.warn(msg, stacklevel=2)
+        keys = [_key(g) for g in before]
+        sizes = {_key(g): (g.size, g.kind) for g in before}
+        macs_before, params_before = self._macs(), count_params(self.model)
+        steps, reached, applied = 0, None, {}
+        if cfg.target_macs is not None:
+            if macs_before is None:
+                raise ValueError("target_macs needs tensor example_inputs to count MACs")
+            steps, reached = self._prune_to_macs(cfg.target_macs, macs_before)
+        elif before:
+            plan = self._checked(cfg.sparsity, self.plan(cfg.sparsity, groups=before))
+            applied = {_key(g): int(k.numel()) for g, k in plan}
+            self._commit(plan)
             steps = 1
-        else:
-            steps, reached = self._prune_to_macs(target, macs_before)
-        after = build_groups(self.model, self.example_inputs, ignore=self._ignored)
-        after = {_group_key(g): g.size for g in after}
-        rows = [GroupRow(_names(k), sizes_before[k], after.get(k, sizes_before[k])) for k in keys]
+        after = applied if steps == 1 and cfg.target_macs is None else {}
+        if steps and not after:
+            graph = DependencyGraph(self.model, self.example_inputs, ignore=self._ignored,
+                                    strict=False, allow_stats=cfg.prune_hidden)  # fmt: skip
+            after = {_key(g): g.size for g in build_groups(self.model, None, graph=graph)}
+        rows = [GroupRow(_names(k), sizes[k][0], after.get(k, sizes[k][0]), sizes[k][1])
+                for k in keys if k not in self._dropped]  # fmt: skip
         return StructuredPruningSummary(
             groups=rows,
             macs_before=macs_before,
-            macs_after=count_macs_per_sample(self.model, self.example_inputs),
+            macs_after=self._macs(),
             params_before=params_before,
             params_after=count_params(self.model),
             steps=steps,
             target_reached=reached,
+            tracer=self.tracer or "fx",
+            attributes=self.attributes,
+            skipped=list(self.skipped),
         )
+
+    def _macs(self) -> int | None:
+        try:
+            return count_macs_per_sample(self.model, self.example_inputs)
+        except Exception:  # noqa: BLE001 - keyword inputs the MAC counter cannot pass
+            return None
 
     def _prune_to_macs(self, target: int, macs: int, max_steps: int = 100) -> tuple[int, bool]:
         """Steps sized from MACs ~ width**2 (so the first step lands close); stop once <= target."""
@@ -305,24 +361,36 @@ class StructuredPruner:
         while macs > target and steps < max_steps:
             ratio = min(0.9, max(0.01, 1.0 - math.sqrt(target / macs)))
             while True:
-                plan = self.plan(ratio)
-                if any(int(k.numel()) < g.size for g, k in plan) or ratio >= 0.9:
+                plan = self.plan(ratio, ratio)
+                if _removes(plan) or ratio >= 0.9:
                     break
                 ratio = min(0.9, ratio * 2)  # too small to remove a whole channel anywhere
-            if not any(int(k.numel()) < g.size for g, k in plan):
+            if not _removes(plan):
                 break  # every group is at its minimum
-            self.apply(plan)
+            self._commit(self._checked(ratio, plan, ratio))
             steps += 1
-            macs = count_macs_per_sample(self.model, self.example_inputs)
+            macs = self._macs()
         return steps, macs <= target
 
 
-def _group_key(group: Group) -> frozenset[tuple[str, str]]:
-    return frozenset((e.name, e.dim) for e in group.edits)
+def _touches(group: Group, module: str) -> bool:
+    if not module:
+        return True
+    return any(e.name == module or e.name.startswith(module + ".") for e in group.edits)
 
 
-def _names(key: frozenset[tuple[str, str]]) -> tuple[str, ...]:
-    return tuple(sorted({name for name, _ in key}))
+def _apply_plan(plan: Plan) -> tuple[list[GroupRow], dict[str, dict[str, Any]]]:
+    """Slice every group of ``plan``, re-tie shared parameters; rows and attribute changes."""
+    root = next((g.root for g, _ in plan if g.root is not None), None)
+    tied = ties(root) if root is not None else []
+    rows, changed = [], {}
+    for group, keep in plan:
+        for owner, attrs in group.prune(keep).items():
+            changed.setdefault(owner, {}).update(attrs)
+        rows.append(GroupRow(group.modules, group.size, int(keep.numel()), group.kind))
+    if root is not None:
+        retie(root, tied)
+    return rows, changed
 
 
 @register_handler(StructuredPruning)

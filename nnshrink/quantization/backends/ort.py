@@ -10,14 +10,17 @@ symmetric int8 scales (the same min-max rule as our fake backend). ORT fuses the
 zero pads, which it would run in float, are rewritten to int8 pads first
 (:func:`~nnshrink.quantization.backends.qdq_passes.quantize_zero_pads`).
 
-The result is an :class:`OrtInt8Module`: an ``nn.Module`` whose ``forward`` takes and returns torch
-tensors, with ``save(path)`` to write the quantized ``.onnx``.
+The result is an :class:`~nnshrink.quantization.backends.ort_module.OrtInt8Module`: an
+``nn.Module`` whose ``forward`` takes and returns torch tensors, with ``save(path)`` to write the
+quantized ``.onnx``. :func:`export_fp32_onnx` is also how the dynamic and weight-only int8 layers
+become ONNX (their symbolics write integer nodes).
 """
 
 from __future__ import annotations
 
 import collections
 import copy
+import inspect
 import io
 import logging
 import os
@@ -39,93 +42,55 @@ from onnxruntime.quantization import (
 )
 from torch import nn
 
-from ...metrics.latency import park_ort_workers
 from ..observers import Observer, make_observer
 from .base import Backend, Calibrator, register_backend
+from .ort_module import OrtInt8Module, as_feed
 from .qdq_passes import quantize_zero_pads
 
 
-class OrtInt8Module(nn.Module):
-    """Run a (quantized) ONNX model with ONNX Runtime behind an ``nn.Module`` interface.
+class _KeywordCall(nn.Module):
+    """Export wrapper: call the model with keyword arguments named after its ``forward``
+    parameters (Hugging Face models refuse positional tracing) and return plain tensors (a
+    ``ModelOutput`` / dict / nested tuple becomes a flat tuple)."""
 
-    Args:
-        onnx_bytes: the serialized ONNX model.
-        threads: intra-op threads (0: ONNX Runtime's default).
-        stop_spinning: park the workers after each run (see
-            :func:`nnshrink.metrics.latency.ort_session`), for sessions timed in turns.
-
-    Example:
-        >>> m = OrtInt8Module(onnx_bytes, threads=2)  # doctest: +SKIP
-        >>> y = m(torch.randn(1, 3, 32, 32)); m.save("resnet20-int8.onnx")  # doctest: +SKIP
-    """
-
-    def __init__(self, onnx_bytes: bytes, threads: int = 0, *, stop_spinning: bool = False) -> None:
+    def __init__(self, model: nn.Module, names: list[str] | None) -> None:
         super().__init__()
-        self.onnx_bytes = bytes(onnx_bytes)
-        self.threads = threads
-        self.stop_spinning = stop_spinning
-        self._session = self._make_session()
+        self.m = model
+        self.names = names
 
-    def _make_session(self) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        if self.stop_spinning:
-            park_ort_workers(options)
-        return ort.InferenceSession(self.onnx_bytes, options, providers=["CPUExecutionProvider"])
+    def forward(self, *inputs: torch.Tensor) -> Any:  # noqa: D102
+        if self.names is None:
+            out = self.m(*inputs)
+        else:
+            out = self.m(**dict(zip(self.names, inputs)))
+        flat = _flat_tensors(out)
+        return flat[0] if len(flat) == 1 else tuple(flat)
 
-    def set_threads(self, threads: int, *, stop_spinning: bool = False) -> None:
-        """Recreate the session with ``threads`` intra-op threads.
 
-        Args:
-            threads: intra-op threads (0: ONNX Runtime's default).
-            stop_spinning: park the workers after each run (see
-                :func:`nnshrink.metrics.latency.ort_session`), for sessions timed in turns.
-        """
-        self.threads = threads
-        self.stop_spinning = stop_spinning
-        self._session = self._make_session()
+def _flat_tensors(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):  # ModelOutput is an OrderedDict of its non-None fields
+        out = list(out.values())
+    if isinstance(out, list | tuple):
+        return [t for item in out for t in _flat_tensors(item)]
+    return []
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:  # noqa: D102
-        names = [i.name for i in self._session.get_inputs()]
-        if len(inputs) != len(names):
-            raise ValueError(f"model expects {len(names)} input(s) {names}, got {len(inputs)}")
-        feeds = {
-            n: t.detach().to("cpu", torch.float32).contiguous().numpy()
-            for n, t in zip(names, inputs)
-        }
-        outs = [torch.from_numpy(o) for o in self._session.run(None, feeds)]
-        return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the ONNX model to ``path``."""
-        with open(path, "wb") as f:
-            f.write(self.onnx_bytes)
+def _positional_names(model: nn.Module, count: int) -> list[str] | None:
+    """Names of the first ``count`` parameters of ``model.forward`` (None: call positionally)."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    named = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
+    if len(named) < count or any(p.kind == p.VAR_POSITIONAL for p in params[:count]):
+        return None
+    return named[:count]
 
-    def op_types(self) -> collections.Counter:
-        """Count of ONNX operator types in the graph (e.g. ``QuantizeLinear``, ``Conv``)."""
-        return collections.Counter(
-            n.op_type for n in onnx.load_from_string(self.onnx_bytes).graph.node
-        )
 
-    def size_bytes(self) -> int:
-        """Size of the serialized model."""
-        return len(self.onnx_bytes)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_session"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._session = self._make_session()
-
-    def __deepcopy__(self, memo: dict) -> OrtInt8Module:
-        return OrtInt8Module(self.onnx_bytes, self.threads, stop_spinning=self.stop_spinning)
-
-    def extra_repr(self) -> str:
-        return f"{len(self.onnx_bytes)} bytes, threads={self.threads}"
+#: module-path prefix of every node name in graphs written by :func:`export_fp32_onnx`
+EXPORT_PREFIX = "m"
 
 
 def export_fp32_onnx(
@@ -134,29 +99,80 @@ def export_fp32_onnx(
     """Export ``model`` (eval mode, a copy) to ONNX bytes with a dynamic batch axis.
 
     Uses the TorchScript exporter (``dynamo=False``): fast, and it folds BN into conv. Its
-    DeprecationWarning is silenced here.
+    DeprecationWarning is silenced here. Integer inputs (token ids, masks) also get a dynamic
+    second axis (sequence length). Int8 layers of :mod:`nnshrink.quantization.int8_linear`
+    export as integer ONNX / ONNX Runtime nodes. Outputs are the model's tensors, flattened.
     """
     model = copy.deepcopy(model).eval()
+    wrapped = _KeywordCall(model, _positional_names(model, len(example_inputs)))
     names = [
         f"input{i}" if len(example_inputs) > 1 else "input" for i in range(len(example_inputs))
     ]
+    with torch.no_grad():
+        outputs = _flat_tensors(wrapped(*example_inputs))
+    out_names = ["output"] + [f"output{i}" for i in range(1, len(outputs))]
+    axes = {}
+    for name, tensor in zip(names, example_inputs):
+        axes[name] = {0: "batch"}
+        if not tensor.is_floating_point() and tensor.dim() >= 2:
+            axes[name][1] = "sequence"
+    axes.update({n: {0: "batch"} for n in out_names})
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model,
+            wrapped,
             tuple(example_inputs),
             buffer,
             dynamo=False,
             opset_version=opset,
             input_names=names,
-            output_names=["output"],
-            dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}},
+            output_names=out_names,
+            dynamic_axes=axes,
             do_constant_folding=True,
+            custom_opsets={"com.microsoft": 1},
         )
     model_proto = onnx.load_from_string(buffer.getvalue())
     unshare_initializers(model_proto)
     return model_proto.SerializeToString()
+
+
+def node_module(node_name: str) -> str | None:
+    """The module path of an exported node from its scoped name, e.g.
+    ``/m/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1`` (``None`` outside the wrapper).
+
+    The exporter names each scope after the module's attribute, writing ``parent.index`` for
+    children of containers that are never called themselves (``ModuleList``) and repeating the
+    container's name for ``Sequential`` children (``layer1/layer1.0``).
+
+    Example:
+        >>> node_module("/m/encoder/layer.0/attention/self/query/MatMul")
+        'encoder.layer.0.attention.self.query'
+    """
+    parts = node_name.strip("/").split("/")[:-1]
+    if not parts or parts[0] != EXPORT_PREFIX:
+        return None
+    path: list[str] = []
+    for part in parts[1:]:
+        head, _, tail = part.partition(".")
+        if tail and path and path[-1] == head:
+            path.append(tail)  # Sequential child written as "parent.index"
+        else:
+            path.append(part)
+    return ".".join(path)
+
+
+def nodes_of_modules(model: onnx.ModelProto, modules: Sequence[str]) -> list[str]:
+    """Names of the exported nodes that belong to any of ``modules`` (module paths)."""
+    wanted = set(modules)
+    out = []
+    for node in model.graph.node:
+        owner = node_module(node.name)
+        if owner is None:
+            continue
+        if owner in wanted or any(owner.startswith(w + ".") for w in wanted):
+            out.append(node.name)
+    return out
 
 
 def unshare_initializers(model: onnx.ModelProto) -> int:
@@ -260,6 +276,7 @@ def _quantize_qdq(
     symmetric_activations: bool,
     overrides: dict[str, list[dict[str, Any]]] | None = None,
     method: CalibrationMethod = CalibrationMethod.MinMax,
+    nodes_to_exclude: Sequence[str] = (),
 ) -> bytes:
     with tempfile.TemporaryDirectory(prefix="nnshrink-ort-") as tmp:
         src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
@@ -285,6 +302,7 @@ def _quantize_qdq(
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
                 extra_options=extra,
+                nodes_to_exclude=list(nodes_to_exclude),
             )
         finally:
             root.setLevel(level)
@@ -294,19 +312,71 @@ def _quantize_qdq(
 
 def _feeds(session: ort.InferenceSession, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
     names = [i.name for i in session.get_inputs()]
-    return {
-        n: t.detach().to("cpu", torch.float32).contiguous().numpy() for n, t in zip(names, inputs)
+    return {n: as_feed(t) for n, t in zip(names, inputs)}
+
+
+def build_static_int8(
+    fp32: bytes,
+    ranges: dict[str, tuple[float, float]],
+    config: Any,
+    feeds: dict[str, np.ndarray],
+    nodes_to_exclude: Sequence[str] = (),
+    threads: int = 0,
+) -> OrtInt8Module:
+    """The QDQ int8 graph of ``fp32`` with every activation range taken from ``ranges``.
+
+    Args:
+        fp32: the exported float graph.
+        ranges: ``{tensor name: (lo, hi)}``, our observers' ranges.
+        config: the ``PTQ`` config (weight / activation conventions).
+        feeds: one input batch (ONNX Runtime runs a calibration pass that the overrides replace).
+        nodes_to_exclude: node names kept in float.
+        threads: intra-op threads of the session.
+    """
+    overrides = {
+        name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+        for name, (lo, hi) in ranges.items()
     }
+    int8 = _quantize_qdq(
+        fp32,
+        _OneBatchReader(feeds),
+        per_channel=config.per_channel,
+        symmetric_weights=config.symmetric_weights,
+        symmetric_activations=config.symmetric_activations,
+        overrides=overrides,
+        nodes_to_exclude=nodes_to_exclude,
+    )
+    # ORT leaves zero pads (option-A shortcuts) in float; keep them in int8 (bit-exact)
+    graph = onnx.load_from_string(int8)
+    if quantize_zero_pads(graph):
+        int8 = graph.SerializeToString()
+    return OrtInt8Module(int8, threads)
+
+
+def input_feeds(fp32: bytes, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """``{graph input name: array}`` for one batch of positional inputs."""
+    names = [i.name for i in onnx.load_from_string(fp32).graph.input]
+    return {n: as_feed(t) for n, t in zip(names, inputs)}
 
 
 class OrtCalibrator(Calibrator):
-    """Observes every float tensor of the exported ONNX graph with our observers."""
+    """Observes every float tensor of the exported ONNX graph with our observers.
 
-    def __init__(self, fp32: bytes, config: Any, threads: int = 0) -> None:
+    Args:
+        fp32: the exported float graph.
+        config: the ``PTQ`` config.
+        threads: intra-op threads of the int8 session.
+        exclude_modules: module paths whose nodes stay float.
+    """
+
+    def __init__(
+        self, fp32: bytes, config: Any, threads: int = 0, exclude_modules: Sequence[str] = ()
+    ) -> None:
         self.fp32 = fp32
         self.config = config
         self.threads = threads
         model = onnx.load_from_string(fp32)
+        self.nodes_to_exclude = nodes_of_modules(model, exclude_modules)
         self.tensors = _float_tensors(model)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -342,26 +412,15 @@ class OrtCalibrator(Calibrator):
     def convert(self) -> OrtInt8Module:  # noqa: D102
         if self.first_feeds is None:
             raise RuntimeError("no calibration batch observed; call calibrate() before convert()")
-        overrides = {}
-        for name, obs in self.observers.items():
-            if obs.batches == 0:
-                continue
-            lo, hi = (float(v) for v in obs.range())
-            self.ranges[name] = (lo, hi)
-            overrides[name] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
-        int8 = _quantize_qdq(
-            self.fp32,
-            _OneBatchReader(self.first_feeds),
-            per_channel=self.config.per_channel,
-            symmetric_weights=self.config.symmetric_weights,
-            symmetric_activations=self.config.symmetric_activations,
-            overrides=overrides,
-        )
-        # ORT leaves zero pads (option-A shortcuts) in float; keep them in int8 (bit-exact)
-        graph = onnx.load_from_string(int8)
-        if quantize_zero_pads(graph):
-            int8 = graph.SerializeToString()
-        return OrtInt8Module(int8, self.threads)
+        self.ranges = {
+            name: tuple(float(v) for v in obs.range())
+            for name, obs in self.observers.items()
+            if obs.batches
+        }
+        return build_static_int8(
+            self.fp32, self.ranges, self.config, self.first_feeds, self.nodes_to_exclude,
+            self.threads,
+        )  # fmt: skip
 
     def rows(self) -> list[dict[str, Any]]:  # noqa: D102
         return [{"tensor": n, "min": lo, "max": hi} for n, (lo, hi) in self.ranges.items()]
@@ -369,7 +428,11 @@ class OrtCalibrator(Calibrator):
 
 @register_backend("onnxruntime")
 class OrtBackend(Backend):
-    """Export to ONNX, calibrate with our observers, write QDQ int8 and run it with ONNX Runtime."""
+    """Export to ONNX, calibrate with our observers, write QDQ int8 and run it with ONNX Runtime.
+
+    Layers the config's ``include`` / ``exclude`` / ``per_layer`` (or ``filter_fn``) leave out
+    keep their ONNX nodes in float.
+    """
 
     def prepare(
         self,
@@ -378,13 +441,14 @@ class OrtBackend(Backend):
         example_inputs: tuple[torch.Tensor, ...] | None,
         filter_fn: Callable[[nn.Module, str], bool] | None = None,
     ) -> OrtCalibrator:  # noqa: D102
+        from ..select import quantizable_layers
+
         if example_inputs is None:
             raise ValueError("the onnxruntime backend needs example inputs to export the model")
-        if filter_fn is not None:
-            raise ValueError(
-                "the onnxruntime backend quantizes the whole graph; filter_fn is not supported"
-            )
-        return OrtCalibrator(export_fp32_onnx(model, example_inputs), config)
+        _, skipped = quantizable_layers(model, config, filter_fn)
+        return OrtCalibrator(
+            export_fp32_onnx(model, example_inputs), config, exclude_modules=list(skipped)
+        )
 
 
 def quantize_with_ort_calibration(

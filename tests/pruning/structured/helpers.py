@@ -48,6 +48,59 @@ def zero_removed_(model: nn.Module, plan) -> None:
                     m.bias[removed] = 0
 
 
+def _removed(group, keep, edit) -> torch.Tensor:
+    mask = torch.zeros(group.size, dtype=torch.bool)
+    mask[keep] = True
+    return torch.nonzero(~mask[edit.index]).reshape(-1)
+
+
+def zero_consumers_(model: nn.Module, plan) -> None:
+    """Zero what the removed channels / heads feed: input columns of the consuming layers and,
+    for attention modules, the output-projection columns of the removed heads. Exact for any
+    activation, so it is the oracle for heads and MLP neurons."""
+    with torch.no_grad():
+        for group, keep in plan:
+            for edit in group.edits:
+                removed = _removed(group, keep, edit)
+                m = model.get_submodule(edit.name)
+                if edit.dim == "heads":
+                    d = m.head_dim
+                    cols = (removed[:, None] * d + torch.arange(d)).reshape(-1)
+                    m.out_proj.weight[:, cols] = 0
+                elif edit.dim == "in" and type(m).__name__ == "Conv1D":
+                    m.weight[removed] = 0
+                elif edit.dim == "in" and isinstance(m, nn.Linear | nn.modules.conv._ConvNd):
+                    m.weight[:, removed] = 0
+
+
+def logits(out):
+    """The main tensor of a model output (a tensor, a tuple or a Hugging Face ModelOutput)."""
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, tuple | list):
+        return out[0]
+    return out
+
+
+def check_heads_equivalent(model: nn.Module, x, config: StructuredPruning | None = None):
+    """Prune ``model``; it must equal the dense copy with removed heads / neurons zeroed."""
+    model.eval()
+    pruner = StructuredPruner(model, x, config or StructuredPruning(sparsity=0.5))
+    plan = pruner.plan()
+    assert plan and any(int(k.numel()) < g.size for g, k in plan), "the plan removes nothing"
+    ref = copy.deepcopy(model)
+    zero_consumers_(ref, plan)
+    with torch.no_grad():
+        expected = logits(ref(x))
+    pruner.check(plan)
+    rows = StructuredPruner.apply(plan)
+    with torch.no_grad():
+        got = logits(model(x))
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    return plan, rows
+
+
 def check_equivalent(
     model: nn.Module,
     x,

@@ -200,7 +200,7 @@ def test_literal_view_size_fixes_channels():
     assert StructuredPruner(Literal(), _x(1)).groups() == []
 
 
-def test_unsupported_op_raises_before_any_edit_and_ignore_is_the_way_out():
+def test_unsupported_op_raises_before_any_edit_and_exclude_is_the_way_out():
     class Weird(nn.Module):
         def __init__(self):
             super().__init__()
@@ -216,8 +216,17 @@ def test_unsupported_op_raises_before_any_edit_and_ignore_is_the_way_out():
         StructuredPruner(model, _x(1)).prune()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert _sizes(model)["conv.weight"] == (8, 1, 3, 3)
-    summary = StructuredPruner(model, _x(1), StructuredPruning(ignore=("conv",))).prune()
+    # excluding the layer leaves nothing to prune: an error, or a warning with strict=False
+    with pytest.raises(UnsupportedModelError, match="no prunable groups"):
+        StructuredPruner(model, _x(1), StructuredPruning(exclude=("conv",))).prune()
+    with pytest.warns(UserWarning, match="no prunable groups"):
+        cfg = StructuredPruning(exclude=("conv",), strict=False)
+        summary = StructuredPruner(model, _x(1), cfg).prune()
     assert model.conv.out_channels == 8 and summary.groups == []
+    # strict=False keeps the channels reaching cumsum and says so
+    with pytest.warns(UserWarning, match="cumsum"):
+        summary = StructuredPruner(model, _x(1), StructuredPruning(strict=False)).prune()
+    assert model.conv.out_channels == 8 and any("cumsum" in s for s in summary.skipped)
 
 
 def test_unknown_module_names_the_module():
@@ -234,19 +243,28 @@ def test_unknown_module_names_the_module():
         DependencyGraph(WithLSTM(), torch.randn(2, 4))
 
 
-def test_untraceable_model_gives_clear_error():
+def test_model_fx_cannot_trace_is_traced_eagerly():
     class Branchy(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(1, 4, 3)
+            self.head = nn.Linear(4, 2)
 
         def forward(self, x):
-            if x.sum() > 0:
-                return self.conv(x)
-            return self.conv(-x)
+            y = self.conv(x) if x.sum() > 0 else self.conv(-x)
+            return self.head(y.mean((2, 3)))
 
-    with pytest.raises(UnsupportedModelError, match="torch.fx could not trace Branchy"):
-        StructuredPruner(Branchy(), _x(1)).groups()
+    model = Branchy()
+    graph = DependencyGraph(model, _x(1))
+    assert graph.tracer == "eager"
+    check_equivalent(model, _x(1))
+    assert model.conv.out_channels == 2 == model.head.in_features
+
+
+def test_model_failing_on_its_inputs_gives_clear_error():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    with pytest.raises(UnsupportedModelError, match="failed on example_inputs.*Pass the inputs"):
+        StructuredPruner(model, _x(1)).groups()
 
 
 def test_model_output_and_inputs_are_fixed():

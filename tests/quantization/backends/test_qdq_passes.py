@@ -7,10 +7,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+import nnshrink as ns
 from nnshrink import models
 from nnshrink.quantization.backends.ort import OrtInt8Module, quantize_with_ort_calibration
 from nnshrink.quantization.backends.qdq_passes import quantize_zero_pads
-from nnshrink.quantization.ptq import PTQ, quantize_ptq
+from nnshrink.quantization.ptq import PTQ
 
 
 def _optimized_ops(onnx_bytes: bytes, tmp_path) -> collections.Counter:
@@ -49,7 +50,7 @@ def test_ptq_onnxruntime_backend_applies_the_pass(tmp_path):
     torch.manual_seed(0)
     model = models.create("resnet20", in_channels=3, input_size=16).eval()
     calib = [torch.randn(4, 3, 16, 16) for _ in range(2)]
-    q = quantize_ptq(model, PTQ(backend="onnxruntime"), calib).model
+    q = ns.compress_(model, PTQ(backend="onnxruntime"), example_inputs=calib).artifact
     pads = [n for n in onnx.load_from_string(q.onnx_bytes).graph.node if n.op_type == "Pad"]
     assert len(pads) == 2
     produced_by = {o: n.op_type for n in onnx.load_from_string(q.onnx_bytes).graph.node
