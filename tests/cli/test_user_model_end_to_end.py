@@ -125,8 +125,6 @@ def test_user_model_from_train_to_advise(trained, tmp_path, capsys):
         assert count_macs(load_checkpoint(final, trust_code=True)[0], (X,)) <= budget
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/deep_compression.py reloads its .nns without "
-                   "the factory / trust_code (reported to the lead)")  # fmt: skip
 def test_deep_compress_command_on_a_factory_built_model(trained, tmp_path, capsys):
     out = tmp_path / "m.nns"
     _cli(capsys, "deep-compress", trained, "--trust-code", "--data", DATA, "--sparsity", "0.5",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnshrink.pruning import prune_
+from nnshrink import compress_
 from nnshrink.pruning.sensitivity import SensitivityResult, layer_sensitivity
 from nnshrink.train import evaluate
 
@@ -56,7 +56,7 @@ def test_derived_ratios_are_largest_within_tolerance():
     assert result.derive_ratios(0.1) == pytest.approx({"1": 0.9, "3": 0.1, "5": 0.9})
     cfg = result.to_config(0.05)
     model = _model()
-    summary = prune_(model, cfg)
+    summary = compress_(model, cfg)
     assert {r.name: round(r.sparsity, 2) for r in summary.rows} == {
         "1.weight": 0.5,
         "3.weight": 0.0,
