@@ -39,14 +39,14 @@ RESULTS = Path(__file__).parent / "results"
 
 CASES = {
     "lenet5": [
-        {"case": "lenet5-mnist-20KB", "data": "mnist", "max_bytes": 20_000, "max_drop": 0.3,
+        {"case": "lenet5-mnist-20KB", "data": "mnist", "max_bytes": 20_000, "max_drop": 0.003,
          "preset": "deep-compression-lenet5"},
         {"case": "lenet5-mnist-half-latency", "data": "mnist", "latency_ratio": 0.5,
-         "max_drop": 0.5, "preset": "int8-ptq-lenet5"},
+         "max_drop": 0.005, "preset": "int8-ptq-lenet5"},
     ],
     "resnet20": [
         {"case": "resnet20-fashion-half-latency", "data": "fashion-mnist", "latency_ratio": 0.5,
-         "max_drop": 1.0, "preset": "channel-pruning-kd-resnet20-fashion"},
+         "max_drop": 0.01, "preset": "channel-pruning-kd-resnet20-fashion"},
     ],
 }  # fmt: skip
 TRAIN = {"lenet5": {"epochs": 2, "lr": 2e-3, "optimizer": "adam"},
@@ -98,8 +98,8 @@ def run_preset(
     t0 = time.perf_counter()
     result = run_recipe(parse_recipe(recipe, base_dir=case_dir), case_dir / "preset",
                         progress=False, log=lambda _l: None)  # fmt: skip
-    shape = input_shape(recipe["data"]["name"])
-    m, artifact = measure_run(result, budget, shape)
+    example = torch.zeros(1, *input_shape(recipe["data"]["name"]))  # measure_run takes inputs
+    m, artifact = measure_run(result, budget, example)
     return {"preset": preset, "structure_only": structure_only, "stages": stages,
             "seconds": round(time.perf_counter() - t0, 1),
             "measurement": m.to_dict(), "artifact": str(artifact),
@@ -108,7 +108,7 @@ def run_preset(
 
 def run_case(spec: dict, ckpt: Path, work: Path, args) -> dict:
     case_dir = work / spec["case"]
-    shape = input_shape(spec["data"])
+    shape = torch.zeros(1, *input_shape(spec["data"]))  # example inputs
     limit = args.limit
     if "latency_ratio" in spec:
         model, _ = load_checkpoint(ckpt)
@@ -127,7 +127,7 @@ def run_case(spec: dict, ckpt: Path, work: Path, args) -> dict:
     search_s = time.perf_counter() - t0
     record = {
         "case": spec["case"], "budget": budget.to_dict(), "baseline_latency_probe_ms": base_ms,
-        "baseline": res.baseline.to_dict(), "baseline_test_top1": res.baseline_test_top1,
+        "baseline": res.baseline.to_dict(), "baseline_test_top1": res.baseline_test_score,
         "message": res.message,
         "search_seconds": round(search_s, 1), "runs": len(res.evaluations),
         "chosen": res.chosen.to_dict() if res.chosen else None,
@@ -136,7 +136,7 @@ def run_case(spec: dict, ckpt: Path, work: Path, args) -> dict:
     }  # fmt: skip
     if not args.no_preset:
         data = {k: v for k, v in (("train_limit", args.train_limit), ("limit", args.limit)) if v}
-        record["preset"] = run_preset(spec["preset"], case_dir, data, budget, res.baseline.top1,
+        record["preset"] = run_preset(spec["preset"], case_dir, data, budget, res.baseline.score,
                                       structure_only=args.preset_structure_only)  # fmt: skip
     return record
 
@@ -144,9 +144,9 @@ def run_case(spec: dict, ckpt: Path, work: Path, args) -> dict:
 def _cell(m: dict | None, base: dict) -> str:
     if not m:
         return "-"
-    drop = 100 * (base["top1"] - m["top1"])
+    drop = 100 * (base["score"] - m["score"])
     lat = "-" if m.get("latency_ms") is None else f"{m['latency_ms']:.3f} ms"
-    return f"{100 * m['top1']:.2f}% ({drop:+.2f} pt), {m['bytes']:,} B ({m['bytes_kind']}), {lat}"
+    return f"{100 * m['score']:.2f}% ({drop:+.2f} pt), {m['bytes']:,} B ({m['bytes_kind']}), {lat}"
 
 
 def _test(top1: float | None, base: float | None) -> str:
@@ -174,7 +174,7 @@ def markdown(records: list[dict]) -> str:
         lines.append(
             f"| {r['case']} | {_cell(base, base)} | {label}: "
             f"{_cell(pick.get('measurement'), base)} | "
-            f"{_base_test(r)} -> {_test(pick.get('test_top1'), r.get('baseline_test_top1'))} | "
+            f"{_base_test(r)} -> {_test(pick.get('test_score'), r.get('baseline_test_top1'))} | "
             f"{'yes' if r['chosen'] else 'no'} | "
             f"{r['search_seconds']:.0f} s, {r['runs']} runs | {preset.get('preset', '-')}: "
             f"{_cell(preset.get('measurement'), base)} | "

@@ -1,32 +1,41 @@
-"""``advise``: from a trained model, a data set and a budget to a measured, reproducible choice.
+"""``advise``: from a trained model, its data and a budget to a measured, reproducible choice.
 
-Steps: measure the baseline and where its time goes; generate candidate pipelines from the
-rules of thumb (:mod:`.candidates`); measure each zero-shot and drop those whose structure cannot
-meet the budget; run the rest as recipes under successive halving (:mod:`.search`); choose the
-most accurate one that meets every limit, re-timed beside the baseline (:mod:`.confirm`); write
-the report, the Pareto plot and the recipe that reproduces the choice (:mod:`.report`).
+The model is any ``nn.Module`` (or a reference: a checkpoint, a zoo name, the user's factory),
+the data any loaders (or a built-in name, a factory, a file), the metric the task's (top-1 by
+default, or the user's). Steps: measure the baseline and where its time goes; generate candidate
+pipelines from the rules of thumb (:mod:`.candidates`); measure each zero-shot and drop those
+whose structure cannot meet the budget (:mod:`.screen`); run the rest as recipes on copies of
+the model under successive halving (:mod:`.search`); choose the best-scoring one that meets every
+limit, re-timed beside the baseline (:mod:`.confirm`); write the report, the Pareto plot and the
+recipe that reproduces the choice (:mod:`.report`).
+
+Candidates are compared on the data's ``val`` batches, or on a held-back part of its training
+data (:mod:`.inputs`), never on ``test``: only the choice and the baseline are measured there,
+once, for the report.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..data import input_shape as data_input_shape
-from ..data import load as load_dataset
-from ..data import loader as make_loader
+from ..core.sensitivity import ReplayBatches
+from ..data import Limited, first_batch
 from ..data.datasets import VAL_SIZE
-from ..io import load_checkpoint, save_checkpoint
+from ..io import save_checkpoint
+from ..metrics.macs import first_sample
+from ..train.task import Task
 from .allocation import sensitivity_candidates
-from .budget import Budget, BudgetError, Measurement, resource_ok
+from .budget import Budget, Measurement, goodness
 from .candidates import (
     TRAINING_STAGES,
     Candidate,
@@ -36,33 +45,22 @@ from .candidates import (
     model_traits,
 )
 from .confirm import confirm, load_artifact
-from .measure import LayerTime, layer_latency_share, measure_model, measure_run, top1, zero_shot
-from .search import Evaluation, choose, judge, rung_limits, split_resource, successive_halving
-from .sensitivity import (
-    SENS_BITS,
-    SENS_CHANNELS,
-    SENS_RANKS,
-    SENS_SPARSITIES,
-    Sensitivity,
-    measure_sensitivity,
+from .inputs import HOLDOUT, model_factory, recipe_model, resolve_data, resolve_model, resolve_task
+from .measure import (
+    LayerTime,
+    latency_inputs,
+    layer_latency_share,
+    measure_model,
+    measure_run,
+    score_of,
+    zero_shot,
 )
+from .recipe import BASELINE_FILE, candidate_recipe, data_note
+from .screen import Screened, maybe_sensitivity, screen
+from .search import Evaluation, choose, judge, rung_limits, split_resource, successive_halving
+from .sensitivity import Sensitivity
 
-BASELINE_FILE = "baseline.safetensors"
-
-
-@dataclasses.dataclass
-class Screened:
-    """A candidate measured zero-shot (technique stages only, no training)."""
-
-    candidate: Candidate
-    measurement: Measurement | None
-    kept: bool
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-able)."""
-        return {"candidate": self.candidate.to_dict(), "kept": self.kept, "reason": self.reason,
-                "measurement": self.measurement.to_dict() if self.measurement else None}  # fmt: skip
+SCREEN_SAMPLES = 1000  # selection samples for the zero-shot screening and the per-layer scan
 
 
 @dataclasses.dataclass
@@ -71,10 +69,9 @@ class AdviceResult:
 
     Attributes:
         budget: the budget.
-        baseline: the trained model, measured like the candidates (top-1 on the selection
-            split: validation, or test with ``val_size=0``).
-        baseline_test_top1: the baseline's top-1 on the test split.
-        chosen: the most accurate evaluation that meets the budget, or ``None``.
+        baseline: the model as given, measured like the candidates (its score on the
+            selection data).
+        chosen: the best-scoring evaluation that meets the budget, or ``None``.
         closest: when nothing meets the budget, the evaluation closest to it.
         evaluations: every candidate run, in order.
         screened: the zero-shot screening of every generated candidate.
@@ -83,9 +80,14 @@ class AdviceResult:
         recipe_path: the YAML recipe reproducing ``chosen`` (``None`` when nothing was chosen).
         report_md, report_json, plot: report files.
         seconds: wall time of the whole advice.
-        settings: the search settings (``eval_split`` says where candidates were selected,
-            ``sensitivity`` whether and how long the per-layer scan ran).
+        settings: the search settings: ``selection_split`` (``"val"`` or ``"train-holdout"``)
+            and ``selection`` (which samples), ``metric`` (name, headline, direction),
+            ``recipe_notes`` (what the recipes name and what they cannot), ``sensitivity``.
+        baseline_test_score: the baseline's score on the test data (``None`` without any).
         sensitivity: the per-layer sensitivity tables (``None`` when not measured).
+        model: the chosen candidate's model as deployed (loaded from its artifact, or the run's
+            own model when no file can rebuild the user's architecture); ``None`` when nothing
+            was chosen.
     """
 
     budget: Budget
@@ -102,8 +104,9 @@ class AdviceResult:
     plot: Path | None = None
     seconds: float = 0.0
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
-    baseline_test_top1: float | None = None
+    baseline_test_score: float | None = None
     sensitivity: Sensitivity | None = None
+    model: nn.Module | None = None
 
     @property
     def message(self) -> str:
@@ -115,56 +118,32 @@ class AdviceResult:
                     f"{self.closest.label} ({'; '.join(self.closest.violations)})")  # fmt: skip
         return "no candidate meets the budget (none could be evaluated)"
 
+    @property
+    def headline(self) -> str:
+        """The metric's headline key (``"top1"`` by default)."""
+        return self.settings.get("metric", {}).get("headline", "top1")
 
-def candidate_recipe(
-    candidate: Candidate,
-    *,
-    data: dict[str, Any],
-    seed: int,
-    budget: Budget,
-    train_limit: int | None,
-    latency: bool,
-    checkpoint: str = BASELINE_FILE,
-) -> dict[str, Any]:
-    """The recipe (a dict, as YAML would load it) that runs ``candidate`` from the checkpoint.
-
-    Args:
-        candidate: the pipeline.
-        data: ``{"name": ..., "batch_size": ..., "limit": ..., "root": ...}`` (``None`` values
-            are left out).
-        seed: recipe seed.
-        budget: latency settings go into ``measure``.
-        train_limit: training samples of the recovery stages (``None``: all).
-        latency: measure latency at every stage of the run report.
-        checkpoint: the trained model, relative to the recipe's folder or absolute.
-    """
-    data = {k: v for k, v in {**data, "train_limit": train_limit}.items() if v is not None}
-    return {
-        "name": f"advise-{candidate.name}",
-        "model": {"checkpoint": checkpoint},
-        "data": data,
-        "seed": seed,
-        "measure": {
-            "latency": latency,
-            "threads": budget.threads,
-            "batch_size": budget.batch_size,
-            "runs": 20,
-        },
-        "stages": [dict(s) for s in candidate.stages],
-    }
+    @property
+    def higher_is_better(self) -> bool:
+        """The metric's direction."""
+        return bool(self.settings.get("metric", {}).get("higher_is_better", True))
 
 
 def advise(
     model: nn.Module | str | os.PathLike,
-    data_name: str,
+    data: Any,
     budget: Budget,
     *,
     out_dir: str | os.PathLike,
+    metric: Any = None,
+    loss: Any = None,
+    task: Task | None = None,
+    trust_code: bool = False,
     seed: int = 0,
     progress: bool = True,
     limit: int | None = None,
     train_limit: int | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = 64,
     data_root: str | None = None,
     epochs: int = 1,
     lr: float = 1e-3,
@@ -173,25 +152,39 @@ def advise(
     eta: int = 3,
     extra_rungs: int = 2,
     val_size: int = VAL_SIZE,
+    holdout: float = HOLDOUT,
     sensitivity: bool = True,
+    device: str | None = None,
+    amp: str | None = None,
     log=print,
 ) -> AdviceResult:
     """Choose compression methods for ``budget``: search, measure, report, emit a recipe.
 
     Args:
-        model: the trained model, or the path of its checkpoint.
-        data_name: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
-        budget: the limits (at least one of bytes, latency, MACs) and the search's time limit.
+        model: the trained model: any ``nn.Module`` (never modified), or a reference (a
+            checkpoint / ``.nns`` path, a zoo name, ``"package.module:callable"``, ``hf:DIR``).
+        data: a built-in name (``"mnist"``, ...), a :class:`~nnshrink.data.DataBundle`,
+            ``(train, test[, val])`` loaders, a factory ``"package.module:callable"``, a
+            ``.pt`` / ``.npz`` file or a recipe ``data:`` mapping. Candidates are compared on
+            its ``val`` batches when it has them, else on a held-back part of ``train`` (a
+            built-in set's last ``val_size`` training samples, otherwise a ``holdout``
+            fraction); never on ``test``, which measures the choice and the baseline once.
+        budget: the limits (at least one of bytes, latency, MACs; ``max_drop`` in the metric's
+            own units) and the search's time limit.
         out_dir: output folder (``advice.md``, ``advice.json``, ``pareto.png``, ``recipe.yaml``,
             ``baseline.safetensors`` and one run folder per evaluated candidate).
-        seed: recipe seed.
+        metric: ``None`` (top-1), a callable ``(model, loader) -> dict`` with a headline value
+            (see :class:`~nnshrink.train.task.Task`) or its ``"package.module:callable"``.
+        loss: the training loss of the recovery stages (callable or reference; default
+            cross-entropy).
+        task: a ready :class:`~nnshrink.train.task.Task` instead of ``metric`` / ``loss``.
+        trust_code: let a checkpoint given by path import the model factory it names.
+        seed: recipe seed (and the held-back split).
         progress: show progress bars.
-        limit: evaluation samples for every accuracy, on the validation and on the test split
-            (``None``: the whole split).
-        train_limit: at most this many training samples for recovery (``None``: all those not
-            held out for validation).
-        batch_size: training batch size of the recovery stages.
-        data_root: data directory.
+        limit: the first N selection and test samples for every score (``None``: all).
+        train_limit: at most N training samples for recovery (``None``: all not held back).
+        batch_size: training batch size of a built-in set or a factory taking ``batch_size``.
+        data_root: data directory of a built-in set.
         epochs: epochs of each recovery stage.
         lr: Adam learning rate of the recovery stages.
         max_candidates: candidates in the first rung.
@@ -199,256 +192,261 @@ def advise(
         eta: keep a ``1/eta`` fraction per rung and give it ``eta`` times more data.
         extra_rungs: rungs after the whole data set, each with ``eta`` times more epochs, run
             only while the time limit allows.
-        val_size: the last ``val_size`` training samples are held out as a validation split:
-            screening, successive halving and the choice compare top-1 on it (the baseline's
-            too), recovery trains on the samples before it, and only the chosen / closest
-            candidate and the baseline are measured on the test split, once, for the report.
-            ``0``: select on the test split (the old behaviour; its accuracy is optimistic).
-        sensitivity: measure each layer's sensitivity zero-shot (bits, sparsity, channels, on
-            the screening batches) and add candidates with per-layer settings allocated from it
-            (``*-sens``), when the scan's estimated time is within 20 % of the time limit.
+        val_size: a built-in set's last ``val_size`` training samples are the selection data
+            (recovery trains on the samples before them).
+        holdout: the fraction of the training data held back for selection when the data
+            have no ``val`` batches (seeded; recovery never trains on it).
+        sensitivity: measure each layer's sensitivity zero-shot (bits, sparsity, channels,
+            ranks, on the screening batches) and add candidates with per-layer settings
+            allocated from it (``*-sens``), when the scan's estimated time is within 20 % of
+            the time limit.
+        device: where recovery stages train (``"cpu"``, ``"cuda"``, ``"auto"``; ``None``: the
+            runner's default); measurements run on the CPU, as the budget deploys.
+        amp: ``"bf16"`` / ``"fp16"`` mixed precision for recovery stages.
         log: one-line progress messages (``None`` for silence).
 
     Example:
-        >>> res = advise("lenet5.safetensors", "mnist", Budget(max_bytes=20_000, max_drop=0.3),
-        ...              out_dir="advice/lenet5")  # doctest: +SKIP
-        >>> res.message, res.recipe_path  # doctest: +SKIP
+        >>> from tests.usercode import error_rate, make_data, make_model
+        >>> res = advise(make_model(), make_data(), Budget(max_macs=40_000, max_drop=0.05),
+        ...              metric=error_rate, out_dir="advice/tiny")  # doctest: +SKIP
+        >>> res.message, res.settings["selection_split"]  # doctest: +SKIP
+        ('chosen: ...', 'train-holdout')
     """
     from ..metrics.latency import torch_threads
 
     with torch_threads(budget.threads):  # the caller's thread setting is restored afterwards
-        return _advise(
-            model, data_name, budget, out_dir=out_dir, seed=seed, progress=progress, limit=limit,
-            train_limit=train_limit, batch_size=batch_size, data_root=data_root, epochs=epochs,
-            lr=lr, max_candidates=max_candidates, rungs=rungs, eta=eta, extra_rungs=extra_rungs,
-            val_size=val_size, sensitivity=sensitivity, log=log,
+        return _Advisor(
+            budget, out_dir=out_dir, seed=seed, progress=progress, epochs=epochs, lr=lr,
+            max_candidates=max_candidates, rungs=rungs, eta=eta, extra_rungs=extra_rungs,
+            sensitivity=sensitivity, device=device, amp=amp, log=log,
+        ).run(model, data, metric=metric, loss=loss, task=task, trust_code=trust_code,
+              limit=limit, train_limit=train_limit, batch_size=batch_size, data_root=data_root,
+              val_size=val_size, holdout=holdout)  # fmt: skip
+
+
+class _Advisor:
+    """One advice: the settings of the search, then :meth:`run` on a model and its data."""
+
+    def __init__(self, budget: Budget, *, out_dir, seed, progress, epochs, lr, max_candidates,
+                 rungs, eta, extra_rungs, sensitivity, device, amp, log) -> None:  # fmt: skip
+        self.budget, self.out, self.seed, self.progress = budget, Path(out_dir), seed, progress
+        self.epochs, self.lr, self.max_candidates = epochs, lr, max_candidates
+        self.rungs, self.eta, self.extra_rungs = rungs, eta, extra_rungs
+        self.use_sensitivity, self.device, self.amp = sensitivity, device, amp
+        self.say = log or (lambda _line: None)
+        self.cache: dict[str, Measurement] = {}
+        self.in_memory: dict[str, nn.Module] = {}  # final models no file can rebuild
+        # Latency is set by the architecture, not by the weights, and noise only ever adds
+        # time: each candidate keeps the lowest latency measured for its structure so far
+        # (zero-shot and every rung), so one slow moment of a shared machine cannot drop it
+        # (one ResNet-20 candidate measured 0.19 ms zero-shot and 0.39 ms after its first
+        # rung; 0.12 ms alone).
+        self.lowest_ms: dict[str, float] = {}
+
+    # -- inputs -----------------------------------------------------------------------------
+    def run(self, model, data, *, metric, loss, task, trust_code, limit, train_limit,
+            batch_size, data_root, val_size, holdout) -> AdviceResult:  # fmt: skip
+        from .report import write_report
+
+        t_start = time.monotonic()
+        budget, say = self.budget, self.say
+        budget.require_limit()
+        self.task, self.references, notes = resolve_task(metric, loss, task)
+        if self.task.is_classification:
+            budget.check_drop_units(self.task.headline)  # before any work
+        self.data = resolve_data(data, seed=self.seed, limit=limit, train_limit=train_limit,
+                                 batch_size=batch_size, data_root=data_root, val_size=val_size,
+                                 holdout=holdout)  # fmt: skip
+        self.model = resolve_model(model, self.data, trust_code=trust_code)
+        if any(p.device.type != "cpu" for p in self.model.parameters()):
+            self.model = copy.deepcopy(self.model).cpu()  # measured where the budget deploys
+        self.out.mkdir(parents=True, exist_ok=True)
+        # the candidate runs of an earlier advice in this folder are this advice's to replace
+        # (the runner refuses to write over a run folder without --resume)
+        shutil.rmtree(self.out / "candidates", ignore_errors=True)
+        ckpt = self.out / BASELINE_FILE
+        save_checkpoint(self.model, ckpt)
+        self.recipe_model, model_note = recipe_model(self.model, BASELINE_FILE)
+        self.factory = model_factory(self.model)
+        self.notes = [model_note, data_note(self.data), *notes]
+        self.notes += [f"{k}: {v}" for k, v in self.references.items()]
+        self.calibration = first_batch(self.data.train, self.data.name)[0]
+        self.screen_batches = ReplayBatches(Limited(self.data.selection, SCREEN_SAMPLES))
+
+        what = self.task.headline if self.task.is_classification else f"metric {self.task.name}"
+        say(f"measuring the baseline ({what} on {self.data.note})")
+        self.baseline = measure_model(self.model, budget, self.calibration, artifact=ckpt,
+                                      bytes_kind="checkpoint", loader=self.data.selection,
+                                      task=self.task)  # fmt: skip
+        budget.check_drop_units(self.task.headline)  # a user metric names its headline now
+        self.hib = self.task.higher_is_better
+        test = self.data.test
+        baseline_test = None if test is None else score_of(self.task, self.model, test)
+        share = layer_latency_share(self.model, latency_inputs(self.calibration,
+                                                               budget.batch_size),
+                                    threads=budget.threads)  # fmt: skip
+        traits = model_traits(self.model, share, first_sample(self.calibration))
+
+        say("choosing candidate strengths from zero-shot measurements (bytes, MACs, latency)")
+        candidates = generate(budget, self.baseline, traits, epochs=self.epochs, lr=self.lr,
+                              probe=self.probe)  # fmt: skip
+        sens, sens_note = None, "off"
+        if self.use_sensitivity:
+            sens, sens_note = maybe_sensitivity(self.model, budget, self.screen_batches,
+                                                self.calibration, self.task, self.data.note, say)  # fmt: skip
+        if sens is not None:
+            say("allocating per-layer settings from the sensitivity tables")
+            extra = sensitivity_candidates(
+                budget, self.baseline, sens, epochs=self.epochs, lr=self.lr, probe=self.probe,
+                keep_fraction=_keep_fraction(budget, self.baseline),
+            )  # fmt: skip
+            names = {c.name for c in candidates}
+            candidates += [c for c in extra if c.name not in names]
+        say(f"screening {len(candidates)} candidates zero-shot")
+        screened = screen(candidates, budget, self.baseline, self.zero_shot,
+                          higher_is_better=self.hib, progress=self.progress)  # fmt: skip
+        order = self.first_rung(screened)
+
+        self.total = self.data.train_samples
+        limits: list[int | None] = (
+            rung_limits(self.total, self.rungs, self.eta, extra=self.extra_rungs)
+            if budget.finetune else [None]
         )  # fmt: skip
+        self.counter = iter(range(10**6))
+        evaluations = successive_halving(order, self.evaluate, limits=limits, eta=self.eta,
+                                         time_limit_s=budget.time_limit_s, start=t_start,
+                                         progress=self.progress, higher_is_better=self.hib)  # fmt: skip
+        if budget.max_latency_ms is not None and self.baseline.latency_ms and evaluations:
+            evaluations = confirm(evaluations, self.model, self.baseline, budget,
+                                  self.calibration, say, load=self.load,
+                                  higher_is_better=self.hib)  # fmt: skip
+        chosen, closest = choose(evaluations, self.hib)
+        for e in (chosen, closest):
+            if e is not None and test is not None:  # the only test measurements of the search
+                e.test_score = self.test_score(e)
+        result = AdviceResult(
+            budget=budget, baseline=self.baseline, chosen=chosen, closest=closest,
+            evaluations=evaluations, screened=screened, latency_share=share, out_dir=self.out,
+            settings={
+                "data": self.data.name, "selection_split": self.data.split,
+                "selection": self.data.note, "limit": limit, "train_limit": train_limit,
+                "train_samples": self.total, "seed": self.seed, "batch_size": batch_size,
+                "epochs": self.epochs, "lr": self.lr, "rungs": limits, "eta": self.eta,
+                "max_candidates": self.max_candidates, "sensitivity": sens_note,
+                "metric": {"name": self.task.name, "headline": self.task.headline,
+                           "higher_is_better": self.hib},
+                "recipe_notes": self.notes, "has_test": test is not None,
+            },
+            baseline_test_score=baseline_test, sensitivity=sens,
+        )  # fmt: skip
+        if chosen is not None and chosen.artifact is not None:
+            result.model = self.load(chosen)
+        result.seconds = time.monotonic() - t_start
+        write_report(result)
+        say(result.message)
+        return result
 
-
-def _advise(model, data_name, budget, *, out_dir, seed, progress, limit, train_limit, batch_size,
-            data_root, epochs, lr, max_candidates, rungs, eta, extra_rungs, val_size,
-            sensitivity, log) -> AdviceResult:  # fmt: skip
-    from .report import write_report
-
-    t_start = time.monotonic()
-    say = log or (lambda _line: None)
-    budget.require_limit()
-    n_train = len(load_dataset(data_name, "train", root=data_root))
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < n_train:
-        raise BudgetError(f"val_size must be an integer in [0, {n_train}) (training samples held "
-                          f"out for selection; 0 selects on the test split), got {val_size!r}")  # fmt: skip
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not isinstance(model, nn.Module):
-        model, _ = load_checkpoint(model)
-    ckpt = out / BASELINE_FILE
-    save_checkpoint(model, ckpt)
-    shape = data_input_shape(data_name)
-    # select on the validation split (the last val_size training samples), report on test
-    split = "val" if val_size else "test"
-    holdout = val_size if val_size else 0
-    vsize = val_size or VAL_SIZE
-    selection = make_loader(data_name, split, 1000, root=data_root, limit=limit, val_size=vsize)
-    test = make_loader(data_name, "test", 1000, root=data_root, limit=limit)
-    screen_n = min(limit or 1000, 1000)
-    screen = make_loader(data_name, split, screen_n, root=data_root, limit=screen_n,
-                         val_size=vsize)  # fmt: skip
-    calibration = next(iter(make_loader(data_name, "train", batch_size, root=data_root,
-                                        limit=train_limit, holdout=holdout)))[0]  # fmt: skip
-
-    say(f"measuring the baseline (top-1 on the {'validation' if val_size else 'test'} split)")
-    baseline = measure_model(model, budget, shape, artifact=ckpt, bytes_kind="checkpoint",
-                             loader=selection)  # fmt: skip
-    baseline_test = top1(model, test) if val_size else baseline.top1
-    share = layer_latency_share(model, torch.zeros(budget.batch_size, *shape),
-                                threads=budget.threads)  # fmt: skip
-    traits = model_traits(model, share, calibration[:1])
-    cache: dict[str, Measurement] = {}
-
-    def measure_zero_shot(stages) -> Measurement:
+    # -- zero-shot ----------------------------------------------------------------------------
+    def zero_shot(self, stages) -> Measurement:
         # training stages are skipped zero-shot: pipelines that differ only there (fine-tune vs
         # distillation) share one measurement, so latency noise cannot split them
         key = json.dumps([s for s in stages if next(iter(s)) not in TRAINING_STAGES],
                          sort_keys=True)  # fmt: skip
-        if key not in cache:
-            cache[key] = zero_shot(model, stages, budget, shape, calibration=calibration,
-                                   loader=screen, latency=budget.max_latency_ms is not None)  # fmt: skip
-        return cache[key]
+        if key not in self.cache:
+            self.cache[key] = zero_shot(
+                self.model, stages, self.budget, calibration=self.calibration,
+                loader=self.screen_batches, task=self.task,
+                latency=self.budget.max_latency_ms is not None,
+            )  # fmt: skip
+        return self.cache[key]
 
-    def probe(stages) -> Measurement | None:
+    def probe(self, stages) -> Measurement | None:
         try:
-            return measure_zero_shot(stages)
+            return self.zero_shot(stages)
         except Exception:  # a pipeline that cannot be applied fits nothing
             return None
 
-    say("choosing candidate strengths from zero-shot measurements (bytes, MACs, latency)")
-    candidates = generate(budget, baseline, traits, epochs=epochs, lr=lr, probe=probe)
-    sens, sens_note = None, "off"
-    if sensitivity:
-        sens, sens_note = _sensitivity(model, budget, screen, calibration, split, say)
-    if sens is not None:
-        say("allocating per-layer settings from the sensitivity tables")
-        extra = sensitivity_candidates(budget, baseline, sens, epochs=epochs, lr=lr, probe=probe,
-                                       keep_fraction=_keep_fraction(budget, baseline))  # fmt: skip
-        names = {c.name for c in candidates}
-        candidates += [c for c in extra if c.name not in names]
-    say(f"screening {len(candidates)} candidates zero-shot")
-    screened = _screen(candidates, budget, baseline, measure_zero_shot, progress)
-    kept = [s for s in screened if s.kept]
-    scores = {s.candidate.name: (s.measurement.top1 or 0.0) for s in kept}
-    order = interleave([s.candidate for s in kept], scores)[:max_candidates]
-    if not order:
-        # nothing can fit: still run the closest two so the report shows real numbers
-        near = sorted((s for s in screened if s.measurement is not None),
-                      key=lambda s: judge(budget, s.measurement, baseline.top1)["excess"])  # fmt: skip
-        order = [s.candidate for s in near[:2]]
-        say("no candidate fits the budget even before training; running the closest ones")
+    def first_rung(self, screened: list[Screened]) -> list[Candidate]:
+        kept = [s for s in screened if s.kept]
+        scores = {s.candidate.name: goodness(s.measurement.score, self.hib) for s in kept}
+        order = interleave([s.candidate for s in kept], scores)[: self.max_candidates]
+        if not order:
+            # nothing can fit: still run the closest two so the report shows real numbers
+            near = sorted((s for s in screened if s.measurement is not None),
+                          key=lambda s: judge(self.budget, s.measurement, self.baseline.score,
+                                              self.hib)["excess"])  # fmt: skip
+            order = [s.candidate for s in near[:2]]
+            self.say("no candidate fits the budget even before training; running the closest ones")
+        return order
 
-    available = n_train - holdout
-    total = min(train_limit, available) if train_limit else available
-    limits: list[int | None] = (
-        rung_limits(total, rungs, eta, extra=extra_rungs) if budget.finetune else [train_limit]
-    )
-    data = {"name": data_name, "batch_size": batch_size, "limit": limit, "root": data_root}
-    if val_size:  # the recipe trains and measures exactly as the search did
-        data.update(eval_split="val", val_size=val_size)
-    counter = iter(range(10**6))
-    # Latency is set by the architecture, not by the weights, and noise only ever adds time:
-    # each candidate keeps the lowest latency measured for its structure so far (zero-shot and
-    # every rung), so one slow moment of a shared machine cannot drop it (one ResNet-20
-    # candidate measured 0.19 ms zero-shot and 0.39 ms after its first rung; 0.12 ms alone).
-    lowest_ms: dict[str, float] = {}
-
-    def steady(candidate: Candidate, m: Measurement) -> Measurement:
+    # -- candidate runs -------------------------------------------------------------------------
+    def steady(self, candidate: Candidate, m: Measurement) -> Measurement:
         if m.latency_ms is None:
             return m
-        seen = [m.latency_ms, lowest_ms.get(candidate.name, math.inf)]
-        zero = probe(candidate.stages) if budget.max_latency_ms is not None else None
+        seen = [m.latency_ms, self.lowest_ms.get(candidate.name, math.inf)]
+        zero = self.probe(candidate.stages) if self.budget.max_latency_ms is not None else None
         if zero is not None and zero.latency_ms is not None:
             seen.append(zero.latency_ms)
-        lowest_ms[candidate.name] = min(seen)
-        return dataclasses.replace(m, latency_ms=lowest_ms[candidate.name])
+        self.lowest_ms[candidate.name] = min(seen)
+        return dataclasses.replace(m, latency_ms=self.lowest_ms[candidate.name])
 
-    def evaluate(candidate: Candidate, rung: int, n: int | None) -> Evaluation:
+    def evaluate(self, candidate: Candidate, rung: int, n: int | None) -> Evaluation:
+        from ..io.record import architecture_of
         from ..recipes import parse_recipe, run_recipe
+        from ..recipes.artifacts import is_runtime_module
 
-        run_dir = out / "candidates" / f"{next(counter):02d}-{candidate.name}-r{rung}"
-        n, factor = split_resource(n, total)  # past the data set, rungs add epochs
-        source = candidate_recipe(candidate.with_epochs(factor), data=data, seed=seed,
-                                  budget=budget, train_limit=n, latency=False)  # fmt: skip
+        run_dir = self.out / "candidates" / f"{next(self.counter):02d}-{candidate.name}-r{rung}"
+        n, factor = split_resource(n, self.total)  # past the data set, rungs add epochs
+        source = candidate_recipe(
+            candidate.with_epochs(factor), data=self.data.recipe_data(n), seed=self.seed,
+            budget=self.budget, latency=False, model=self.recipe_model,
+            references=self.references, device=self.device, amp=self.amp,
+        )  # fmt: skip
         t0 = time.monotonic()
         measurement, artifact, error = None, None, None
         try:
-            result = run_recipe(parse_recipe(source, base_dir=out), run_dir, progress=False,
-                                log=lambda _line: None)  # fmt: skip
-            measurement, artifact = measure_run(result, budget, shape)
-            measurement = steady(candidate, measurement)
+            # the recipe names what can be named; the run gets the objects themselves, so the
+            # search trains on exactly the batches it describes and never reloads the user's code
+            result = run_recipe(parse_recipe(source, base_dir=self.out), run_dir, progress=False,
+                                log=lambda _line: None, model=copy.deepcopy(self.model),
+                                data=self.data.bundle(n), task=self.task)  # fmt: skip
+            measurement, artifact = measure_run(result, self.budget, self.calibration)
+            measurement = self.steady(candidate, measurement)
+            if not is_runtime_module(result.model) and architecture_of(result.model) is None:
+                self.in_memory[str(run_dir)] = result.model.cpu()
         except Exception as exc:  # a failing pipeline is a result of the search, not its end
             error = f"{type(exc).__name__}: {exc}"[:300]
         evaluation = Evaluation(
             candidate, rung, n, measurement, seconds=time.monotonic() - t0, out_dir=str(run_dir),
             recipe=source, artifact=None if artifact is None else str(artifact), error=error,
-            **judge(budget, measurement, baseline.top1),
+            **judge(self.budget, measurement, self.baseline.score, self.hib),
         )  # fmt: skip
-        say(f"{evaluation.label}: " + (error or _describe(measurement, baseline)))
+        self.say(f"{evaluation.label}: " + (error or self.describe(measurement)))
         return evaluation
 
-    evaluations = successive_halving(order, evaluate, limits=limits, eta=eta,
-                                     time_limit_s=budget.time_limit_s, start=t_start,
-                                     progress=progress)  # fmt: skip
-    if budget.max_latency_ms is not None and baseline.latency_ms and evaluations:
-        evaluations = confirm(evaluations, model, baseline, budget, shape, say)
-    chosen, closest = choose(evaluations)
-    for e in (chosen, closest):
-        if e is not None:  # the only test-split measurements of the search
-            e.test_top1 = _test_top1(e, test, budget) if val_size else e.measurement.top1
-    result = AdviceResult(
-        budget=budget, baseline=baseline, chosen=chosen, closest=closest, evaluations=evaluations,
-        screened=screened, latency_share=share, out_dir=out,
-        settings={"data": data_name, "limit": limit, "train_limit": train_limit, "seed": seed,
-                  "batch_size": batch_size, "epochs": epochs, "lr": lr, "rungs": limits,
-                  "eta": eta, "max_candidates": max_candidates, "eval_split": split,
-                  "val_size": val_size, "sensitivity": sens_note},
-        baseline_test_top1=baseline_test, sensitivity=sens,
-    )  # fmt: skip
-    result.seconds = time.monotonic() - t_start
-    write_report(result)
-    say(result.message)
-    return result
+    def load(self, evaluation: Evaluation) -> nn.Module:
+        """The evaluation's artifact from disk; the run's own model when no file can rebuild
+        the user's architecture (a Python object without a factory)."""
+        if evaluation.out_dir in self.in_memory:
+            return self.in_memory[evaluation.out_dir]
+        return load_artifact(evaluation, self.budget, factory=self.factory)
 
+    def test_score(self, evaluation: Evaluation) -> float | None:
+        """The metric on the test data of the evaluation's deployable artifact."""
+        if evaluation.artifact is None:
+            return None
+        return score_of(self.task, self.load(evaluation), self.data.test)
 
-def _sensitivity(model, budget: Budget, screen, calibration, split: str, say):
-    """The per-layer scans the budget needs, if their estimated time fits; ``(tables, note)``."""
-    storage = budget.max_bytes is not None
-    speed = budget.max_macs is not None or budget.max_latency_ms is not None
-    scans = {
-        "bits": SENS_BITS if storage else (),
-        "sparsities": SENS_SPARSITIES if storage and budget.finetune else (),
-        "channels": SENS_CHANNELS if speed and budget.finetune else (),
-        "ranks": SENS_RANKS if speed else (),
-    }
-    per_layer = sum(len(v) for v in scans.values())
-    if not per_layer:
-        return None, "skipped: no per-layer setting applies to this budget"
-    t0 = time.monotonic()
-    top1(model, screen)
-    layers = sum(1 for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear))
-    estimate = (time.monotonic() - t0) * per_layer * layers
-    if estimate > 0.2 * budget.time_limit_s:
-        return None, (f"skipped: the scan would take ~{estimate:.0f} s, more than 20 % of the "
-                      "time limit")  # fmt: skip
-    say(
-        f"measuring per-layer sensitivity ({layers} layers x {per_layer} settings, ~{estimate:.0f} s)"
-    )
-    sens = measure_sensitivity(model, screen, calibration, **scans)
-    return sens, f"measured in {sens.seconds:.1f} s on {sens.samples} {split} samples"
+    def describe(self, m: Measurement | None) -> str:
+        from .report import format_drop, format_score
 
-
-def _test_top1(evaluation: Evaluation, test, budget: Budget) -> float | None:
-    """Top-1 on the test split of the evaluation's deployable artifact, loaded back from disk."""
-    if evaluation.artifact is None:
-        return None
-    return top1(load_artifact(evaluation, budget), test)
-
-
-def _describe(m: Measurement | None, base: Measurement) -> str:
-    if m is None:
-        return "failed"
-    drop = 100 * ((base.top1 or 0) - (m.top1 or 0))
-    return (
-        f"top-1 {100 * (m.top1 or 0):.2f}% (drop {drop:+.2f} pt), {m.bytes:,} B, "
-        + (f"{m.latency_ms:.3f} ms, " if m.latency_ms is not None else "")
-        + f"{m.macs:,} MACs"
-    )
-
-
-def _screen(candidates, budget, baseline, measure, progress):
-    """Zero-shot measurement of every candidate; keep those whose structure fits the budget.
-
-    The bytes of a pruned-and-shared model barely move during its fine-tunes, so they must fit
-    with a 3 % margin; latency is noisy and gets 10 % slack; MACs are exact.
-    """
-    from .search import _bar
-
-    relaxed = dataclasses.replace(
-        budget,
-        max_bytes=None if budget.max_bytes is None else max(1, int(budget.max_bytes * 0.97)),
-        max_latency_ms=None if budget.max_latency_ms is None else budget.max_latency_ms * 1.1,
-    )  # fmt: skip
-    out = []
-    with _bar(progress, "zero-shot screening", len(candidates)) as advance:
-        for cand in candidates:
-            try:
-                m = measure(cand.stages)
-            except Exception as exc:  # an inapplicable technique rules the candidate out
-                out.append(Screened(cand, None, False, f"{type(exc).__name__}: {exc}"[:300]))
-                advance()
-                continue
-            fits = resource_ok(relaxed, m)
-            reason = "" if fits else "; ".join(
-                str(v) for v in judge(relaxed, m, baseline.top1)["violations"]
-                if not v.startswith("drop")
-            )  # fmt: skip
-            out.append(Screened(cand, m, fits, reason))
-            advance()
-    return out
+        if m is None:
+            return "failed"
+        h = self.task.headline
+        drop = None if m.score is None or self.baseline.score is None else (
+            self.task.drop({h: self.baseline.score}, {h: m.score}))  # fmt: skip
+        return (
+            f"{h} {format_score(m.score, h)} (drop {format_drop(drop, h)}), {m.bytes:,} B, "
+            + (f"{m.latency_ms:.3f} ms, " if m.latency_ms is not None else "")
+            + f"{m.macs:,} MACs"
+        )

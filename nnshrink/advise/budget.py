@@ -1,14 +1,21 @@
 """What the compressed model must satisfy (a :class:`Budget`) and what a model measured.
 
-The checks are pure functions of a :class:`Budget`, a :class:`Measurement` and the baseline
-top-1: :func:`violations` lists every limit a measurement breaks, :func:`meets` says whether there
-are none, :func:`excess` says how far over budget it is (to show the closest candidate when none
-fits).
+The checks are pure functions of a :class:`Budget`, a :class:`Measurement`, the baseline's score
+and the metric's direction: :func:`violations` lists every limit a measurement breaks,
+:func:`meets` says whether there are none, :func:`excess` says how far over budget it is (to show
+the closest candidate when none fits).
+
+The score is the headline value of the task's metric (top-1 as a fraction by default, or the
+user's metric: an error rate, a loss, a perplexity). ``max_drop`` is in that metric's own units
+and its direction decides the sign (:func:`metric_drop`, the same rule as
+:meth:`nnshrink.train.task.Task.drop`): for top-1, 0.005 is half a point; for a loss where lower
+is better, 0.02 allows the loss to rise by 0.02.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Literal
 
@@ -33,13 +40,14 @@ class Budget:
         threads: intra-op threads of the latency measurement.
         runtime: ``"eager"`` (PyTorch) or ``"onnxruntime"``.
         max_macs: multiply-accumulates per sample.
-        max_drop: allowed top-1 drop against the baseline, in accuracy points (0.5 = half a point).
+        max_drop: allowed drop of the metric's headline against the baseline, in the metric's
+            own units, signed by its direction (top-1 is a fraction: 0.005 = half a point).
         time_limit_s: wall-clock budget of the search.
         finetune: whether training data may be used to recover accuracy (``False``: data-free
             methods only: PTQ, SVD/Tucker and k-means without fine-tuning).
 
     Example:
-        >>> Budget(max_bytes=parse_size("20KB"), max_drop=0.3).max_bytes
+        >>> Budget(max_bytes=parse_size("20KB"), max_drop=0.003).max_bytes
         20000
     """
 
@@ -59,7 +67,9 @@ class Budget:
             if value is not None and not value > 0:
                 raise BudgetError(f"budget.{name} must be > 0, got {value!r}")
         if self.max_drop is not None and self.max_drop < 0:
-            raise BudgetError(f"budget.max_drop must be >= 0 points, got {self.max_drop!r}")
+            raise BudgetError(
+                f"budget.max_drop must be >= 0 (in the metric's own units), got {self.max_drop!r}"
+            )
         if self.batch_size < 1 or self.threads < 1:
             raise BudgetError("budget.batch_size and budget.threads must be >= 1")
         if self.runtime not in RUNTIMES:
@@ -95,24 +105,50 @@ class Budget:
             raise BudgetError(f"budget: unknown key(s) {unknown}; allowed: {sorted(names)}")
         return cls(**data)
 
+    def check_drop_units(self, headline: str) -> None:
+        """Refuse a ``max_drop`` that can never bind a fraction metric (``top1``, ``top5``):
+        such a drop is at most 1, so ``max_drop >= 1`` is the old "points" spelling.
+
+        Example:
+            >>> Budget(max_bytes=1, max_drop=0.5).check_drop_units("top1")
+        """
+        if self.max_drop is not None and headline in FRACTION_METRICS and self.max_drop >= 1:
+            raise BudgetError(
+                f"max_drop is in the metric's own units and {headline} is a fraction: "
+                f"{self.max_drop:g} can never bind; for {self.max_drop:g} points of {headline} "
+                f"give {self.max_drop / 100:g} (--max-drop {self.max_drop / 100:g})"
+            )
+
+
+FRACTION_METRICS = ("top1", "top5")
+
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
     """One model, measured: what a :class:`Budget` is checked against.
 
     Args:
-        top1: top-1 accuracy as a fraction.
+        score: the metric's headline value on the selection data (top-1 as a fraction by
+            default).
         bytes: size of the artifact in bytes.
         bytes_kind: what ``bytes`` counts: ``"nns"``, ``"int8-onnx"`` or ``"checkpoint"``.
         latency_ms: median latency (at the budget's batch, threads and runtime).
         macs: multiply-accumulates per sample.
     """
 
-    top1: float | None = None
+    score: float | None = None
     bytes: int | None = None
     bytes_kind: str = "checkpoint"
     latency_ms: float | None = None
     macs: int | None = None
+
+    @property
+    def top1(self) -> float | None:
+        """Deprecated: the headline score (``score``), whatever the metric."""
+        from .._deprecated import warn
+
+        warn("Measurement.top1", "Measurement.score (the metric's headline value)")
+        return self.score
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able)."""
@@ -138,20 +174,52 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
 
 
-def drop_points(baseline_top1: float | None, top1: float | None) -> float | None:
-    """Top-1 drop in accuracy points (positive = worse than the baseline)."""
-    if baseline_top1 is None or top1 is None:
+def metric_drop(
+    baseline: float | None, value: float | None, higher_is_better: bool = True
+) -> float | None:
+    """How much worse ``value`` is than ``baseline``, in the metric's units (positive = worse).
+
+    Example:
+        >>> round(metric_drop(0.98, 0.97), 6), round(metric_drop(0.1, 0.12, False), 6)
+        (0.01, 0.02)
+    """
+    if baseline is None or value is None:
         return None
-    return 100.0 * (baseline_top1 - top1)
+    return (baseline - value if higher_is_better else value - baseline) + 0.0  # never -0.0
+
+
+def goodness(value: float | None, higher_is_better: bool = True) -> float:
+    """A sort key where larger is better whatever the direction (a missing value is worst).
+
+    Example:
+        >>> sorted([0.3, 0.1, None], key=lambda v: -goodness(v, higher_is_better=False))
+        [0.1, 0.3, None]
+    """
+    if value is None:
+        return -math.inf
+    return value if higher_is_better else -value
+
+
+def drop_points(baseline_top1: float | None, top1: float | None) -> float | None:
+    """Deprecated: top-1 drop in accuracy points; use :func:`metric_drop` (metric units)."""
+    from .._deprecated import warn
+
+    warn("nnshrink.advise.drop_points", "nnshrink.advise.metric_drop (the metric's own units)")
+    drop = metric_drop(baseline_top1, top1)
+    return None if drop is None else 100.0 * drop
 
 
 def violations(
-    budget: Budget, measurement: Measurement, baseline_top1: float | None = None
+    budget: Budget,
+    measurement: Measurement,
+    baseline_score: float | None = None,
+    higher_is_better: bool = True,
 ) -> list[Violation]:
     """Every limit of ``budget`` that ``measurement`` breaks; a missing value breaks its limit.
 
-    ``excess`` is relative for resources (0.1 = 10 % over) and, for accuracy, the extra drop
-    divided by ``max(max_drop, 0.5)`` points, so the two can be added to rank near misses.
+    ``excess`` is relative for resources (0.1 = 10 % over) and, for the metric, the extra drop
+    divided by ``max(max_drop, 0.5 % of the baseline's magnitude)``, so the two can be added to
+    rank near misses.
 
     Example:
         >>> violations(Budget(max_bytes=100), Measurement(bytes=150))[0].excess
@@ -165,29 +233,39 @@ def violations(
         elif value > limit:
             out.append(Violation(key, value, limit, (value - limit) / limit))
     if budget.max_drop is not None:
-        drop = drop_points(baseline_top1, measurement.top1)
+        drop = metric_drop(baseline_score, measurement.score, higher_is_better)
         if drop is None:
-            out.append(Violation("drop_points", None, budget.max_drop, float("inf")))
-        elif drop > budget.max_drop + 1e-9:
-            scale = max(budget.max_drop, 0.5)
-            out.append(Violation("drop_points", drop, budget.max_drop,
+            out.append(Violation("drop", None, budget.max_drop, float("inf")))
+        elif drop > budget.max_drop + 1e-12:
+            scale = max(budget.max_drop, 0.005 * abs(baseline_score or 0.0), 1e-12)
+            out.append(Violation("drop", drop, budget.max_drop,
                                  (drop - budget.max_drop) / scale))  # fmt: skip
     return out
 
 
-def meets(budget: Budget, measurement: Measurement, baseline_top1: float | None = None) -> bool:
+def meets(
+    budget: Budget,
+    measurement: Measurement,
+    baseline_score: float | None = None,
+    higher_is_better: bool = True,
+) -> bool:
     """Whether ``measurement`` satisfies every limit of ``budget``.
 
     Example:
-        >>> meets(Budget(max_macs=10, max_drop=1.0), Measurement(top1=0.98, macs=9), 0.985)
+        >>> meets(Budget(max_macs=10, max_drop=0.01), Measurement(score=0.98, macs=9), 0.985)
         True
     """
-    return not violations(budget, measurement, baseline_top1)
+    return not violations(budget, measurement, baseline_score, higher_is_better)
 
 
-def excess(budget: Budget, measurement: Measurement, baseline_top1: float | None = None) -> float:
+def excess(
+    budget: Budget,
+    measurement: Measurement,
+    baseline_score: float | None = None,
+    higher_is_better: bool = True,
+) -> float:
     """Sum of the relative excesses (0 when the budget is met): smaller is closer."""
-    return sum(v.excess for v in violations(budget, measurement, baseline_top1))
+    return sum(v.excess for v in violations(budget, measurement, baseline_score, higher_is_better))
 
 
 def resource_ok(budget: Budget, measurement: Measurement, slack: float = 0.0) -> bool:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from ..io import load_checkpoint
 from ..metrics.latency import interleaved
 from .budget import Budget, Measurement
 from .measure import deployed_call
@@ -24,29 +24,30 @@ from .search import Evaluation, choose, judge
 RETIME_ROUNDS, RETIME_RUNS = 10, 50  # interleaved rounds x calls per variant and round
 
 
-def load_artifact(evaluation: Evaluation, budget: Budget) -> nn.Module:
+Loader = Callable[[Evaluation], nn.Module]
+
+
+def load_artifact(evaluation: Evaluation, budget: Budget, *, factory: Any = None) -> nn.Module:
     """The evaluation's deployable artifact, loaded back from disk as a runnable model.
 
     Args:
         evaluation: an evaluation with an ``artifact`` path (``.nns``, int8 ``.onnx`` or a
             checkpoint, as ``measurement.bytes_kind`` says).
         budget: its ``threads`` go to an int8 ONNX Runtime session.
+        factory: the user's model factory (reference or callable) the file was saved from;
+            it rebuilds the architecture without trusting the file.
 
     Example:
         >>> model = load_artifact(result.chosen, budget)  # doctest: +SKIP
     """
     path = Path(evaluation.artifact)
-    kind = evaluation.measurement.bytes_kind
-    if kind == "nns":
-        from ..storage import load as load_nns
-
-        return load_nns(path)
-    if kind == "int8-onnx":
+    if evaluation.measurement.bytes_kind == "int8-onnx":
         from ..quantization.backends.ort import OrtInt8Module
 
         return OrtInt8Module(path.read_bytes(), threads=budget.threads)
-    model, _ = load_checkpoint(path)
-    return model
+    from ..recipes.artifacts import load_model_file
+
+    return load_model_file(path, factory=factory).cpu()
 
 
 def retime(
@@ -54,8 +55,11 @@ def retime(
     baseline_model: nn.Module,
     baseline: Measurement,
     budget: Budget,
-    shape: Sequence[int],
+    example_inputs: Any,
     say: Callable[[str], None],
+    *,
+    load: Loader | None = None,
+    higher_is_better: bool = True,
 ) -> Evaluation:
     """The evaluation with its latency re-timed beside the baseline, and judged again.
 
@@ -68,17 +72,18 @@ def retime(
         baseline_model: the baseline model.
         baseline: the baseline's measurement; its ``latency_ms`` scales the ratio.
         budget: the budget (batch size, threads, runtime, limits).
-        shape: the input shape without the batch dimension.
+        example_inputs: an input batch (the timed calls run ``budget.batch_size`` samples).
         say: a logger for one line.
+        load: ``evaluation -> model`` (default :func:`load_artifact`).
+        higher_is_better: the metric's direction (for judging again).
 
     Example:
-        >>> confirmed = retime(e, model, base, budget, (1, 28, 28), print)  # doctest: +SKIP
+        >>> confirmed = retime(e, model, base, budget, x, print)  # doctest: +SKIP
     """
+    candidate = load(evaluation) if load is not None else load_artifact(evaluation, budget)
     calls = {
-        "baseline": deployed_call(baseline_model, budget, shape, stop_spinning=True),
-        "candidate": deployed_call(
-            load_artifact(evaluation, budget), budget, shape, stop_spinning=True
-        ),
+        "baseline": deployed_call(baseline_model, budget, example_inputs, stop_spinning=True),
+        "candidate": deployed_call(candidate, budget, example_inputs, stop_spinning=True),
     }
     stats = interleaved(calls, rounds=RETIME_ROUNDS, runs=RETIME_RUNS)
     ratio = stats["candidate"]["median"] / stats["baseline"]["median"]
@@ -88,8 +93,9 @@ def retime(
         f"({m.latency_ms:.3f} ms)"
     )
     return dataclasses.replace(
-        evaluation, measurement=m, retimed_ratio=ratio, **judge(budget, m, baseline.top1)
-    )
+        evaluation, measurement=m, retimed_ratio=ratio,
+        **judge(budget, m, baseline.score, higher_is_better),
+    )  # fmt: skip
 
 
 def confirm(
@@ -97,8 +103,11 @@ def confirm(
     baseline_model: nn.Module,
     baseline: Measurement,
     budget: Budget,
-    shape: Sequence[int],
+    example_inputs: Any,
     say: Callable[[str], None],
+    *,
+    load: Loader | None = None,
+    higher_is_better: bool = True,
 ) -> list[Evaluation]:
     """Re-time the choice beside the baseline until one still meets the budget (or none is left).
 
@@ -107,18 +116,20 @@ def confirm(
 
     Args:
         evaluations: the search's evaluations.
-        baseline_model, baseline, budget, shape, say: as for :func:`retime`.
+        baseline_model, baseline, budget, example_inputs, say, load, higher_is_better: as for
+            :func:`retime`.
 
     Example:
-        >>> evaluations = confirm(evaluations, model, base, budget, (1, 28, 28), print)  # doctest: +SKIP
+        >>> evaluations = confirm(evaluations, model, base, budget, x, print)  # doctest: +SKIP
     """
     evaluations = list(evaluations)
     done: set[int] = set()
     while True:
-        chosen, closest = choose(evaluations)
+        chosen, closest = choose(evaluations, higher_is_better)
         pick = chosen or closest
         if pick is None or id(pick) in done or pick.artifact is None:
             return evaluations
-        confirmed = retime(pick, baseline_model, baseline, budget, shape, say)
+        confirmed = retime(pick, baseline_model, baseline, budget, example_inputs, say,
+                           load=load, higher_is_better=higher_is_better)  # fmt: skip
         done.add(id(confirmed))
         evaluations[evaluations.index(pick)] = confirmed

@@ -1,10 +1,13 @@
 """Measurements for the advisor: cheap ones before the search, and finished candidates.
 
-Before the search: the baseline (top-1, checkpoint bytes, latency, MACs), where the time goes
-(:func:`layer_latency_share`), and a *zero-shot* measurement of every candidate
+Before the search: the baseline (the metric's score, checkpoint bytes, latency, MACs), where the
+time goes (:func:`layer_latency_share`), and a *zero-shot* measurement of every candidate
 (:func:`zero_shot`): its technique stages applied without any training. Bytes, MACs and latency
 are set by a candidate's structure, so the zero-shot values predict the trained candidate's
-closely; its zero-shot accuracy is the pipeline-level sensitivity that orders the search.
+closely; its zero-shot score is the pipeline-level sensitivity that orders the search.
+
+Inputs come from the data's first batch, never from a data-set name: latency runs on the
+budget's batch size of real samples, MACs are counted on one sample.
 
 After a candidate ran as a recipe: :func:`measure_run` measures the deployable artifact.
 """
@@ -25,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Config, compress_, eval_mode
-from ..metrics import count_macs
+from ..core import Config, as_input_tuple, compress_, eval_mode
 from ..metrics.latency import forward_call, time_callable, torch_threads
+from ..metrics.macs import count_macs_per_sample
 from ..quantization.backends.ort import OrtInt8Module
 from .budget import Budget, Measurement
 
@@ -60,6 +63,7 @@ def layer_latency_share(
         >>> rows[0].name, round(rows[0].share, 6) <= 1.0
         ('0', True)
     """
+    args = as_input_tuple(example_inputs)
     leaves = [(n, m) for n, m in model.named_modules()
               if n and not list(m.children()) and any(True for _ in m.parameters(False))]  # fmt: skip
     totals = {n: 0.0 for n, _ in leaves}
@@ -79,12 +83,12 @@ def layer_latency_share(
     try:
         with torch.no_grad(), eval_mode(model):
             for _ in range(2):
-                model(example_inputs)
+                model(*args)
             for n in totals:
                 totals[n] = 0.0
             t0 = time.perf_counter()
             for _ in range(runs):
-                model(example_inputs)
+                model(*args)
             whole = time.perf_counter() - t0
     finally:
         for h in handles:
@@ -96,8 +100,29 @@ def layer_latency_share(
     return sorted(rows, key=lambda r: -r.ms)
 
 
+def latency_inputs(example_inputs: Any, batch_size: int) -> Any:
+    """``batch_size`` real samples from an input batch (repeated when the batch is smaller);
+    tensors and tuples / lists of tensors, on the CPU.
+
+    Example:
+        >>> tuple(latency_inputs(torch.arange(6.0).view(3, 2), 4).shape)
+        (4, 2)
+    """
+
+    def take(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return t
+        t = t.detach().cpu()
+        reps = -(-batch_size // t.shape[0])
+        return (t.repeat(reps, *([1] * (t.dim() - 1))) if reps > 1 else t)[:batch_size].clone()
+
+    if isinstance(example_inputs, tuple | list):
+        return tuple(take(t) for t in example_inputs)
+    return take(example_inputs)
+
+
 def deployed_call(
-    model: nn.Module, budget: Budget, input_shape: Sequence[int], *, stop_spinning: bool = False
+    model: nn.Module, budget: Budget, example_inputs: Any, *, stop_spinning: bool = False
 ) -> Callable[[], Any]:
     """A zero-argument call that runs ``model`` once as the budget deploys it (batch, threads,
     runtime). An int8 model from PTQ is an ONNX Runtime session already: it runs as it is,
@@ -107,16 +132,16 @@ def deployed_call(
     Args:
         model: the model (an ``OrtInt8Module`` runs its own session).
         budget: batch size, threads and runtime.
-        input_shape: one sample's shape.
+        example_inputs: an input batch; the call runs ``budget.batch_size`` of its samples.
         stop_spinning: park ONNX Runtime workers after each call, for calls timed in turns
             (:func:`nnshrink.metrics.latency.ort_session`).
 
     Example:
-        >>> run = deployed_call(nn.Linear(4, 2), Budget(max_latency_ms=1, runtime="eager"), (4,))
-        >>> tuple(run().shape)
+        >>> budget = Budget(max_latency_ms=1, runtime="eager")
+        >>> tuple(deployed_call(nn.Linear(4, 2), budget, torch.zeros(8, 4))().shape)
         (1, 2)
     """
-    x = torch.zeros(budget.batch_size, *input_shape)
+    x = latency_inputs(example_inputs, budget.batch_size)
     if isinstance(model, OrtInt8Module):
         model.set_threads(budget.threads, stop_spinning=stop_spinning)
         return forward_call(model.eval(), x, runtime="eager")
@@ -134,7 +159,7 @@ def _median_ms(fn: Callable[[], Any], runs: int, warmup: int = 5) -> float:
 def latency_ms(
     model: nn.Module,
     budget: Budget,
-    input_shape: Sequence[int],
+    example_inputs: Any,
     runs: int = 20,
     rounds: int = 5,
 ) -> float:
@@ -150,13 +175,13 @@ def latency_ms(
     turns slowed each other (an int8 candidate measured 0.17-0.22 ms that way, 0.11 ms alone).
 
     Example:
-        >>> latency_ms(nn.Linear(4, 4), Budget(max_latency_ms=1, runtime="eager"), (4,))  # doctest: +SKIP
+        >>> latency_ms(nn.Linear(4, 4), Budget(max_latency_ms=1), torch.zeros(1, 4))  # doctest: +SKIP
         0.011
     """
     was_training = model.training
     with torch_threads(budget.threads):
         gc.collect()  # sessions of dropped candidates: their threads must not run beside this one
-        call = deployed_call(model, budget, input_shape)
+        call = deployed_call(model, budget, example_inputs)
         medians = []
         for _ in range(max(1, rounds)):
             time.sleep(0.02)
@@ -165,54 +190,62 @@ def latency_ms(
     return min(medians)
 
 
-def macs_per_sample(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """MACs for one sample."""
-    return int(count_macs(model, (torch.zeros(1, *input_shape),)))
+def macs_per_sample(model: nn.Module, example_inputs: Any) -> int:
+    """MACs for one sample (the first of ``example_inputs``)."""
+    return int(count_macs_per_sample(model, example_inputs))
 
 
-def top1(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 accuracy (fraction) on ``loader``."""
-    from ..train import evaluate
+def score_of(task: Any, model: nn.Module, loader: Iterable[Any]) -> float:
+    """The headline value of ``task``'s metric for ``model`` on ``loader`` (run on the CPU).
 
-    return float(evaluate(model, loader)["top1"])
+    Example:
+        >>> from nnshrink.train.task import Task
+        >>> score_of(Task(), nn.Linear(2, 2), [(torch.zeros(4, 2), torch.zeros(4).long())])
+        1.0
+    """
+    return float(task.score(task.evaluate(model, loader)))
 
 
 def measure_model(
     model: nn.Module,
     budget: Budget,
-    input_shape: Sequence[int],
+    example_inputs: Any,
     *,
     artifact: str | os.PathLike,
     bytes_kind: str,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    accuracy: float | None = None,
+    loader: Iterable[Any] | None = None,
+    task: Any = None,
+    score: float | None = None,
     macs: int | None = None,
     latency: bool = True,
     runs: int = 20,
 ) -> Measurement:
-    """Measure one model: top-1 (or the given ``accuracy``), artifact bytes, latency, MACs.
+    """Measure one model: its score (or the given ``score``), artifact bytes, latency, MACs.
 
     Args:
         model: the model as it runs (an ``OrtInt8Module`` for int8 PTQ).
         budget: gives the latency batch size, threads and runtime.
-        input_shape: one sample's shape ``(C, H, W)``.
+        example_inputs: an input batch (latency samples, and one sample for MACs).
         artifact: the file whose size is the model's bytes.
         bytes_kind: ``"nns"``, ``"int8-onnx"`` or ``"checkpoint"``.
-        loader: evaluation data (when ``accuracy`` is not given).
-        accuracy: an already measured top-1.
+        loader: evaluation data (when ``score`` is not given).
+        task: the :class:`~nnshrink.train.task.Task` scoring ``loader`` (default: top-1).
+        score: an already measured headline value.
         macs: MACs per sample when known (an int8 session's MACs are its float graph's).
         latency: measure latency.
         runs: timed runs for the latency median.
     """
-    if accuracy is None and loader is not None:
-        accuracy = top1(model, loader)
+    if score is None and loader is not None:
+        from ..train.task import Task
+
+        score = score_of(task if task is not None else Task(), model, loader)
     if macs is None:
-        macs = macs_per_sample(model, input_shape)
+        macs = macs_per_sample(model, example_inputs)
     return Measurement(
-        top1=accuracy,
+        score=score,
         bytes=Path(artifact).stat().st_size,
         bytes_kind=bytes_kind,
-        latency_ms=latency_ms(model, budget, input_shape, runs) if latency else None,
+        latency_ms=latency_ms(model, budget, example_inputs, runs) if latency else None,
         macs=int(macs),
     )
 
@@ -238,26 +271,30 @@ def artifact_of(out_dir: str | os.PathLike, model: nn.Module) -> tuple[Path, str
 
 
 def measure_run(
-    result: Any, budget: Budget, input_shape: Sequence[int], *, latency: bool = True
+    result: Any, budget: Budget, example_inputs: Any, *, latency: bool = True
 ) -> tuple[Measurement, Path]:
-    """Measure a :class:`~nnshrink.recipes.RunResult`: its artifact, last row's top-1, MACs.
+    """Measure a :class:`~nnshrink.recipes.RunResult`: its artifact, the last row's headline
+    value (``result.task.headline``), MACs and latency (on the CPU, where budgets deploy).
 
     Returns ``(measurement, artifact path)``.
     """
     artifact, kind = artifact_of(result.out_dir, result.model)
     macs = None
-    if isinstance(result.model, OrtInt8Module):
+    model = result.model
+    if isinstance(model, OrtInt8Module):
         # The runner counts no MACs inside an ONNX Runtime session: use the float graph's.
         macs = next((r["macs"] for r in reversed(result.rows) if r.get("macs")), None)
+    else:
+        model = model.cpu()
     measurement = measure_model(
-        result.model, budget, input_shape, artifact=artifact, bytes_kind=kind,
-        accuracy=result.rows[-1].get("top1"), macs=macs, latency=latency,
+        model, budget, example_inputs, artifact=artifact, bytes_kind=kind,
+        score=result.rows[-1].get(result.task.headline), macs=macs, latency=latency,
     )  # fmt: skip
     return measurement, artifact
 
 
 def apply_stages(
-    model: nn.Module, stages: Sequence[dict[str, Any]], calibration: torch.Tensor
+    model: nn.Module, stages: Sequence[dict[str, Any]], calibration: Any
 ) -> tuple[nn.Module, nn.Module, bool]:
     """Apply the technique stages of a candidate to a copy of ``model``, skipping training.
 
@@ -290,10 +327,10 @@ def zero_shot(
     model: nn.Module,
     stages: Sequence[dict[str, Any]],
     budget: Budget,
-    input_shape: Sequence[int],
     *,
-    calibration: torch.Tensor,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    calibration: Any,
+    loader: Iterable[Any] | None = None,
+    task: Any = None,
     latency: bool = True,
     runs: int = 10,
 ) -> Measurement:
@@ -303,10 +340,10 @@ def zero_shot(
         model: the trained baseline (not modified).
         stages: the candidate's recipe stage dicts (training stages are skipped).
         budget: latency settings.
-        input_shape: one sample's shape.
-        calibration: an input batch (PTQ calibration, structural tracing), as the recipe runner
-            passes it.
-        loader: small evaluation set for the zero-shot top-1 (``None``: not measured).
+        calibration: an input batch (PTQ calibration, structural tracing, latency and MACs
+            inputs), as the recipe runner passes it.
+        loader: small evaluation set for the zero-shot score (``None``: not measured).
+        task: the :class:`~nnshrink.train.task.Task` scoring it (default: top-1).
         latency: measure latency (needed when the budget limits it).
         runs: timed runs.
     """
@@ -336,6 +373,6 @@ def zero_shot(
             path, kind = Path(tmp) / "model.safetensors", "checkpoint"
             save_checkpoint(out, path)
         return measure_model(
-            out, budget, input_shape, artifact=path, bytes_kind=kind, loader=loader,
-            macs=macs_per_sample(last_float, input_shape), latency=latency, runs=runs,
+            out, budget, calibration, artifact=path, bytes_kind=kind, loader=loader, task=task,
+            macs=macs_per_sample(last_float, calibration), latency=latency, runs=runs,
         )  # fmt: skip

@@ -1,4 +1,8 @@
-"""The advisor's report: Pareto table (markdown + JSON), Pareto plot, and the reproducing recipe."""
+"""The advisor's report: Pareto table (markdown + JSON), Pareto plot, and the reproducing recipe.
+
+Scores are the metric's headline value: top-1 / top-5 are shown as percentages and their drops
+in points; any other metric in its own units.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..utils import atomic_write_bytes, environment
-from .budget import Measurement, drop_points
+from .budget import FRACTION_METRICS, Measurement, goodness, metric_drop
 
 if TYPE_CHECKING:
     from .advisor import AdviceResult
@@ -25,20 +29,20 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
-def pareto_indices(measurements: Sequence[Measurement]) -> list[int]:
-    """Indices of measurements not dominated in (higher top-1, fewer bytes, lower latency).
+def pareto_indices(measurements: Sequence[Measurement], higher_is_better: bool = True) -> list[int]:
+    """Indices of measurements not dominated in (better score, fewer bytes, lower latency).
 
     A missing value counts as the worst.
 
     Example:
-        >>> ms = [Measurement(top1=0.9, bytes=10, latency_ms=1.0),
-        ...       Measurement(top1=0.8, bytes=20, latency_ms=2.0),
-        ...       Measurement(top1=0.95, bytes=30, latency_ms=1.0)]
-        >>> pareto_indices(ms)
-        [0, 2]
+        >>> ms = [Measurement(score=0.9, bytes=10, latency_ms=1.0),
+        ...       Measurement(score=0.8, bytes=20, latency_ms=2.0),
+        ...       Measurement(score=0.95, bytes=30, latency_ms=1.0)]
+        >>> pareto_indices(ms), pareto_indices(ms, higher_is_better=False)
+        ([0, 2], [0, 1])
     """
     inf = math.inf
-    keys = [(-(m.top1 if m.top1 is not None else -inf), m.bytes if m.bytes is not None else inf,
+    keys = [(-goodness(m.score, higher_is_better), m.bytes if m.bytes is not None else inf,
              m.latency_ms if m.latency_ms is not None else inf) for m in measurements]  # fmt: skip
     return [i for i, k in enumerate(keys)
             if not any(dominates(o, k) for j, o in enumerate(keys) if j != i)]  # fmt: skip
@@ -48,34 +52,56 @@ def _fmt(value: Any, spec: str = ",") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+def format_score(value: float | None, headline: str = "top1") -> str:
+    """A score as the report shows it: ``97.50%`` for top-1 / top-5, else 4 significant digits.
+
+    Example:
+        >>> format_score(0.975), format_score(0.0312, "error"), format_score(None)
+        ('97.50%', '0.0312', '-')
+    """
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}%" if headline in FRACTION_METRICS else f"{value:.4g}"
 
 
-def _row(label: str, m: Measurement, base_top1: float | None, tail: str,
+def format_drop(value: float | None, headline: str = "top1") -> str:
+    """A drop as the report shows it: points for top-1 / top-5, else the metric's units.
+
+    Example:
+        >>> format_drop(0.005), format_drop(-0.02, "error")
+        ('+0.50 pt', '-0.02')
+    """
+    if value is None:
+        return "-"
+    return f"{100 * value:+.2f} pt" if headline in FRACTION_METRICS else f"{value:+.4g}"
+
+
+def _row(label: str, m: Measurement, base: float | None, tail: str, metric: dict[str, Any],
          test: tuple[float | None, float | None] | None = None) -> str:  # fmt: skip
-    """One table row; ``test``: ``(test top-1, baseline test top-1)`` when a val split is used."""
-    drop = drop_points(base_top1, m.top1)
-    cells = f"{_pct(m.top1)} | {_fmt(drop, '+.2f')} | "
+    """One table row; ``test``: ``(test score, baseline test score)`` when there is test data."""
+    h, hib = metric["headline"], metric["higher_is_better"]
+    cells = f"{format_score(m.score, h)} | {format_drop(metric_drop(base, m.score, hib), h)} | "
     if test is not None:
-        cells += f"{_pct(test[0])} | {_fmt(drop_points(test[1], test[0]), '+.2f')} | "
+        cells += (f"{format_score(test[0], h)} | "
+                  f"{format_drop(metric_drop(test[1], test[0], hib), h)} | ")  # fmt: skip
     return (f"| {label} | {cells}{_fmt(m.bytes)} "
             f"({BYTES_KINDS.get(m.bytes_kind, m.bytes_kind)}) | {_fmt(m.latency_ms, '.3f')} | "
             f"{_fmt(m.macs)} | {tail} |")  # fmt: skip
 
 
-def uses_val(result: AdviceResult) -> bool:
-    """Whether the search selected on a validation split (not on the test split)."""
-    return result.settings.get("eval_split", "test") == "val"
+SPLIT_LABELS = {"val": "val", "train-holdout": "held-back"}
 
 
 def render_markdown(result: AdviceResult) -> str:
     """The report as markdown: budget, verdict, Pareto table, screening, layer time shares."""
     b = result.budget
+    metric = result.settings.get("metric") or {"headline": "top1", "higher_is_better": True}
+    h, hib = metric["headline"], metric["higher_is_better"]
     limits = [f"{k} <= {v:,}" if isinstance(v, int) else f"{k} <= {v:.4g}"
               for k, v in result.budget.resource_limits.items()]  # fmt: skip
     if b.max_drop is not None:
-        limits.append(f"top-1 drop <= {b.max_drop} pt")
+        points = f" ({100 * b.max_drop:g} pt)" if h in FRACTION_METRICS else ""
+        limits.append(f"{h} drop <= {b.max_drop:g}{points}")
     lines = [
         "# nnshrink advise", "",
         f"Budget: {', '.join(limits)}; latency at batch {b.batch_size}, {b.threads} thread(s), "
@@ -84,58 +110,74 @@ def render_markdown(result: AdviceResult) -> str:
         f"**{result.message}**", "",
     ]  # fmt: skip
     if result.recipe_path is not None:
-        lines += [f"Reproduce: `nnshrink run {result.recipe_path.name} --out run` "
-                  f"(in `{result.out_dir}`).", ""]  # fmt: skip
-    val = uses_val(result)
-    if val:
-        n = result.settings.get("val_size")
-        lines += [f"Selection: top-1 on a validation split (the last {n:,} training samples, "
-                  "never trained on); the budget's drop is judged there. The chosen (or closest) "
-                  "candidate and the baseline were then measured once on the test split: that "
-                  "is the accuracy to report.", ""]  # fmt: skip
-        head = ("| candidate | val top-1 (selection) | val drop (pt) | test top-1 (reported) | "
-                "test drop (pt) | bytes | latency (ms) | MACs | budget |")  # fmt: skip
+        recipe = result.chosen.recipe or {}
+        if "model" in recipe and "data" in recipe:
+            lines += [f"Reproduce: `nnshrink run {result.recipe_path.name} --out run` "
+                      f"(in `{result.out_dir}`).", ""]  # fmt: skip
+        else:
+            lines += [f"Reproduce: `{result.recipe_path.name}` (in `{result.out_dir}`) names what "
+                      "came by reference; run it with `run_recipe(load_recipe(path), out, "
+                      "model=..., data=...)` for the Python objects (see its header).", ""]  # fmt: skip
+    notes = result.settings.get("recipe_notes") or []
+    if notes:
+        lines += ["Recipes: " + "; ".join(notes) + ".", ""]
+    split = SPLIT_LABELS.get(result.settings.get("selection_split"), "selection")
+    has_test = bool(result.settings.get("has_test", True))
+    direction = "higher" if hib else "lower"
+    lines += [f"Metric: `{metric.get('name', h)}`, headline `{h}` ({direction} is better); "
+              "drops are in its own units" + (" (shown in points)" if h in FRACTION_METRICS
+                                              else "") + ".", "",
+              f"Selection: {h} on {result.settings.get('selection', 'the selection data')}; "
+              "every candidate is compared there and the budget's drop is judged there, never "
+              "on test."
+              + (" The chosen (or closest) candidate and the baseline were then measured once "
+                 "on the test data: that is the number to report." if has_test
+                 else " The data have no test batches: no test number is reported."),
+              ""]  # fmt: skip
+    if has_test:
+        head = (f"| candidate | {split} {h} (selection) | {split} drop | test {h} (reported) | "
+                "test drop | bytes | latency (ms) | MACs | budget |")  # fmt: skip
         rule = "|---|---:|---:|---:|---:|---:|---:|---:|---|"
     else:
-        lines += ["Selection on the test split (`val_size=0`): the chosen accuracy is the best "
-                  "of several on the same data, so it is optimistic.", ""]  # fmt: skip
-        head = "| candidate | test top-1 (selection) | drop (pt) | bytes | latency (ms) | MACs | budget |"
+        head = (f"| candidate | {split} {h} (selection) | {split} drop | bytes | latency (ms) | "
+                "MACs | budget |")  # fmt: skip
         rule = "|---|---:|---:|---:|---:|---:|---|"
-    base_test = result.baseline_test_top1
+    base_test = result.baseline_test_score
 
-    def test_of(top: float | None) -> tuple[float | None, float | None] | None:
-        return (top, base_test) if val else None
+    def test_of(value: float | None) -> tuple[float | None, float | None] | None:
+        return (value, base_test) if has_test else None
 
+    base = result.baseline.score
     lines += [
         f"Search: {len(result.evaluations)} runs in {result.seconds:.0f} s; rungs (training "
         f"samples): {result.settings.get('rungs')}.", "", head, rule,
-        _row("baseline", result.baseline, result.baseline.top1, "-", test_of(base_test)),
+        _row("baseline", result.baseline, base, "-", metric, test_of(base_test)),
     ]  # fmt: skip
     measured = [e for e in result.evaluations if e.measurement is not None]
-    front = set(pareto_indices([e.measurement for e in measured]))
+    front = set(pareto_indices([e.measurement for e in measured], hib))
     for i, e in enumerate(measured):
         verdict = "meets" if e.meets else "; ".join(e.violations)
         mark = (" **chosen**" if e is result.chosen else "") + (" (Pareto)" if i in front else "")
-        lines.append(_row(e.label + mark, e.measurement, result.baseline.top1, verdict,
-                          test_of(e.test_top1)))  # fmt: skip
+        lines.append(_row(e.label + mark, e.measurement, base, verdict, metric,
+                          test_of(e.test_score)))  # fmt: skip
     for e in result.evaluations:
         if e.measurement is None:
             lines.append(f"| {e.label} | failed: {e.error} |" + " |" * (rule.count("|") - 3))
     lines += ["", "`@rN`: successive-halving rung N. Bytes: the deployable file (kind in "
               "brackets). Latency: median of 20 runs.", "",
               "## Zero-shot screening (technique stages only, no training)", "",
-              "| candidate | family | top-1 | bytes | latency (ms) | MACs | kept |",
+              f"| candidate | family | {h} | bytes | latency (ms) | MACs | kept |",
               "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
     for s in result.screened:
         m = s.measurement or Measurement()
-        top1 = "-" if m.top1 is None else f"{100 * m.top1:.2f}%"
         kept = "yes" if s.kept else f"no: {s.reason}"
-        lines.append(f"| {s.candidate.name} | {s.candidate.family} | {top1} | {_fmt(m.bytes)} | "
-                     f"{_fmt(m.latency_ms, '.3f')} | {_fmt(m.macs)} | {kept} |")  # fmt: skip
+        lines.append(f"| {s.candidate.name} | {s.candidate.family} | {format_score(m.score, h)} | "
+                     f"{_fmt(m.bytes)} | {_fmt(m.latency_ms, '.3f')} | {_fmt(m.macs)} | {kept} |")  # fmt: skip
     note = result.settings.get("sensitivity")
     if result.sensitivity is not None:
         lines += ["", "## Per-layer sensitivity (one layer compressed alone, no training)", "",
-                  f"Top-1 drop in points on the selection data ({note}); `N bit`: k-means "
+                  f"Drop of {h} ({'points' if h in FRACTION_METRICS else 'its own units'}) on "
+                  f"the selection data ({note}); `N bit`: k-means "
                   "sharing, `sp S`: magnitude pruning to sparsity S, `ch -R`: a fraction R of "
                   "the output channels removed. The `*-sens` candidates take their per-layer "
                   "settings from this table: the least summed drop that fits the budget.", "",
@@ -154,13 +196,16 @@ def render_markdown(result: AdviceResult) -> str:
 def to_json(result: AdviceResult) -> dict[str, Any]:
     """The report as a JSON-able dict."""
     measured = [e for e in result.evaluations if e.measurement is not None]
-    front = [measured[i].label for i in pareto_indices([e.measurement for e in measured])]
+    front = [measured[i].label
+             for i in pareto_indices([e.measurement for e in measured], result.higher_is_better)]  # fmt: skip
     return {
         "message": result.message,
         "budget": result.budget.to_dict(),
+        "metric": result.settings.get("metric"),
         "baseline": result.baseline.to_dict(),
-        "baseline_test_top1": result.baseline_test_top1,
-        "selection_split": result.settings.get("eval_split", "test"),
+        "baseline_test_score": result.baseline_test_score,
+        "selection_split": result.settings.get("selection_split"),
+        "selection": result.settings.get("selection"),
         "chosen": result.chosen.to_dict() if result.chosen else None,
         "closest": result.closest.to_dict() if result.closest else None,
         "recipe": str(result.recipe_path) if result.recipe_path else None,
@@ -176,7 +221,7 @@ def to_json(result: AdviceResult) -> dict[str, Any]:
 
 
 def pareto_plot(result: AdviceResult, path: str | Path) -> Path | None:
-    """Top-1 vs bytes and vs latency for every evaluated candidate; budget lines; the choice."""
+    """Score vs bytes and vs latency for every evaluated candidate; budget lines; the choice."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,29 +231,34 @@ def pareto_plot(result: AdviceResult, path: str | Path) -> Path | None:
     if not measured:
         return None
     base = result.baseline
+    h, hib = result.headline, result.higher_is_better
+    scale = 100.0 if h in FRACTION_METRICS else 1.0
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label, limit in (
         (axes[0], "bytes", "bytes (log)", result.budget.max_bytes),
         (axes[1], "latency_ms", "latency ms (log)", result.budget.max_latency_ms),
     ):
-        pts = [(getattr(e.measurement, key), 100 * (e.measurement.top1 or 0), e) for e in measured
-               if getattr(e.measurement, key) is not None]  # fmt: skip
+        pts = [(getattr(e.measurement, key), scale * e.measurement.score, e) for e in measured
+               if getattr(e.measurement, key) is not None and e.measurement.score is not None]  # fmt: skip
         for x, y, e in pts:
             color = "tab:green" if e.meets else "tab:gray"
             marker = "*" if e is result.chosen else "o"
             ax.scatter([x], [y], c=color, marker=marker, s=140 if marker == "*" else 30)
             ax.annotate(e.label, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-        if getattr(base, key) is not None and base.top1 is not None:
-            ax.scatter([getattr(base, key)], [100 * base.top1], c="tab:blue", marker="s")
-            ax.annotate("baseline", (getattr(base, key), 100 * base.top1), fontsize=7)
+        if getattr(base, key) is not None and base.score is not None:
+            ax.scatter([getattr(base, key)], [scale * base.score], c="tab:blue", marker="s")
+            ax.annotate("baseline", (getattr(base, key), scale * base.score), fontsize=7)
         if limit is not None:
             ax.axvline(limit, color="tab:red", ls="--", lw=1, label="budget")
             ax.legend(fontsize=7)
-        if result.budget.max_drop is not None and base.top1 is not None:
-            ax.axhline(100 * base.top1 - result.budget.max_drop, color="tab:red", ls=":", lw=1)
+        if result.budget.max_drop is not None and base.score is not None:
+            worst = (
+                base.score - result.budget.max_drop if hib else base.score + result.budget.max_drop
+            )
+            ax.axhline(scale * worst, color="tab:red", ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("top-1 (%)")
+        ax.set_ylabel(f"{h} (%)" if scale == 100.0 else h)
         ax.grid(True, alpha=0.3)
     fig.suptitle("nnshrink advise: evaluated candidates (green: meets the budget, star: chosen)",
                  fontsize=9)  # fmt: skip
@@ -230,19 +280,28 @@ def write_report(result: AdviceResult) -> None:
     """Write ``advice.md``, ``advice.json``, ``pareto.png`` and ``recipe.yaml`` (the chosen
     candidate; ``closest-recipe.yaml`` instead when nothing meets the budget)."""
     out = result.out_dir
+    h = result.headline
+    split = SPLIT_LABELS.get(result.settings.get("selection_split"), "selection")
+    notes = "".join(f"\n{n}" for n in result.settings.get("recipe_notes", []))
     for e, name, what in ((result.chosen, "recipe.yaml", "chosen"),
                           (result.closest, "closest-recipe.yaml", "closest (violates the budget)")):  # fmt: skip
         if e is None:
             continue
         m = e.measurement
-        accuracy = f"top-1 {100 * (m.top1 or 0):.2f}%"
-        if uses_val(result):
-            accuracy = f"val {accuracy} (selection), test top-1 {_pct(e.test_top1)}"
+        score = f"{split} {h} {format_score(m.score, h)} (selection)"
+        if result.settings.get("has_test", True):
+            score += f", test {h} {format_score(e.test_score, h)}"
+        recipe = e.recipe or {}
+        how = (
+            f"nnshrink run {name} --out <dir>"
+            if "model" in recipe and "data" in recipe
+            else "nnshrink.recipes.run_recipe(load_recipe(path), out, model=..., data=...)"
+        )
         header = (f"nnshrink advise: {what} candidate {e.label} ({e.candidate.family})\n"
-                  f"measured: {accuracy}, {m.bytes:,} bytes "
+                  f"measured: {score}, {m.bytes:,} bytes "
                   f"({BYTES_KINDS.get(m.bytes_kind, m.bytes_kind)}), latency "
                   f"{_fmt(m.latency_ms, '.3f')} ms, {m.macs:,} MACs\n"
-                  f"run it with: nnshrink run {name} --out <dir>")  # fmt: skip
+                  f"run it with: {how}{notes}")  # fmt: skip
         path = out / name
         atomic_write_bytes(path, recipe_yaml(e, header).encode())
         if e is result.chosen:

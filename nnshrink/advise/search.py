@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .budget import Budget, Measurement, excess, resource_ok, violations
+from .budget import Budget, Measurement, excess, goodness, resource_ok, violations
 from .candidates import Candidate
 
 
@@ -38,10 +38,9 @@ class Evaluation:
         recipe: the recipe (dict) that produced it.
         artifact: the file whose size is ``measurement.bytes``.
         error: why the run failed, if it did.
-        test_top1: top-1 on the test split, measured once after the choice for the chosen and
-            the closest candidate (``None`` for the others); ``measurement.top1`` is on the
-            split the search selects on (validation, unless the advisor ran with
-            ``val_size=0``).
+        test_score: the metric on the test data, measured once after the choice for the chosen
+            and the closest candidate (``None`` for the others); ``measurement.score`` is on
+            the selection data (validation, or a held-back part of the training data).
         retimed_ratio: for the final choice of a latency budget, its latency over the
             baseline's when the two were re-timed side by side after the search (``None``
             otherwise); ``measurement.latency_ms`` is then that ratio times the baseline's.
@@ -60,7 +59,7 @@ class Evaluation:
     error: str | None = None
     excess: float = math.inf
     resource_ok: bool = False
-    test_top1: float | None = None
+    test_score: float | None = None
     retimed_ratio: float | None = None
 
     @property
@@ -78,7 +77,7 @@ class Evaluation:
             "out_dir": self.out_dir, "artifact": self.artifact, "error": self.error,
             "recipe": self.recipe,
             "excess": None if math.isinf(self.excess) else self.excess,
-            "resource_ok": self.resource_ok, "test_top1": self.test_top1,
+            "resource_ok": self.resource_ok, "test_score": self.test_score,
             "retimed_ratio": self.retimed_ratio,
         }  # fmt: skip
 
@@ -86,18 +85,24 @@ class Evaluation:
 def judge(
     budget: Budget,
     measurement: Measurement | None,
-    baseline_top1: float | None,
+    baseline_score: float | None,
+    higher_is_better: bool = True,
     latency_slack: float = 0.1,
 ) -> dict[str, Any]:
     """Fields of an :class:`Evaluation` that follow from a measurement: violations, meets, ...
 
     ``resource_ok`` allows ``latency_slack`` (relative) on latency only, because latency is noisy
     and a near miss at a short rung may still be promoted; ``meets`` is strict.
+
+    Example:
+        >>> judge(Budget(max_bytes=10, max_drop=0.1), Measurement(score=0.5, bytes=9), 0.4,
+        ...       higher_is_better=False)["violations"]
+        []
     """
     if measurement is None:
         return {"violations": ["run failed"], "meets": False, "excess": math.inf,
                 "resource_ok": False}  # fmt: skip
-    broken = violations(budget, measurement, baseline_top1)
+    broken = violations(budget, measurement, baseline_score, higher_is_better)
     relaxed = dataclasses.replace(
         budget, max_latency_ms=None if budget.max_latency_ms is None
         else budget.max_latency_ms * (1 + latency_slack),
@@ -105,7 +110,7 @@ def judge(
     return {
         "violations": [str(v) for v in broken],
         "meets": not broken,
-        "excess": excess(budget, measurement, baseline_top1),
+        "excess": excess(budget, measurement, baseline_score, higher_is_better),
         "resource_ok": resource_ok(relaxed, measurement),
     }
 
@@ -138,18 +143,21 @@ def split_resource(samples: int | None, train_size: int) -> tuple[int | None, in
     return train_size, max(1, round(samples / train_size))
 
 
-def choose(evaluations: Sequence[Evaluation]) -> tuple[Evaluation | None, Evaluation | None]:
-    """``(chosen, closest)``: the most accurate evaluation that meets the budget (ties: the later
+def choose(
+    evaluations: Sequence[Evaluation], higher_is_better: bool = True
+) -> tuple[Evaluation | None, Evaluation | None]:
+    """``(chosen, closest)``: the best-scoring evaluation that meets the budget (ties: the later
     rung, then fewer bytes), and, when none does, the one with the smallest total excess."""
     ok = [e for e in evaluations if e.meets and e.measurement is not None]
     if ok:
-        best = max(ok, key=lambda e: (e.measurement.top1 or 0.0, e.rung,
+        best = max(ok, key=lambda e: (goodness(e.measurement.score, higher_is_better), e.rung,
                                       -(e.measurement.bytes or 0)))  # fmt: skip
         return best, None
     measured = [e for e in evaluations if e.measurement is not None]
     if not measured:
         return None, None
-    return None, min(measured, key=lambda e: (e.excess, -(e.measurement.top1 or 0.0)))
+    return None, min(measured, key=lambda e: (e.excess,
+                                              -goodness(e.measurement.score, higher_is_better)))  # fmt: skip
 
 
 def successive_halving(
@@ -162,6 +170,7 @@ def successive_halving(
     start: float | None = None,
     progress: bool = True,
     clock: Callable[[], float] = time.monotonic,
+    higher_is_better: bool = True,
 ) -> list[Evaluation]:
     """Run the search; returns every evaluation in the order it was made.
 
@@ -174,6 +183,7 @@ def successive_halving(
         start: ``clock()`` value the budget started at (default: now).
         progress: show a progress bar per rung.
         clock: time source (seconds).
+        higher_is_better: the metric's direction (the best ``1/eta`` go on).
 
     Example:
         >>> evals = successive_halving(cands, fn, limits=[1000, 3000], time_limit_s=60)  # doctest: +SKIP
@@ -203,7 +213,7 @@ def successive_halving(
             ratio = (limits[rung + 1] or 1) / (limit or 1)
             previous_mean = ratio * sum(e.seconds for e in trained) / len(trained)
         pool = [e for e in this_rung if e.resource_ok and e.candidate.trains and not e.error]
-        pool.sort(key=lambda e: -(e.measurement.top1 or 0.0))
+        pool.sort(key=lambda e: -goodness(e.measurement.score, higher_is_better))
         alive = [e.candidate for e in pool[: math.ceil(len(pool) / eta)]]
         if clock() >= deadline:
             break

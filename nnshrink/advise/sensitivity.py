@@ -2,14 +2,16 @@
 
 The issue asks the advisor to "measure cheaply first (per-layer sensitivity to pruning, bit width
 and rank)". :func:`measure_sensitivity` compresses one layer at a time, with no training, and
-measures the top-1 drop on a few validation batches:
+measures the drop of the task's metric (top-1 by default) on a few selection batches. Every table
+is one run of the shared scan :func:`nnshrink.core.scan_layers` with its own edit:
 
 * **bits**: the layer's non-zero weights shared by k-means at ``b`` bits (what the ``share``
   stage does), for ``b`` in 8, 6, 5, 4, 3, 2;
 * **sparsity**: magnitude pruning of the layer alone
-  (:func:`nnshrink.pruning.layer_sensitivity`);
-* **channels**: the layer's output channels removed by structured pruning (the same function
-  with ``structured=True``), with the MACs left after that edit;
+  (:func:`nnshrink.pruning.sensitivity.unstructured_edit`, the edit of
+  :func:`nnshrink.pruning.layer_sensitivity`);
+* **channels**: the layer's output channels removed by structured pruning
+  (:func:`nnshrink.pruning.sensitivity.structured_edit`), with the MACs left after that edit;
 * **rank**: the layer alone factorised at a fraction of its MACs (Tucker-2 for a grouped-free
   conv larger than 1x1, SVD for a Linear; :class:`~nnshrink.lowrank.LowRank` with
   ``rank="macs"``), with the model's MACs after that edit.
@@ -19,17 +21,13 @@ measures the top-1 drop on a few validation batches:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-
-from ..core import eval_mode
 
 SENS_BITS = (8, 6, 5, 4, 3, 2)
 SENS_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
@@ -39,7 +37,7 @@ SENS_RANKS = (0.7, 0.5, 0.35, 0.25)  # fraction of the layer's MACs kept by the 
 
 @dataclasses.dataclass
 class LayerSensitivity:
-    """Top-1 drops (fractions, positive = worse) of one layer compressed alone.
+    """Drops of the metric (its own units, positive = worse) of one layer compressed alone.
 
     Attributes:
         name: qualified module name.
@@ -70,19 +68,32 @@ class LayerSensitivity:
 
 @dataclasses.dataclass
 class Sensitivity:
-    """Per-layer sensitivity tables of a model (see :func:`measure_sensitivity`)."""
+    """Per-layer sensitivity tables of a model (see :func:`measure_sensitivity`).
 
-    baseline_top1: float
+    Attributes:
+        baseline: the metric's headline value of the uncompressed model.
+        macs: its MACs per sample.
+        layers: one row of tables per Conv2d / Linear layer.
+        samples: samples the metric was measured on.
+        seconds: wall time of the scans.
+        headline: the metric's headline key (``"top1"`` by default).
+        higher_is_better: its direction.
+    """
+
+    baseline: float
     macs: int
     layers: list[LayerSensitivity]
     samples: int
     seconds: float = 0.0
+    headline: str = "top1"
+    higher_is_better: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able; the dict keys of the tables become strings)."""
         return {
-            "baseline_top1": self.baseline_top1, "macs": self.macs, "samples": self.samples,
-            "seconds": self.seconds,
+            "baseline": self.baseline, "headline": self.headline,
+            "higher_is_better": self.higher_is_better, "macs": self.macs,
+            "samples": self.samples, "seconds": self.seconds,
             "layers": [{**dataclasses.asdict(r),
                         **{k: {str(x): v for x, v in getattr(r, k).items()}
                            for k in ("bits", "sparsity", "channels", "channel_macs", "rank",
@@ -91,8 +102,9 @@ class Sensitivity:
         }  # fmt: skip
 
     def to_markdown(self) -> str:
-        """One row per layer: the top-1 drop (points) at each bit width, sparsity, channel ratio
-        and low-rank MAC fraction."""
+        """One row per layer: the drop at each bit width, sparsity, channel ratio and low-rank
+        MAC fraction (points for top-1 / top-5, the metric's own units otherwise)."""
+        points = self.headline in ("top1", "top5")
         bits = sorted({b for r in self.layers for b in r.bits}, reverse=True)
         sps = sorted({s for r in self.layers for s in r.sparsity})
         chs = sorted({c for r in self.layers for c in r.channels})
@@ -102,7 +114,9 @@ class Sensitivity:
         lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
 
         def cell(table: Mapping[Any, float], key: Any) -> str:
-            return "-" if key not in table else f"{100 * table[key]:.1f}"
+            if key not in table:
+                return "-"
+            return f"{100 * table[key]:.1f}" if points else f"{table[key]:.3g}"
 
         for r in self.layers:
             cells = ([r.name, f"{r.weights:,}"] + [cell(r.bits, b) for b in bits]
@@ -137,29 +151,17 @@ def kmeans_share_weight(weight: torch.Tensor, bits: int, iterations: int = 100) 
     return out
 
 
-def bit_sensitivity(
-    model: nn.Module,
-    evaluate: Callable[[nn.Module], float],
-    layers: Sequence[tuple[str, nn.Module]],
-    bits: Sequence[int] = SENS_BITS,
-) -> dict[str, dict[int, float]]:
-    """``{layer: {bits: metric}}`` with one layer's weights k-means shared at a time.
+def share_edit(model: nn.Module, name: str, bits: int) -> None:
+    """The scan edit that k-means shares one layer's weights at ``bits`` (in place).
 
-    The weights are restored bit for bit after each layer.
+    Example:
+        >>> m = nn.Sequential(nn.Linear(8, 8))
+        >>> share_edit(m, "0", 1); m[0].weight.unique().numel() <= 2
+        True
     """
-    out: dict[str, dict[int, float]] = {}
-    for name, module in layers:
-        original = module.weight.detach().clone()
-        out[name] = {}
-        try:
-            for b in bits:
-                with torch.no_grad():
-                    module.weight.copy_(kmeans_share_weight(original, b))
-                out[name][b] = float(evaluate(model))
-        finally:
-            with torch.no_grad():
-                module.weight.copy_(original)
-    return out
+    weight = model.get_submodule(name).weight
+    with torch.no_grad():
+        weight.copy_(kmeans_share_weight(weight.detach(), bits))
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -169,20 +171,23 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def measure_sensitivity(
     model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    example_inputs: torch.Tensor,
+    loader: Iterable[Any],
+    example_inputs: Any,
     *,
+    task: Any = None,
     bits: Sequence[int] = SENS_BITS,
     sparsities: Sequence[float] = SENS_SPARSITIES,
     channels: Sequence[float] = SENS_CHANNELS,
     ranks: Sequence[float] = (),
 ) -> Sensitivity:
-    """Compress each Conv2d / Linear layer alone, without training, and measure the top-1 drop.
+    """Compress each Conv2d / Linear layer alone, without training, and measure the metric's drop.
 
     Args:
         model: the trained model (not modified).
-        loader: a few validation batches (the drop is measured there).
+        loader: a few selection batches (the drop is measured there; read once).
         example_inputs: one input batch (structured pruning traces the model with it).
+        task: the :class:`~nnshrink.train.task.Task` whose headline is measured (default:
+            top-1); drops are in its units and signed by its direction.
         bits: k-means bit widths to try (empty: skip).
         sparsities: magnitude-pruning sparsities to try (empty: skip).
         channels: fractions of output channels to remove (empty: skip).
@@ -191,72 +196,62 @@ def measure_sensitivity(
 
     Example:
         >>> sens = measure_sensitivity(model, val_batches, x, channels=())  # doctest: +SKIP
-        >>> sens.layers[0].bits[4]  # drop at 4 bits, as a fraction  # doctest: +SKIP
+        >>> sens.layers[0].bits[4]  # drop at 4 bits, in the metric's units  # doctest: +SKIP
     """
-    from ..metrics import count_macs, profile_macs
-    from ..pruning import layer_sensitivity
-    from ..train import evaluate as evaluate_loader
+    from ..core.sensitivity import ReplayBatches, scan_layers, task_score
+    from ..metrics import profile_macs
+    from ..metrics.macs import count_macs_per_sample, first_sample
+    from ..pruning.sensitivity import structured_edit, unstructured_edit
+    from ..train.task import Task
 
     t0 = time.monotonic()
-    batches = list(loader)
-    samples = sum(len(y) for _, y in batches)
+    task = task if task is not None else Task()
+    batches = ReplayBatches(loader)  # read once; a user's metric may read loader.dataset
+    samples = sum(len(b[1]) for b in batches)
+    score = task_score(task, batches)
+    example = first_sample(example_inputs)
+    layers = _layers(model)
+    names = [n for n, _ in layers]
+    per_macs = {r.name: r.macs for r in profile_macs(model, example)}
+    rows = {n: LayerSensitivity(n, type(m).__name__, m.weight.numel(), int(per_macs.get(n, 0)))
+            for n, m in layers}  # fmt: skip
 
-    def top1(m: nn.Module) -> float:
-        return float(evaluate_loader(m, batches)["top1"])
+    def macs(m: nn.Module) -> int:
+        return int(count_macs_per_sample(m, example))
 
-    work = copy.deepcopy(model)
-    example = example_inputs[:1]
-    with eval_mode(work):
-        base = top1(work)
-        layers = _layers(work)
-        per_macs = {r.name: r.macs for r in profile_macs(work, (example,))}
-        rows = {n: LayerSensitivity(n, type(m).__name__, m.weight.numel(), int(per_macs.get(n, 0)))
-                for n, m in layers}  # fmt: skip
-        if bits:
-            for n, table in bit_sensitivity(work, top1, layers, bits).items():
-                rows[n].bits = {b: base - v for b, v in table.items()}
-        if sparsities:
-            res = layer_sensitivity(work, top1, ratios=sparsities)
-            for n, values in res.scores.items():
-                if n in rows:  # (the scan also takes Conv2d / Linear subclasses)
-                    rows[n].sparsity = {s: base - v for s, v in zip(res.ratios, values)}
-        if channels:
-            _channel_scan(work, top1, example_inputs, channels, rows)
-        if ranks:
-            _rank_scan(work, top1, base, example, ranks, layers, rows)
-        macs = int(count_macs(work, (example,)))
-    return Sensitivity(base, macs, list(rows.values()), samples, time.monotonic() - t0)
+    def scan(edit, settings, restore="state", record=None):
+        return scan_layers(model, edit, settings, score=score, layers=names, restore=restore,
+                           higher_is_better=lambda: task.higher_is_better, record=record)  # fmt: skip
 
-
-def _channel_scan(model, top1, example_inputs, ratios, rows) -> None:
-    """Structured scan via :func:`nnshrink.pruning.layer_sensitivity`, also recording MACs.
-
-    The scan calls the metric once per (layer, ratio) whose edit changed the model, layer by
-    layer and ratio by ratio, and leaves NaN where nothing could change; the MACs recorded at
-    each call are matched back to the table in that same order.
-    """
-    from ..metrics import count_macs
-    from ..pruning import layer_sensitivity
-
-    example = example_inputs[:1]
-    calls: list[tuple[float, int]] = []
-
-    def metric(m: nn.Module) -> float:
-        value = top1(m)
-        calls.append((value, int(count_macs(m, (example,)))))
-        return value
-
-    res = layer_sensitivity(model, metric, ratios=ratios, structured=True, method="l2",
-                            example_inputs=example_inputs)  # fmt: skip
-    it = iter(calls[1:])  # the first call measured the unpruned model
-    for name, values in res.scores.items():
-        for r, v in zip(res.ratios, values):
-            if math.isnan(v):
-                continue
-            value, macs = next(it)
-            if name in rows:
-                rows[name].channels[r] = res.baseline - value
-                rows[name].channel_macs[r] = macs
+    base = None
+    if bits:
+        result = scan(share_edit, tuple(bits))
+        base = result
+        for n in names:
+            rows[n].bits = result.table(n)
+    if sparsities:
+        result = scan(unstructured_edit("magnitude"), tuple(float(s) for s in sparsities))
+        base = base or result
+        for n in names:
+            rows[n].sparsity = result.table(n)
+    if channels:
+        edit = structured_edit(model, "l2", example_inputs, (nn.Conv2d, nn.Linear))
+        result = scan(edit, tuple(float(c) for c in channels), "copy", macs)
+        base = base or result
+        for n in names:
+            rows[n].channels = result.table(n)
+            rows[n].channel_macs = {c: m for c, m in zip(result.settings, result.extras[n])
+                                    if m is not None}  # fmt: skip
+    if ranks:
+        result = scan(_rank_edit(example), tuple(float(r) for r in ranks), "copy", macs)
+        base = base or result
+        for n in names:
+            rows[n].rank = result.table(n)
+            rows[n].rank_macs = {r: m for r, m in zip(result.settings, result.extras[n])
+                                 if m is not None}  # fmt: skip
+    baseline = base.baseline if base is not None else task_score(task, batches)(model.eval())
+    return Sensitivity(baseline, macs(model), list(rows.values()), samples,
+                       time.monotonic() - t0, task.headline, task.higher_is_better)  # fmt: skip
 
 
 def factorisation_method(module: nn.Module) -> str | None:
@@ -276,21 +271,17 @@ def factorisation_method(module: nn.Module) -> str | None:
     return None
 
 
-def _rank_scan(model, top1, base, example, ratios, layers, rows) -> None:
-    """Each factorisable layer alone at each MAC fraction, on a copy of the model."""
+def _rank_edit(example: Any):
+    """The scan edit that factorises one layer at a fraction of its MACs (``LowRank`` with
+    ``rank="macs"``); "no change" for layers that cannot be factorised or gain nothing."""
     from ..core import compress_
     from ..lowrank import LowRank
-    from ..metrics import count_macs
 
-    for name, module in layers:
-        method = factorisation_method(module)
+    def edit(trial: nn.Module, name: str, ratio: float) -> bool:
+        method = factorisation_method(trial.get_submodule(name))
         if method is None:
-            continue
-        for ratio in ratios:
-            trial = copy.deepcopy(model)
-            config = LowRank(method=method, rank="macs", macs_ratio=ratio, layers=(name,))
-            report = compress_(trial, config, example_inputs=example).summary
-            if not report.decomposed:  # no rank saves MACs at this ratio
-                continue
-            rows[name].rank[ratio] = base - top1(trial)
-            rows[name].rank_macs[ratio] = int(count_macs(trial, (example,)))
+            return False
+        config = LowRank(method=method, rank="macs", macs_ratio=ratio, layers=(name,))
+        return bool(compress_(trial, config, example_inputs=example).summary.decomposed)
+
+    return edit

@@ -14,12 +14,15 @@ from .modules import (
 )
 from .registry import compress_, handler_for, measure_model, register_handler
 from .result import CompressResult, Deployable
+from .sensitivity import LayerScan, ReplayBatches, conv_linear_layers, scan_layers, task_score
 from .transaction import transaction
 
 __all__ = [
     "CompressResult",
     "Deployable",
+    "LayerScan",
     "LayerSelection",
+    "ReplayBatches",
     "SelectedLayer",
     "measure_model",
     "transaction",
@@ -29,6 +32,7 @@ __all__ = [
     "as_input_tuple",
     "compress_",
     "config_types",
+    "conv_linear_layers",
     "eval_mode",
     "finalize",
     "forward_with_hooks",
@@ -37,6 +41,8 @@ __all__ = [
     "named_layers",
     "register_finalizer",
     "register_handler",
+    "scan_layers",
     "set_submodule",
+    "task_score",
     "to_device",
 ]

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -50,6 +49,7 @@ class SensitivityResult:
         scores: ``{layer name: (metric at ratios[0], metric at ratios[1], ...)}``.
         method: the criterion used (``"magnitude"``, ``"l1"``, ...).
         structured: whether channels (not single weights) were removed.
+        higher_is_better: the metric's direction.
     """
 
     baseline: float
@@ -57,10 +57,15 @@ class SensitivityResult:
     scores: dict[str, tuple[float, ...]]
     method: str = "magnitude"
     structured: bool = False
+    higher_is_better: bool = True
 
     def drops(self) -> dict[str, tuple[float, ...]]:
-        """``baseline - score`` per layer and ratio (positive = worse)."""
-        return {k: tuple(self.baseline - s for s in v) for k, v in self.scores.items()}
+        """How much worse each trial is than the baseline, in the metric's units (positive =
+        worse; ``baseline - score`` when higher is better, ``score - baseline`` otherwise)."""
+        sign = 1.0 if self.higher_is_better else -1.0
+        return {
+            k: tuple(sign * (self.baseline - s) + 0.0 for s in v) for k, v in self.scores.items()
+        }
 
     def derive_ratios(self, tolerance: float, *, contiguous: bool = True) -> dict[str, float]:
         """Per layer, the largest scanned ratio whose drop is ``<= tolerance`` (0.0 if none).
@@ -106,6 +111,7 @@ class SensitivityResult:
             "scores": {k: list(v) for k, v in self.scores.items()},
             "method": self.method,
             "structured": self.structured,
+            "higher_is_better": self.higher_is_better,
         }
 
     def to_markdown(self) -> str:
@@ -157,13 +163,17 @@ def layer_sensitivity(
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
     example_inputs: Any = None,
     seed: int = 0,
+    task: Any = None,
 ) -> SensitivityResult:
     """Prune each layer alone at each ratio and evaluate; ``model`` is left unchanged.
+
+    The scan is :func:`nnshrink.core.scan_layers` with a pruning edit
+    (:func:`unstructured_edit` / :func:`structured_edit`).
 
     Args:
         model: a trained model.
         evaluate: ``fn(model) -> float`` (higher is better), or a loader of ``(x, y)`` batches
-            scored by top-1 with :func:`nnshrink.train.evaluate`.
+            scored by ``task`` (default: top-1 with :func:`nnshrink.train.evaluate`).
         ratios: sparsities (unstructured) or channel fractions (structured) to try.
         method: unstructured ``"magnitude"``/``"random"``; structured ``"l1"``, ``"l2"``,
             ``"bn_scale"``, ``"taylor"``, ``"fpgm"``, ``"random"`` (needs ``structured=True``).
@@ -172,8 +182,15 @@ def layer_sensitivity(
         filter_fn: ``(module, name) -> bool`` restricting the layers scanned.
         example_inputs: needed for structured scans (the dependency graph is traced).
         seed: for ``method="random"``.
+        task: a :class:`~nnshrink.train.task.Task` scoring a loader ``evaluate`` with the user's
+            metric (its headline and direction: drops are signed by it).
+
+    Example:
+        >>> res = layer_sensitivity(model, val_loader, ratios=(0.5, 0.9))  # doctest: +SKIP
+        >>> res.derive_ratios(tolerance=0.01)  # doctest: +SKIP
     """
-    eval_fn = _as_eval_fn(evaluate)
+    from ..core.sensitivity import scan_layers
+
     ratios = tuple(float(r) for r in ratios)
     if not ratios or not all(0.0 <= r < 1.0 for r in ratios):
         raise ValueError(f"ratios must be a non-empty list of values in [0, 1), got {ratios}")
@@ -193,76 +210,85 @@ def layer_sensitivity(
     ]
     if not layers:
         raise ValueError(f"no {list(layer_types)} layer to analyse in {type(model).__name__}")
-    was_training = model.training
-    model.eval()
-    try:
-        baseline = float(eval_fn(model))
-        if structured:
-            scores = _structured_scan(model, eval_fn, layers, ratios, method, example_inputs, seed)
-        else:
-            scores = _unstructured_scan(model, eval_fn, layers, ratios, method, seed)
-    finally:
-        model.train(was_training)
-    return SensitivityResult(baseline, ratios, scores, method, structured)
+    score, direction = _as_score(evaluate, task)
+    if structured:
+        edit = structured_edit(model, method, example_inputs, tuple(type(m) for _, m in layers),
+                               seed=seed)  # fmt: skip
+    else:
+        edit = unstructured_edit(method, seed=seed)
+    scan = scan_layers(model, edit, ratios, score=score, layers=[n for n, _ in layers],
+                       higher_is_better=direction, restore="copy" if structured else "state")  # fmt: skip
+    scores = scan.scores
+    if structured:
+        # layers whose channels cannot change alone (the model output, residual-coupled convs
+        # whose partners are held fixed) are left out when no positive ratio changed them
+        scores = {n: row for n, row in scores.items()
+                  if not all(math.isnan(v) for r, v in zip(ratios, row) if r > 0)
+                  or not any(r > 0 for r in ratios)}  # fmt: skip
+    return SensitivityResult(scan.baseline, ratios, scores, method, structured,
+                             scan.higher_is_better)  # fmt: skip
 
 
-def _as_eval_fn(evaluate: EvalFn | Iterable[Any]) -> EvalFn:
+def _as_score(evaluate: EvalFn | Iterable[Any], task: Any):
+    """``(score function, direction)`` of ``evaluate``: a callable, or a loader scored by
+    ``task`` (default top-1)."""
     if callable(evaluate):
-        return evaluate
-    from nnshrink.train import evaluate as evaluate_loader
+        if task is not None:
+            raise ValueError("task= scores a loader; with a scoring function, leave task out")
+        return evaluate, True
+    from ..core.sensitivity import task_score
+    from ..train.task import Task
 
-    loader = evaluate
-
-    def top1(model: nn.Module) -> float:
-        return float(evaluate_loader(model, loader)["top1"])
-
-    return top1
+    task = task if task is not None else Task()
+    return task_score(task, evaluate), lambda: task.higher_is_better
 
 
-def _unstructured_scan(
-    model: nn.Module,
-    eval_fn: EvalFn,
-    layers: list[tuple[str, nn.Module]],
-    ratios: tuple[float, ...],
-    method: str,
-    seed: int,
-) -> dict[str, tuple[float, ...]]:
+def unstructured_edit(method: str = "magnitude", *, seed: int = 0):
+    """The scan edit that zeroes a fraction of one layer's weights (by magnitude, or at random).
+
+    Scores come from the layer's weights as they were first seen (the unedited ones: the scan
+    restores them between trials); random scores are drawn once per layer, in scan order.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 4))
+        >>> unstructured_edit()(m, "0", 0.5); float((m[0].weight == 0).float().mean())
+        0.5
+    """
     generator = torch.Generator().manual_seed(seed)
-    scores: dict[str, tuple[float, ...]] = {}
-    for name, module in layers:
-        weight = module.weight
-        original = weight.detach().clone()
-        if method == "magnitude":
-            layer_scores = magnitude_scores(original)
-        else:
-            layer_scores = torch.rand(original.shape, generator=generator)
-        row = []
-        try:
-            for ratio in ratios:
-                mask = mask_from_scores(layer_scores, ratio).to(weight.device)
-                with torch.no_grad():
-                    weight.copy_(original * mask)
-                row.append(float(eval_fn(model)))
-        finally:
-            with torch.no_grad():
-                weight.copy_(original)  # the caller's model comes back bit-identical
-        scores[name] = tuple(row)
-    return scores
+    cache: dict[str, torch.Tensor] = {}
+
+    def edit(model: nn.Module, name: str, ratio: float) -> None:
+        weight = model.get_submodule(name).weight
+        if name not in cache:
+            w = weight.detach().clone()
+            cache[name] = (magnitude_scores(w) if method == "magnitude"
+                           else torch.rand(w.shape, generator=generator))  # fmt: skip
+        mask = mask_from_scores(cache[name], ratio).to(weight.device)
+        with torch.no_grad():
+            weight.mul_(mask.to(weight.dtype))
+
+    return edit
 
 
-def _structured_scan(
+def structured_edit(
     model: nn.Module,
-    eval_fn: EvalFn,
-    layers: list[tuple[str, nn.Module]],
-    ratios: tuple[float, ...],
     method: str,
     example_inputs: Any,
-    seed: int,
-) -> dict[str, tuple[float, ...]]:
-    """Remove output channels of one layer at a time (with its coupled BN / next-layer inputs).
+    scanned_types: tuple[type, ...] = (nn.Conv2d, nn.Linear),
+    *,
+    seed: int = 0,
+):
+    """The scan edit that removes a fraction of one layer's output channels (structured pruning
+    of that layer alone; BN and the next layer's inputs follow it). It reports "no change"
+    when the layer's channels cannot change alone (the scan then reads NaN).
 
-    Layers whose channels cannot change alone (the model output, residual-coupled convs whose
-    partners are held fixed) give NaN, and are left out of the table when no ratio changed them.
+    Args:
+        model: the model to be scanned (its parameter count is the "unchanged" reference).
+        method: the channel criterion (``"l1"``, ``"l2"``, ``"bn_scale"``, ``"fpgm"``,
+            ``"random"``; not ``"taylor"``, which needs gradients from a batch).
+        example_inputs: traced to find the coupled layers.
+        scanned_types: layer types held fixed except the one being edited.
+        seed: for ``"random"``.
     """
     from nnshrink.core import compress_
     from nnshrink.metrics import count_params
@@ -277,26 +303,17 @@ def _structured_scan(
             "use l1, l2, bn_scale, fpgm or random"
         )
     dense_params = count_params(model)
-    layer_types = tuple(type(m) for _, m in layers)
-    scores: dict[str, tuple[float, ...]] = {}
-    for name, _ in layers:
-        # Only the scanned layer's outputs may shrink; BN and the next layer's inputs follow it.
-        def only(module: nn.Module, qualname: str, _name: str = name) -> bool:
-            return qualname == _name or not isinstance(module, layer_types)
 
-        row = []
-        for ratio in ratios:
-            trial = copy.deepcopy(model)
-            # strict=False: a layer that cannot shrink alone prunes nothing (NaN below)
-            cfg = StructuredPruning(sparsity=ratio, criterion=method, seed=seed, strict=False)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                compress_(trial, cfg, example_inputs=example_inputs, filter_fn=only)
-            if ratio > 0 and count_params(trial) == dense_params:
-                row.append(float("nan"))
-            else:
-                row.append(float(eval_fn(trial)))
-        positive = [v for r, v in zip(ratios, row) if r > 0]
-        if not positive or not all(math.isnan(v) for v in positive):
-            scores[name] = tuple(row)
-    return scores
+    def edit(trial: nn.Module, name: str, ratio: float) -> bool:
+        # Only the scanned layer's outputs may shrink; BN and the next layer's inputs follow it.
+        def only(module: nn.Module, qualname: str) -> bool:
+            return qualname == name or not isinstance(module, scanned_types)
+
+        # strict=False: a layer that cannot shrink alone prunes nothing (reported as not edited)
+        cfg = StructuredPruning(sparsity=ratio, criterion=method, seed=seed, strict=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            compress_(trial, cfg, example_inputs=example_inputs, filter_fn=only)
+        return ratio == 0 or count_params(trial) != dense_params
+
+    return edit

@@ -49,7 +49,7 @@ def _top1(model, split="test"):
 def test_storage_budget_chosen_meets_it_and_recipe_reproduces_it(trained, tmp_path):
     baseline = load_checkpoint(trained)[0]
     baseline_val, baseline_test = _top1(baseline, "val"), _top1(baseline)
-    budget = Budget(max_bytes=60_000, max_drop=6.0, time_limit_s=60, threads=1)
+    budget = Budget(max_bytes=60_000, max_drop=0.06, time_limit_s=60, threads=1)  # 6 points
     res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
                  train_limit=TRAIN_LIMIT, max_candidates=2, rungs=2, extra_rungs=0, progress=False,
                  log=None)  # fmt: skip
@@ -60,15 +60,17 @@ def test_storage_budget_chosen_meets_it_and_recipe_reproduces_it(trained, tmp_pa
     artifact = Path(res.chosen.artifact)
     assert artifact.name == "model.nns" and artifact.parent == Path(res.chosen.out_dir)
     assert artifact.stat().st_size == chosen.bytes <= 60_000
-    # selected on validation (the drop is judged there), reported on test
-    assert res.settings["eval_split"] == "val" and res.settings["val_size"] == 5000
-    assert res.baseline.top1 == pytest.approx(baseline_val, abs=1e-9)
-    assert res.baseline_test_top1 == pytest.approx(baseline_test, abs=1e-9)
+    # selected on the held-back last 5,000 training samples (the drop is judged there),
+    # reported on test
+    assert res.settings["selection_split"] == "train-holdout"
+    assert "last 5,000 training samples" in res.settings["selection"]
+    assert res.baseline.score == pytest.approx(baseline_val, abs=1e-9)
+    assert res.baseline_test_score == pytest.approx(baseline_test, abs=1e-9)
     val_top1 = _top1(load_nns(artifact), "val")
-    assert val_top1 == pytest.approx(chosen.top1, abs=1e-9)
-    assert 100 * (baseline_val - val_top1) <= 6.0
-    assert _top1(load_nns(artifact)) == pytest.approx(res.chosen.test_top1, abs=1e-9)
-    assert res.chosen.test_top1 != chosen.top1  # two different slices of data
+    assert val_top1 == pytest.approx(chosen.score, abs=1e-9)
+    assert baseline_val - val_top1 <= 0.06  # max_drop is in top-1's own units: a fraction
+    assert _top1(load_nns(artifact)) == pytest.approx(res.chosen.test_score, abs=1e-9)
+    assert res.chosen.test_score != chosen.score  # two different slices of data
     assert all(e.recipe["data"]["eval_split"] == "val" for e in res.evaluations)
     # the emitted recipe reproduces it (bit for bit at one thread: with more intra-op threads
     # the k-means centroid fine-tune's scatter-add sums in a varying order)
@@ -78,12 +80,12 @@ def test_storage_budget_chosen_meets_it_and_recipe_reproduces_it(trained, tmp_pa
     rerun = run_recipe(recipe, tmp_path / "rerun", progress=False, log=lambda _l: None)
     again = tmp_path / "rerun" / "model.nns"
     assert again.stat().st_size == chosen.bytes
-    assert rerun.rows[-1]["top1"] == pytest.approx(chosen.top1, abs=0.005)
+    assert rerun.rows[-1]["top1"] == pytest.approx(chosen.score, abs=0.005)
     for name in ("advice.md", "advice.json", "pareto.png", "recipe.yaml"):
         assert (tmp_path / "adv" / name).is_file()
     md = (tmp_path / "adv" / "advice.md").read_text()
-    assert "val top-1 (selection)" in md and "test top-1 (reported)" in md
-    assert f"{100 * res.chosen.test_top1:.2f}%" in md
+    assert "held-back top1 (selection)" in md and "test top1 (reported)" in md
+    assert f"{100 * res.chosen.test_score:.2f}%" in md
     # the per-layer sensitivity was measured (on val) and produced a candidate with per-layer
     # settings, screened with the others; its table is in the report
     assert res.sensitivity is not None
@@ -93,9 +95,9 @@ def test_storage_budget_chosen_meets_it_and_recipe_reproduces_it(trained, tmp_pa
     assert "## Per-layer sensitivity" in md and "| 1 | 235,200 |" in md
     report = json.loads((tmp_path / "adv" / "advice.json").read_text())
     assert report["sensitivity"]["samples"] == LIMIT
-    assert report["selection_split"] == "val"
-    assert report["chosen"]["test_top1"] == res.chosen.test_top1
-    assert report["chosen"]["measurement"]["top1"] == chosen.top1
+    assert report["selection_split"] == "train-holdout"
+    assert report["chosen"]["test_score"] == res.chosen.test_score
+    assert report["chosen"]["measurement"]["score"] == chosen.score
 
 
 @needs_mnist
@@ -110,8 +112,8 @@ def test_macs_budget_without_data_uses_data_free_methods(trained, tmp_path):
     assert all(not e.candidate.trains for e in res.evaluations)
     model, _ = load_checkpoint(res.chosen.artifact)
     assert count_macs(model, (torch.zeros(1, 1, 28, 28),)) <= 0.6 * base_macs
-    assert _top1(model, "val") == pytest.approx(res.chosen.measurement.top1, abs=1e-9)
-    assert _top1(model) == pytest.approx(res.chosen.test_top1, abs=1e-9)
+    assert _top1(model, "val") == pytest.approx(res.chosen.measurement.score, abs=1e-9)
+    assert _top1(model) == pytest.approx(res.chosen.test_score, abs=1e-9)
 
 
 @needs_mnist
@@ -130,26 +132,14 @@ def test_impossible_budget_is_reported_not_chosen(trained, tmp_path):
 
 
 @needs_mnist
-def test_val_size_zero_selects_on_the_test_split(trained, tmp_path):
-    budget = Budget(max_bytes=10, time_limit_s=20, threads=1)
-    res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
-                 train_limit=TRAIN_LIMIT, max_candidates=1, rungs=1, val_size=0,
-                 sensitivity=False, progress=False, log=None)  # fmt: skip
-    assert res.settings["eval_split"] == "test"
-    assert res.baseline.top1 == pytest.approx(_top1(load_checkpoint(trained)[0]), abs=1e-9)
-    assert res.closest.test_top1 == res.closest.measurement.top1
-    assert "eval_split" not in res.closest.recipe["data"]
-    md = (tmp_path / "adv" / "advice.md").read_text()
-    assert "Selection on the test split" in md and "test top-1 (reported)" not in md
+@pytest.mark.parametrize("val_size", [0, -1])
+def test_selecting_on_test_or_a_bad_val_size_is_refused_before_any_work(tmp_path, val_size):
+    """``val_size=0`` used to select on test; advise never does now (one clear error)."""
+    from nnshrink.data import DataError
 
-
-@needs_mnist
-def test_bad_val_size_is_refused_before_any_work(tmp_path):
-    from nnshrink.advise import BudgetError
-
-    with pytest.raises(BudgetError, match="val_size"):
+    with pytest.raises(DataError, match="never selects on test"):
         advise(create("lenet300"), "mnist", Budget(max_bytes=10), out_dir=tmp_path / "a",
-               val_size=-1, progress=False, log=None)  # fmt: skip
+               val_size=val_size, progress=False, log=None)  # fmt: skip
     assert not (tmp_path / "a").exists()
 
 
@@ -157,7 +147,7 @@ def test_bad_val_size_is_refused_before_any_work(tmp_path):
 def test_latency_of_a_structure_is_its_lowest_measurement(trained, tmp_path):
     """Noise only adds time and training does not change the architecture: every rung reports
     at most the candidate's zero-shot latency and at most its own earlier rungs'."""
-    budget = Budget(max_latency_ms=10.0, max_drop=100, time_limit_s=60, threads=1)
+    budget = Budget(max_latency_ms=10.0, max_drop=0.99, time_limit_s=60, threads=1)
     res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
                  train_limit=TRAIN_LIMIT, max_candidates=2, rungs=2, eta=1, sensitivity=False,
                  progress=False, log=None)  # fmt: skip
@@ -188,17 +178,17 @@ def test_a_choice_that_fails_its_retiming_is_not_chosen(trained, tmp_path, monke
     """A re-timing that always fails (10x the limit) leaves nothing chosen."""
     import nnshrink.advise.confirm as confirm
 
-    def slow(evaluation, baseline_model, baseline, budget, shape, say):
+    def slow(evaluation, baseline_model, baseline, budget, shape, say, **_kw):
         import dataclasses
 
         from nnshrink.advise.search import judge
 
         m = dataclasses.replace(evaluation.measurement, latency_ms=10 * budget.max_latency_ms)
         return dataclasses.replace(evaluation, measurement=m, retimed_ratio=-1.0,
-                                   **judge(budget, m, baseline.top1))  # fmt: skip
+                                   **judge(budget, m, baseline.score))  # fmt: skip
 
     monkeypatch.setattr(confirm, "retime", slow)
-    budget = Budget(max_latency_ms=10.0, max_drop=100, time_limit_s=30, threads=1)
+    budget = Budget(max_latency_ms=10.0, max_drop=0.99, time_limit_s=30, threads=1)
     res = advise(trained, "mnist", budget, out_dir=tmp_path / "adv", limit=LIMIT,
                  train_limit=TRAIN_LIMIT, max_candidates=2, rungs=1, sensitivity=False,
                  progress=False, log=None)  # fmt: skip
@@ -209,3 +199,37 @@ def test_a_choice_that_fails_its_retiming_is_not_chosen(trained, tmp_path, monke
     assert not any(e.meets for e in res.evaluations)
     assert sum(e.retimed_ratio == -1.0 for e in res.evaluations) >= 1
     assert "no candidate meets the budget" in res.message
+
+
+def test_a_users_module_loaders_and_metric_in_python(tmp_path):
+    """Any nn.Module, plain DataLoaders without val, a lower-is-better metric: the advisor holds
+    back part of train to select on, judges the drop in the metric's own units, and names in
+    the recipe what it cannot (the Python objects)."""
+    from tests.usercode import error_rate, make_data, make_model
+
+    torch.manual_seed(0)
+    model = make_model()
+    train, test = make_data()
+    fit(model, train, epochs=3, lr=1e-2, optimizer="adam", progress=False)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.zeros(1, 1, 12, 12)
+    base_macs = count_macs(model, (x,))
+    budget = Budget(max_macs=int(0.6 * base_macs), max_drop=0.1, time_limit_s=30, threads=1)
+    res = advise(model, (train, test), budget, metric=error_rate, out_dir=tmp_path / "adv",
+                 max_candidates=2, rungs=1, progress=False, log=None)  # fmt: skip
+    for k, v in model.state_dict().items():  # the user's model is never modified
+        assert torch.equal(v, state[k])
+    assert res.settings["selection_split"] == "train-holdout"
+    assert res.headline == "error" and not res.higher_is_better
+    assert res.chosen is not None, res.message
+    chosen = res.chosen.measurement
+    assert chosen.score - res.baseline.score <= 0.1  # lower is better: a drop is a rise
+    assert res.baseline_test_score == pytest.approx(error_rate(model.eval(), test)["error"])
+    # the chosen model, measured again independently (MACs and the metric on test)
+    final = res.model  # no file can rebuild a Python object's architecture: the run's model
+    assert count_macs(final, (x,)) == chosen.macs <= budget.max_macs
+    assert error_rate(final.eval(), test)["error"] == pytest.approx(res.chosen.test_score)
+    text = res.recipe_path.read_text()
+    assert "run_recipe" in text and "metric: a Python callable" in text
+    md = (tmp_path / "adv" / "advice.md").read_text()
+    assert "held-back error (selection)" in md and "lower is better" in md

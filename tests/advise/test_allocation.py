@@ -120,7 +120,7 @@ def test_storage_candidate_recipe_runs_and_meets_the_budget(tmp_path, finetune):
     probed = []
 
     def probe(stages):
-        probed.append(zero_shot(model, stages, budget, (1, 28, 28), calibration=x, latency=False))
+        probed.append(zero_shot(model, stages, budget, calibration=x, latency=False))
         return probed[-1]
 
     # a tiny learning rate: the fine-tunes run but barely move the weights of this untrained
@@ -155,7 +155,7 @@ def test_struct_candidate_prunes_each_layer_as_allocated(tiny_convnet):
     budget = Budget(max_macs=sens.macs // 2, threads=1)
 
     def probe(stages):
-        return zero_shot(model, stages, budget, (1, 8, 8), calibration=x, latency=False)
+        return zero_shot(model, stages, budget, calibration=x, latency=False)
 
     (cand,) = sensitivity_candidates(budget, Measurement(macs=sens.macs), sens, probe=probe,
                                      keep_fraction=0.5)  # fmt: skip
@@ -189,7 +189,7 @@ def test_lowrank_candidate_factorises_each_layer_as_allocated(tiny_convnet):
     budget = Budget(max_macs=int(0.8 * sens.macs), threads=1)
 
     def probe(stages):
-        return zero_shot(model, stages, budget, (1, 8, 8), calibration=x, latency=False)
+        return zero_shot(model, stages, budget, calibration=x, latency=False)
 
     cands = sensitivity_candidates(budget, Measurement(macs=sens.macs), sens, probe=probe,
                                    keep_fraction=0.8)  # fmt: skip

@@ -10,7 +10,9 @@ from nnshrink.advise import (
     Measurement,
     drop_points,
     excess,
+    goodness,
     meets,
+    metric_drop,
     parse_size,
     resource_ok,
     violations,
@@ -18,38 +20,59 @@ from nnshrink.advise import (
 
 
 def test_violations_lists_every_broken_limit():
-    budget = Budget(max_bytes=1000, max_latency_ms=2.0, max_macs=10**6, max_drop=0.5)
-    m = Measurement(top1=0.97, bytes=1500, latency_ms=1.0, macs=2 * 10**6)
-    broken = {v.key: v for v in violations(budget, m, baseline_top1=0.98)}
-    assert set(broken) == {"bytes", "macs", "drop_points"}
+    budget = Budget(max_bytes=1000, max_latency_ms=2.0, max_macs=10**6, max_drop=0.005)
+    m = Measurement(score=0.97, bytes=1500, latency_ms=1.0, macs=2 * 10**6)
+    broken = {v.key: v for v in violations(budget, m, baseline_score=0.98)}
+    assert set(broken) == {"bytes", "macs", "drop"}
     assert broken["bytes"].excess == pytest.approx(0.5)
     assert broken["macs"].excess == pytest.approx(1.0)
-    assert broken["drop_points"].value == pytest.approx(1.0)
-    assert broken["drop_points"].excess == pytest.approx(1.0)  # (1.0 - 0.5) / 0.5
+    assert broken["drop"].value == pytest.approx(0.01)  # in the metric's units (a fraction)
+    assert broken["drop"].excess == pytest.approx(1.0)  # (0.01 - 0.005) / 0.005
     assert excess(budget, m, 0.98) == pytest.approx(2.5)
     assert not meets(budget, m, 0.98)
     assert "bytes 1,500 > 1,000" in [str(v) for v in broken.values()]
 
 
+def test_the_drop_follows_the_metric_direction():
+    """Lower is better (an error rate, a loss): a rise is the drop; a fall is no drop."""
+    budget = Budget(max_macs=10, max_drop=0.02)
+    worse, better = Measurement(score=0.13, macs=1), Measurement(score=0.05, macs=1)
+    assert metric_drop(0.10, 0.13, higher_is_better=False) == pytest.approx(0.03)
+    assert [v.key for v in violations(budget, worse, 0.10, higher_is_better=False)] == ["drop"]
+    assert meets(budget, better, 0.10, higher_is_better=False)
+    assert not meets(budget, better, 0.10)  # read as higher-is-better it lost 0.05
+    assert str(metric_drop(0.5, 0.5, higher_is_better=False)) == "0.0"  # not "-0.0"
+    assert goodness(0.1, False) > goodness(0.3, False) > goodness(None, False)
+
+
+def test_a_fraction_metric_refuses_a_drop_in_points():
+    Budget(max_bytes=1, max_drop=0.99).check_drop_units("top1")
+    Budget(max_bytes=1, max_drop=3.0).check_drop_units("mse")  # its own units: anything goes
+    with pytest.raises(BudgetError, match=r"give 0.5 \(--max-drop 0.5\)"):
+        Budget(max_bytes=1, max_drop=50).check_drop_units("top1")
+
+
 def test_meets_at_the_limit_and_missing_values_violate():
-    budget = Budget(max_bytes=1000, max_drop=1.0)
-    assert meets(budget, Measurement(top1=0.97, bytes=1000), 0.98)
-    assert not meets(budget, Measurement(top1=0.97, bytes=1001), 0.98)
-    assert not meets(budget, Measurement(top1=None, bytes=10), 0.98)
+    budget = Budget(max_bytes=1000, max_drop=0.01)
+    assert meets(budget, Measurement(score=0.97, bytes=1000), 0.98)
+    assert not meets(budget, Measurement(score=0.97, bytes=1001), 0.98)
+    assert not meets(budget, Measurement(score=None, bytes=10), 0.98)
     assert not meets(Budget(max_latency_ms=1.0), Measurement(bytes=10))
-    assert excess(budget, Measurement(top1=0.98, bytes=10), 0.98) == 0
+    assert excess(budget, Measurement(score=0.98, bytes=10), 0.98) == 0
 
 
 def test_resource_ok_ignores_accuracy_and_allows_slack():
     budget = Budget(max_bytes=100, max_drop=0.1)
-    assert resource_ok(budget, Measurement(top1=0.1, bytes=100))
-    assert not resource_ok(budget, Measurement(top1=0.99, bytes=105))
+    assert resource_ok(budget, Measurement(score=0.1, bytes=100))
+    assert not resource_ok(budget, Measurement(score=0.99, bytes=105))
     assert resource_ok(budget, Measurement(bytes=105), slack=0.1)
 
 
-def test_drop_points():
-    assert drop_points(0.99, 0.985) == pytest.approx(0.5)
-    assert drop_points(None, 0.9) is None
+def test_deprecated_points_and_top1_still_answer():
+    with pytest.warns(DeprecationWarning, match="metric_drop"):
+        assert drop_points(0.99, 0.985) == pytest.approx(0.5)
+    with pytest.warns(DeprecationWarning, match="Measurement.score"):
+        assert Measurement(score=0.9).top1 == 0.9
 
 
 @pytest.mark.parametrize(

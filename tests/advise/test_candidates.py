@@ -13,7 +13,7 @@ from nnshrink.io import save_checkpoint
 from nnshrink.models import create
 from nnshrink.recipes import parse_recipe
 
-BASE = Measurement(top1=0.99, bytes=1_700_000, latency_ms=1.0, macs=2_300_000)
+BASE = Measurement(score=0.99, bytes=1_700_000, latency_ms=1.0, macs=2_300_000)
 CNN = ModelTraits(params=430_000, has_conv=True, has_linear=True, conv_time_share=0.6)
 MLP = ModelTraits(params=266_000, has_conv=False, has_linear=True, conv_time_share=0.0)
 

@@ -18,7 +18,7 @@ from nnshrink.recipes import load_recipe
 
 def _brute_front(ms):
     def key(m):
-        return (-m.top1, m.bytes, m.latency_ms)
+        return (-m.score, m.bytes, m.latency_ms)
 
     def dom(a, b):
         return all(x <= y for x, y in zip(a, b)) and a != b
@@ -30,32 +30,32 @@ def _brute_front(ms):
 def test_pareto_front_matches_brute_force():
     rng = random.Random(0)
     for _ in range(20):
-        ms = [Measurement(top1=rng.choice([0.9, 0.95, 0.97]), bytes=rng.choice([10, 20, 30]),
+        ms = [Measurement(score=rng.choice([0.9, 0.95, 0.97]), bytes=rng.choice([10, 20, 30]),
                           latency_ms=rng.choice([1.0, 2.0])) for _ in range(8)]  # fmt: skip
         assert pareto_indices(ms) == _brute_front(ms)
     # a missing latency counts as the worst
-    ms = [Measurement(top1=0.9, bytes=10, latency_ms=None), Measurement(top1=0.9, bytes=10,
+    ms = [Measurement(score=0.9, bytes=10, latency_ms=None), Measurement(score=0.9, bytes=10,
                                                                         latency_ms=1.0)]  # fmt: skip
     assert pareto_indices(ms) == [1]
 
 
 def _result(tmp_path, meets: bool) -> AdviceResult:
     save_checkpoint(create("lenet300"), tmp_path / "baseline.safetensors")
-    budget = Budget(max_bytes=100 if meets else 10, max_drop=1.0)
-    base = Measurement(top1=0.98, bytes=1000, latency_ms=1.0, macs=100)
+    budget = Budget(max_bytes=100 if meets else 10, max_drop=0.01)
+    base = Measurement(score=0.98, bytes=1000, latency_ms=1.0, macs=100)
     cand = Candidate("share4", "share", ({"share": {"type": "weight-sharing", "bits": 4}},
                                          {"encode": {}}))  # fmt: skip
     evals = []
     for i, size in enumerate((90, 60)):
-        m = Measurement(top1=0.975 - 0.01 * i, bytes=size, bytes_kind="nns", latency_ms=0.5,
+        m = Measurement(score=0.975 - 0.01 * i, bytes=size, bytes_kind="nns", latency_ms=0.5,
                         macs=100)  # fmt: skip
         recipe = {"name": "x", "model": {"checkpoint": "baseline.safetensors"},
                   "data": {"name": "mnist"}, "seed": 0, "measure": {"latency": False},
                   "stages": [dict(s) for s in cand.stages]}  # fmt: skip
         evals.append(Evaluation(cand, i, 100, m, seconds=1.0, recipe=recipe,
-                                **judge(budget, m, base.top1)))  # fmt: skip
+                                **judge(budget, m, base.score)))  # fmt: skip
     evals.append(Evaluation(cand, 2, 100, None, seconds=0.1, error="ValueError: boom",
-                            **judge(budget, None, base.top1)))  # fmt: skip
+                            **judge(budget, None, base.score)))  # fmt: skip
     from nnshrink.advise import choose
 
     chosen, closest = choose(evals)
@@ -91,6 +91,6 @@ def test_write_report_without_a_choice(tmp_path):
 
 
 def test_dominance_is_consistent():
-    ms = [Measurement(top1=t, bytes=b, latency_ms=1.0)
+    ms = [Measurement(score=t, bytes=b, latency_ms=1.0)
           for t, b in itertools.product((0.9, 0.95), (10, 20))]  # fmt: skip
     assert pareto_indices(ms) == [2]  # 0.95 at 10 bytes dominates the rest

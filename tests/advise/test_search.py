@@ -9,7 +9,7 @@ import pytest
 from nnshrink.advise import Budget, Candidate, Evaluation, Measurement, choose, judge, rung_limits
 from nnshrink.advise.search import split_resource, successive_halving
 
-BUDGET = Budget(max_bytes=100, max_drop=1.0)
+BUDGET = Budget(max_bytes=100, max_drop=0.01)  # one point of top-1
 BASE_TOP1 = 0.99
 FT = ({"finetune": {"epochs": 1}},)
 
@@ -28,7 +28,7 @@ class Fake:
         self.now += self.cost * (limit or 1) / 100
         top1, size = self.table[cand.name]
         top1 += 0.001 * rung  # longer fine-tunes help a little
-        m = Measurement(top1=top1, bytes=size)
+        m = Measurement(score=top1, bytes=size)
         return Evaluation(cand, rung, limit, m, seconds=self.cost * (limit or 1) / 100,
                           **judge(BUDGET, m, BASE_TOP1))  # fmt: skip
 
@@ -103,3 +103,20 @@ def test_extra_rungs_keep_training_the_best_while_time_is_left():
     successive_halving(_cands(3), fake, limits=[100, 300, 900, 2700], eta=3, time_limit_s=10,
                        progress=False, clock=fake.clock)  # fmt: skip
     assert max(r for _, r, _ in fake.calls) == 1 and fake.now <= 10
+
+
+def test_a_lower_is_better_metric_promotes_and_chooses_the_lowest():
+    budget = Budget(max_bytes=100, max_drop=0.05)
+    errors = {"c0": 0.12, "c1": 0.03, "c2": 0.07}
+
+    def evaluate(cand, rung, limit):
+        m = Measurement(score=errors[cand.name] - 0.001 * rung, bytes=50)
+        return Evaluation(cand, rung, limit, m, seconds=0.0,
+                          **judge(budget, m, 0.05, higher_is_better=False))  # fmt: skip
+
+    evals = successive_halving(_cands(3), evaluate, limits=[100, 300], eta=3, time_limit_s=1e9,
+                               progress=False, higher_is_better=False)  # fmt: skip
+    assert [e.candidate.name for e in evals if e.rung == 1] == ["c1"]  # the lowest error
+    chosen, _ = choose(evals, higher_is_better=False)
+    assert chosen.candidate.name == "c1" and chosen.rung == 1
+    assert not next(e for e in evals if e.candidate.name == "c0").meets  # 0.12 - 0.05 > 0.05

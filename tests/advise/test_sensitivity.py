@@ -76,3 +76,26 @@ def test_a_layer_of_zeros_has_zero_sensitivity_and_the_model_is_untouched():
         "4": rows["fc1"].bits[4],
         "2": rows["fc1"].bits[2],
     }
+
+
+def test_drops_follow_the_users_metric_and_its_direction():
+    """Oracle: an error rate is 1 - top-1, so its drops (lower is better) equal top-1's drops."""
+    from nnshrink.train.task import Task
+    from tests.usercode import error_rate
+
+    torch.manual_seed(0)
+    model = _WithZeroBranch()
+    nn.init.normal_(model.zero.weight, std=0.3)  # every layer matters a little
+    kwargs = dict(bits=(4, 2), sparsities=(0.5, 0.9), channels=(0.5,), ranks=(0.5,))
+    top1 = measure_sensitivity(model, _batches(), torch.randn(8, 1, 4, 4), **kwargs)
+    error = measure_sensitivity(model, _batches(), torch.randn(8, 1, 4, 4),
+                                task=Task(metric=error_rate), **kwargs)  # fmt: skip
+    assert error.headline == "error" and not error.higher_is_better
+    assert error.baseline == pytest.approx(1 - top1.baseline)
+    for a, b in zip(top1.layers, error.layers):
+        for table in ("bits", "sparsity", "channels", "rank"):
+            assert getattr(a, table).keys() == getattr(b, table).keys()
+            for key, drop in getattr(a, table).items():
+                assert getattr(b, table)[key] == pytest.approx(drop, abs=1e-12)
+    assert any(d > 0 for r in error.layers for d in r.sparsity.values())
+    assert "| fc1 |" in error.to_markdown() and "%" not in error.to_markdown()

@@ -38,3 +38,14 @@ def test_advise_errors_are_one_line(tmp_path, capsys):
     assert "at least one of" in capsys.readouterr().err
     assert main(["advise", str(tmp_path / "missing.safetensors"), "--data", "mnist",
                  "--max-macs", "1000", "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+
+
+def test_advise_max_drop_in_points_for_top1_is_refused_with_the_fix(tmp_path, capsys):
+    """top-1 is a fraction: --max-drop 6 (the old "points") can never bind; the error gives 0.06."""
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(create("lenet300"), ckpt)
+    status = main(["advise", str(ckpt), "--data", "mnist", "--max-bytes", "20KB", "--max-drop",
+                   "6", "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and "--max-drop 0.06" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnshrink.pruning import prune_
+from nnshrink import compress_
 from nnshrink.pruning.sensitivity import SensitivityResult, layer_sensitivity
 from nnshrink.train import evaluate
 
@@ -56,7 +56,7 @@ def test_derived_ratios_are_largest_within_tolerance():
     assert result.derive_ratios(0.1) == pytest.approx({"1": 0.9, "3": 0.1, "5": 0.9})
     cfg = result.to_config(0.05)
     model = _model()
-    summary = prune_(model, cfg)
+    summary = compress_(model, cfg)
     assert {r.name: round(r.sparsity, 2) for r in summary.rows} == {
         "1.weight": 0.5,
         "3.weight": 0.0,
@@ -127,3 +127,21 @@ def test_structured_scan_removes_channels_of_one_layer(tiny_convnet, mnist_batch
     torch.testing.assert_close(model(mnist_batch), dense_out)  # the caller's model is untouched
     with pytest.raises(ValueError, match="example_inputs"):
         layer_sensitivity(model, width, method="l1", structured=True)
+
+
+def test_a_task_scores_the_loader_and_signs_the_drops():
+    """An error rate (lower is better) is 1 - top-1: same scan, mirrored scores, equal drops."""
+    from nnshrink.train.task import Task
+    from tests.usercode import error_rate
+
+    g = torch.Generator().manual_seed(0)
+    loader = [(torch.randn(64, 16, generator=g), torch.randint(0, 4, (64,), generator=g))]
+    model = _model()  # one model for both scans: only the metric differs
+    top1 = layer_sensitivity(model, loader, ratios=(0.5, 0.9))
+    error = layer_sensitivity(model, loader, ratios=(0.5, 0.9), task=Task(metric=error_rate))
+    assert not error.higher_is_better and error.baseline == pytest.approx(1 - top1.baseline)
+    for layer in top1.scores:
+        assert error.drops()[layer] == pytest.approx(top1.drops()[layer], abs=1e-12)
+    assert error.derive_ratios(0.05) == top1.derive_ratios(0.05)
+    with pytest.raises(ValueError, match="task="):
+        layer_sensitivity(_model(), _synthetic_metric, task=Task())
