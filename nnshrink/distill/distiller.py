@@ -380,6 +380,10 @@ def _resolve_pairs(
             f"teacher_name}} or example_inputs to pair layers automatically"
         )
     pairs = auto_feature_pairs(teacher, student, example_inputs)
+    if not pairs and method in ("rkd", "sp"):
+        # relations compare batch-by-batch matrices, so any shapes pair: with no common spatial
+        # resolution (MLPs), relate the last layers' outputs (the embedding RKD was defined on)
+        pairs = {_last_leaf(student, example_inputs): _last_leaf(teacher, example_inputs)}
     if not pairs:
         raise ValueError("no layers at a common spatial resolution found; pass `features`")
     if method == "fitnets":  # one hint, in the middle of the network (Romero et al.)
@@ -390,3 +394,26 @@ def _resolve_pairs(
 
 def _key(name: str) -> str:
     return name.replace(".", "__") or "__root__"
+
+
+def _last_leaf(model: nn.Module, example_inputs: Any) -> str:
+    """Name of the last parameterized leaf module that runs in a forward pass of ``model``."""
+    order: list[str] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, _o, _n=name: order.append(_n))
+        for name, m in model.named_modules()
+        if name and not any(True for _ in m.children()) and any(True for _ in m.parameters())
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+            model(*args)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if not order:
+        raise ValueError("no layer with parameters runs in the model; pass `features`")
+    return order[-1]

@@ -41,6 +41,21 @@ def test_compact_replaces_and_reports(tmp_path, capsys, extra):
 
 
 @needs_mnist
+@pytest.mark.parametrize("block", ["crelu", "rotation"])
+def test_transferred_blocks_from_the_cli(tmp_path, capsys, block):
+    ckpt = tmp_path / "resnet20.safetensors"
+    save_checkpoint(create("resnet20"), ckpt)
+    out = tmp_path / f"{block}.safetensors"
+    args = ["compact", str(ckpt), "--block", block, "--epochs", "1", "--out", str(out), *QUICK]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    replaced = [row for row in report["details"]["layers"] if row["replaced"]]
+    assert replaced and report["params"]["after"] < report["params"]["before"]
+    model, _ = load_checkpoint(out)  # the transferred blocks rebuild from the checkpoint
+    assert sum(p.numel() for p in model.parameters()) == report["params"]["after"]
+
+
+@needs_mnist
 def test_compact_nothing_to_replace_is_a_clear_error(tmp_path, capsys):
     ckpt = tmp_path / "m.safetensors"
     save_checkpoint(create("lenet5"), ckpt)

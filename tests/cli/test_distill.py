@@ -16,20 +16,22 @@ QUICK = ["--data", "mnist", "--train-limit", "256", "--limit", "200", "--no-late
 
 
 @needs_mnist
-@pytest.mark.parametrize("method", ["kd", "at"])
+@pytest.mark.parametrize("method", ["kd", "at", "rkd"])
 def test_distill_reports_teacher_vs_student(tmp_path, capsys, method):
     teacher_path = tmp_path / "teacher.safetensors"
-    teacher_model = "lenet300" if method == "kd" else "lenet5"
+    teacher_model = "lenet5" if method == "at" else "lenet300"
     save_checkpoint(create(teacher_model), teacher_path)
     out = tmp_path / "student.safetensors"
-    student = "mlp" if method == "kd" else "lenet5"
+    student = "lenet5" if method == "at" else "mlp"
     args = ["distill", "--teacher", str(teacher_path), "--student", student, "--method", method,
             "--epochs", "1", "--out", str(out), *QUICK]  # fmt: skip
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("params", "macs", "top1"):
         assert set(report[key]) >= {"before", "after"}
-    teacher_params = {"kd": 266_610, "at": 431_080}[method]  # LeNet-300-100 / LeNet-5 teacher
+    teacher_params = {"kd": 266_610, "rkd": 266_610, "at": 431_080}[
+        method
+    ]  # LeNet-300-100 / LeNet-5 teacher
     assert report["params"]["before"] == teacher_params
     assert report["details"]["method"] == method
     if method == "at":

@@ -153,3 +153,15 @@ def test_stagewise_fitnets_trains_the_hint_then_kd(pair):
     assert not torch.equal(student.fc.weight, fc_before)
     assert result.distiller.stage == "joint"
     assert float(loss.detach()) > 0
+
+
+@pytest.mark.parametrize("method", ["rkd", "sp"])
+def test_relation_methods_on_mlps_relate_the_last_layers(method):
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 10))
+    x = torch.randn(6, 1, 4, 4)
+    d = Distiller(teacher, student, method, example_inputs=x)
+    assert d.features == {"3": "3"}  # no spatial maps: the outputs, which any shapes pair
+    loss = d.loss(x, torch.randint(0, 10, (6,)))
+    loss.backward()
+    assert torch.isfinite(loss) and student[1].weight.grad is not None
