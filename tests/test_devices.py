@@ -1,7 +1,10 @@
 """Device follows the model: every technique keeps tensors on the model's device.
 
 On CUDA (``@pytest.mark.gpu``, skipped without one) each family runs on a model moved to the GPU
-and the model stays there; ``benchmarks/gpu/check.sh`` runs these on a lent GPU machine.
+and the model stays there; ``benchmarks/gpu/check.sh`` runs these on a lent GPU machine. On the
+``meta`` device (shapes, no data) the techniques whose decisions need no values run on every CI, so
+a tensor made on the CPU next to the model's shows up without a GPU. Data-dependent ones (scores
+read with ``.item()``, k-means, SVD ranks) cannot run there and are covered by the CUDA tests.
 """
 
 from __future__ import annotations
@@ -21,6 +24,24 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 def _devices_of(model: nn.Module) -> set[str]:
     return {t.device.type for t in [*model.parameters(), *model.buffers()]}
+
+
+META_CONFIGS = {
+    "structured-random": lambda: ns.StructuredPruning(sparsity=0.5, criterion="random"),
+    "compact-dwsep": lambda: ns.CompactReplace(block="dwsep"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(META_CONFIGS))
+def test_value_free_techniques_keep_the_model_on_the_meta_device(name):
+    model = TinyConvNet().to("meta")
+    dense = TinyConvNet()
+    x = torch.zeros(2, 1, 28, 28, device="meta")
+    ns.compress_(model, META_CONFIGS[name](), example_inputs=x, measure=False)
+    assert _devices_of(model) == {"meta"}
+    out = model(x)
+    assert out.device.type == "meta" and out.shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in dense.parameters())
 
 
 CONFIGS = {
