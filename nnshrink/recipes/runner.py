@@ -432,6 +432,13 @@ def run_recipe(
         elif saved:
             extra["file_bytes"] = file_bytes(saved)
         row = run.measure(model, label, extra)
+        if is_runtime_module(model) and state["rows"]:
+            # an int8 runtime session has no torch parameters to count: it holds the same
+            # weights as the model it was converted from, so report that model's counts
+            previous = state["rows"][-1]
+            for key in ("params", "nonzero_params", "macs"):
+                if not row.get(key) and previous.get(key):
+                    row[key] = previous[key]
         state["rows"].append(row)
         state["finished"].append(
             {"index": index, "stage": stage.name, "checkpoint": checkpoint,
