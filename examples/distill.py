@@ -3,10 +3,12 @@
 A teacher CNN defined here (width 32) is trained for one epoch on 6,000 MNIST images (plain
 ``DataLoader``s). A student of the same class at width 8 is trained twice for one epoch: once
 alone on the labels, once through ``Distiller(teacher, student, "kd")`` (Hinton et al.'s soft
-targets at temperature 4 plus the label loss); ``ns.train.fit(distiller, ...,
-criterion=distiller.criterion)`` trains the student and leaves the teacher frozen. Prints params,
-MACs, bytes of the ``.nns`` file and test accuracy of the teacher and both students. More:
-docs/distillation.md.
+targets, here at temperature 2 and weight 0.5, plus the label loss); ``ns.train.fit(distiller,
+..., criterion=distiller.criterion)`` trains the student and leaves the teacher frozen. Prints
+params, MACs, bytes of the ``.nns`` file and test accuracy of the teacher and both students. With
+a one-epoch teacher and one epoch of student training the two students land within about a point
+of each other (either way round, depending on the seed); the gain of distillation needs a better
+teacher and longer schedules. More: docs/distillation.md.
 
 Run: python examples/distill.py
 """
@@ -80,7 +82,7 @@ def main() -> None:
     student = copy.deepcopy(alone)  # the same initial weights for both students
     ns.train.fit(alone, train, epochs=1, lr=3e-3, optimizer="adam", weight_decay=0.0,
                  progress=False)  # fmt: skip
-    distiller = ns.Distiller(teacher, student, "kd", temperature=4.0)
+    distiller = ns.Distiller(teacher, student, "kd", temperature=2.0, alpha=0.5)
     ns.train.fit(distiller, train, epochs=1, lr=3e-3, optimizer="adam", weight_decay=0.0,
                  criterion=distiller.criterion, progress=False)  # fmt: skip
     after = measure(student, x, test, out / "student.nns")
