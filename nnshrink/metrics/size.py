@@ -11,19 +11,17 @@ from torch import nn
 def dense_bytes(model: nn.Module, bytes_per_value: int = 4) -> int:
     """Bytes to store every parameter densely at ``bytes_per_value`` (4 = fp32); buffers excluded.
 
-    This is the "original size" the compression papers divide by.
+    This is the "original size" the compression papers divide by. Layers that hold their
+    weights as indices or int8 codes count the weights they represent (see
+    :func:`~nnshrink.metrics.count_params`): their dense size is that of the float layer.
 
     Example:
         >>> dense_bytes(nn.Linear(784, 300))
         942000
     """
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel() * bytes_per_value
-    return total
+    from .params import count_params
+
+    return count_params(model) * bytes_per_value
 
 
 def state_bytes(model: nn.Module) -> int:

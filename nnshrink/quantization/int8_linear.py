@@ -172,6 +172,21 @@ class _Int8Base(nn.Module):
         """Multiply-accumulates of one call (read by ``nnshrink.metrics``), as for ``nn.Linear``."""
         return output.numel() * self.in_features
 
+    @torch.no_grad()
+    def represented_params(self) -> dict[str, int]:
+        """The weights this layer holds as int8 codes, as ``nnshrink.metrics`` counts them.
+
+        Its codes are buffers (not ``nn.Parameter`` s), yet each stands for one weight.
+
+        Example:
+            >>> Int8DynamicLinear(4, 2, bias=True, groups=1).represented_params()["params"]
+            10
+        """
+        bias = self.bias if self.bias is not None else torch.zeros(0)
+        params = self.weight_int8.numel() + bias.numel()
+        nonzero = int((self.weight_int8 != 0).sum()) + int((bias != 0).sum())
+        return {"params": params, "nonzero_params": nonzero}
+
     def weight_bytes(self) -> int:
         """Bytes of the weight codes and scales (int4 codes count half a byte each)."""
         bits = getattr(self, "bits", 8)
