@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config("low-rank", args, base)
     model_path = args.model_opt or args.model_ref
     stages = [{"low-rank": {k: v for k, v in config.items() if k != "type"}}]
-    stages += finetune_stage(args, model_path)
+    stages += finetune_stage(args, model_path, lr_scale=0.1)  # as measured in docs/lowrank.md
     details = {"method": config.get("method"), "config": config,
                "finetune_epochs": args.finetune_epochs, "latency_batch": args.latency_batch,
                "latency_threads": args.latency_threads, "source": model_path, "out": args.out}  # fmt: skip

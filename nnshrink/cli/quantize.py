@@ -69,7 +69,10 @@ def _stages(kind: str, config: dict[str, Any], args: argparse.Namespace) -> list
     body = {k: v for k, v in config.items() if k != "type"}
     model_path = args.model_opt or args.model_ref
     args.finetune_epochs = args.epochs if args.epochs is not None else (1 if kind == "qat" else 0)
-    stages = [{kind: body}, *finetune_stage(args, model_path)]
+    stages = [
+        {kind: body},
+        *finetune_stage(args, model_path, lr_scale=0.1),
+    ]  # centroids: small steps
     if kind == "qat" and body.get("bits", 8) == 8 and Path(args.out).suffix == ".onnx":
         # int8 deployment of a QAT model: plain layers holding its weights, then int8 kernels
         ptq: dict[str, Any] = {"backend": "onnxruntime"}

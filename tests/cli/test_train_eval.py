@@ -44,4 +44,15 @@ def test_two_epoch_accuracy_targets(tmp_path, capsys, model, target):
                  "--json"]) == 0  # fmt: skip
     capsys.readouterr()
     assert main(["eval", str(out), "--data", "mnist", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["top1"] >= target
+    dense = json.loads(capsys.readouterr().out)["top1"]
+    assert dense >= target
+    if model == "lenet300":
+        # issue 23.4: the prune command's defaults (fine-tuning with the optimizer and LR the
+        # model was trained with) recover a one-shot 90% prune; measured -0.21 pt (was -2.45)
+        pruned = tmp_path / "p90.safetensors"
+        assert main(["prune", str(out), "--method", "magnitude-pruning", "--sparsity", "0.9",
+                     "--finetune-epochs", "2", "--data", "mnist", "--no-latency", "--out",
+                     str(pruned), "--json"]) == 0  # fmt: skip
+        report = json.loads(capsys.readouterr().out)
+        assert report["nonzero_params"]["after"] <= 0.11 * report["params"]["before"]
+        assert report["top1"]["after"] >= dense - 0.004, report["top1"]
