@@ -90,6 +90,9 @@ PASSTHROUGH_FUNCTIONS = (
     torch.max_pool1d, torch.max_pool2d, torch.max_pool3d, torch.avg_pool1d,
     torch.adaptive_avg_pool1d, torch.adaptive_max_pool1d, torch.dropout, torch.feature_dropout,
     torch.alpha_dropout, torch.selu, torch.celu,
+    # x / ||x||: a removed (zeroed) channel adds nothing to the norm, so keeping the other
+    # channels' values unchanged is exact, as for an elementwise op
+    F.normalize,
 )  # fmt: skip
 
 PASSTHROUGH_METHODS = {

@@ -199,6 +199,22 @@ def test_torch_spellings_of_functional_ops_are_followed_like_F():
     assert model.conv.out_channels == 3 and model.fc1.in_features == 3 * 144
 
 
+def test_normalize_over_channels_is_followed():
+    class Embed(nn.Module):  # sentence-transformers style: pooled, then L2-normalized
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            h = F.normalize(torch.relu(self.conv(x)).mean((2, 3)), dim=-1)
+            return self.fc(h)
+
+    model = Embed()
+    check_equivalent(model, _x())
+    assert model.conv.out_channels == 4 and model.fc.in_features == 4
+
+
 def test_literal_view_size_fixes_channels():
     class Literal(nn.Module):
         def __init__(self):
