@@ -148,7 +148,7 @@ def stage_prune(args, record: dict) -> None:
         row["top1"] = evaluate(pruned, test)["top1"]
         row["finetune_seconds"] = round(time.time() - t0)
         row["macs_ratio"] = round(record["dense"]["macs"] / row["macs"], 3)
-        torch.save(pruned, work / f"{tool}.pt")
+        save_pruned(tool, pruned, ratio, work)
         record[tool] = row
         print(tool, row, flush=True)
     drop = record["dense"]["top1"] - record["nnshrink"]["top1"]  # top-1 is a fraction
@@ -158,13 +158,47 @@ def stage_prune(args, record: dict) -> None:
     )
 
 
+def save_pruned(tool: str, model: nn.Module, ratio: float, work: Path) -> None:
+    """No pickles: nnshrink's model as a checkpoint (its edits are recorded); Torch-Pruning's
+    also shrinks root parameters (cls_token, pos_embed) that checkpoints do not describe, so
+    its weights go to a safetensors state dict and the structure is rebuilt by pruning the
+    dense model again at the same (deterministic) ratio."""
+    if tool == "nnshrink":
+        save_checkpoint(model, work / "nnshrink.safetensors")
+        return
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(work / f"{tool}.safetensors"), metadata={"ratio": repr(ratio)})
+
+
+def load_pruned(tool: str, work: Path) -> nn.Module | None:
+    path = work / f"{tool}.safetensors"
+    if not path.exists():
+        return None
+    if tool == "nnshrink":
+        return load_checkpoint(path)[0]
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as fh:
+        ratio = float(fh.metadata()["ratio"])
+    model, _ = load_checkpoint(work / "dense.nns")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prune_torch_pruning(model.eval(), ratio)
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
 def stage_latency(args, record: dict) -> None:
     work = Path(args.work)
     dense, _ = load_checkpoint(work / "dense.nns")
     models = {"dense": dense.eval()}
     for tool in ("nnshrink", "torch-pruning"):
-        if (work / f"{tool}.pt").exists():
-            models[tool] = torch.load(work / f"{tool}.pt", weights_only=False).eval()
+        pruned = load_pruned(tool, work)
+        if pruned is not None:
+            models[tool] = pruned.eval()
     timings = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
