@@ -1,8 +1,10 @@
 """Mixed precision: per-layer weight bit widths from a sensitivity measure under a size budget.
 
 1. :func:`layer_sensitivity` measures, for each layer and each candidate bit width, the damage of
-   quantizing *only that layer*: the model-output MSE on example inputs (or, without inputs, the
-   weight quantization error ``||W - Q(W)||^2``).
+   quantizing *only that layer*: the model-output MSE on example inputs, or the drop of any
+   score (the user's metric), both through the shared scan :func:`nnshrink.core.scan_layers`
+   that the pruning and advisor tables use; without inputs, the weight quantization error
+   ``||W - Q(W)||^2``.
 2. :func:`allocate_bits` (pure) starts every layer at the widest choice and greedily lowers the
    layer whose next step down costs the least extra sensitivity per bit saved, until the weights
    fit the budget (a HAQ-style search replaced by a greedy, as in AIMET's AMP).
@@ -13,7 +15,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ from ..core import (
     ConfigError,
     LayerSelection,
     as_input_tuple,
+    eval_mode,
     named_layers,
     register_handler,
 )
@@ -92,45 +94,93 @@ def quantize_weight(weight: torch.Tensor, bits: int, per_channel: bool = True) -
     )
 
 
+def output_error(model: nn.Module, example_inputs: Any) -> Callable[[nn.Module], float]:
+    """``copy -> mean squared error`` of a copy's output against ``model``'s on the inputs.
+
+    The reference is computed now, in eval mode, so every trial is compared with the same
+    float output.
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> output_error(m, torch.randn(3, 2))(m)
+        0.0
+    """
+    inputs = as_input_tuple(example_inputs)
+    with eval_mode(model), torch.no_grad():
+        ref = model(*inputs)
+
+    def error(trial: nn.Module) -> float:
+        with torch.no_grad():
+            return float((trial(*inputs) - ref).double().pow(2).mean())
+
+    return error
+
+
+def weight_edit(per_channel: bool = True):
+    """The scan's edit: quantize-dequantize one layer's weight at ``bits`` (in place)."""
+
+    def edit(trial: nn.Module, name: str, bits: int) -> None:
+        weight = trial.get_submodule(name).weight
+        with torch.no_grad():
+            weight.copy_(quantize_weight(weight, bits, per_channel))
+
+    return edit
+
+
 def layer_sensitivity(
     model: nn.Module,
     bit_choices: Sequence[int] = (2, 3, 4, 5, 6, 8),
     example_inputs: Any = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
     per_channel: bool = True,
+    score: Callable[[nn.Module], float] | None = None,
+    higher_is_better: bool | Callable[[], bool] = False,
 ) -> dict[str, dict[int, float]]:
     """Per-layer, per-bit-width damage of quantizing that layer's weights alone.
+
+    With inputs (or a ``score``) this is the shared scan :func:`nnshrink.core.scan_layers`
+    with a weight-quantization edit, the same loop the pruning and advisor tables run; without
+    either, the cost is the weight quantization error ``||W - Q(W)||^2`` (no forward pass).
 
     Args:
         model: float model (not modified).
         bit_choices: candidate widths.
-        example_inputs: inputs for the output-MSE measure; ``None`` uses the weight error.
+        example_inputs: inputs for the output-MSE measure; ``None`` (and no ``score``) uses
+            the weight error.
         filter_fn: which Conv/Linear layers to include.
         per_channel: per-channel weight scales.
+        score: ``model -> float`` to use instead of the output error, e.g.
+            ``nnshrink.core.task_score(task, loader)`` for the user's metric.
+        higher_is_better: direction of ``score`` (costs are then its drop from the baseline).
 
     Returns:
-        ``{layer: {bits: cost}}``.
+        ``{layer: {bits: cost}}`` (the cost is larger where the damage is larger).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> sens = layer_sensitivity(m, (2, 8), example_inputs=torch.randn(8, 4))
+        >>> sens["0"][2] >= sens["0"][8] >= 0
+        True
     """
-    model = copy.deepcopy(model).eval()
-    inputs = None if example_inputs is None else as_input_tuple(example_inputs)
-    ref = None
-    if inputs is not None:
-        with torch.no_grad():
-            ref = model(*inputs)
-    out: dict[str, dict[int, float]] = {}
-    for name, layer in named_layers(model, (nn.Conv2d, nn.Linear), filter_fn):
-        original = layer.weight.data.clone()
-        out[name] = {}
-        for bits in bit_choices:
-            q = quantize_weight(original, bits, per_channel)
-            if inputs is None:
-                out[name][bits] = float((original - q).double().pow(2).sum())
-                continue
-            layer.weight.data.copy_(q)
-            with torch.no_grad():
-                out[name][bits] = float((model(*inputs) - ref).double().pow(2).mean())
-            layer.weight.data.copy_(original)
-    return out
+    from ..core.sensitivity import scan_layers
+
+    names = [name for name, _ in named_layers(model, (nn.Conv2d, nn.Linear), filter_fn)]
+    if score is None and example_inputs is None:
+        out: dict[str, dict[int, float]] = {}
+        for name in names:
+            original = model.get_submodule(name).weight.detach()
+            out[name] = {
+                bits: float((original - quantize_weight(original, bits, per_channel))
+                            .double().pow(2).sum())
+                for bits in bit_choices
+            }  # fmt: skip
+        return out
+    if score is None:
+        score, higher_is_better = output_error(model, example_inputs), False
+    scan = scan_layers(model, weight_edit(per_channel), bit_choices, score=score, layers=names,
+                       higher_is_better=higher_is_better, restore="state")  # fmt: skip
+    drops = scan.drops()  # output error: the error itself (its baseline is 0); a metric: its drop
+    return {name: dict(zip(scan.settings, drops[name])) for name in names}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,3 +103,34 @@ def test_mixed_precision_layer_selection(tiny_convnet):
     assert rows[1]["bits"] == 8 and rows[1]["sensitivity"] is None  # fixed, not searched
     assert torch.equal(tiny_convnet.conv1.weight, w)  # excluded: untouched
     assert sum(r["bits"] * r["params"] for r in rows) <= 5.0 * sum(r["params"] for r in rows)
+
+
+def test_layer_sensitivity_equals_a_direct_loop_and_leaves_the_model(tiny_convnet):
+    """Oracle: quantize each layer alone on a copy, MSE of the output against the float one."""
+    import copy
+
+    x = torch.randn(4, 1, 28, 28)
+    before = {k: v.clone() for k, v in tiny_convnet.state_dict().items()}
+    sens = layer_sensitivity(tiny_convnet, (2, 4), x)
+    ref = tiny_convnet.eval()(x).detach()
+    for name in ("conv1", "conv2", "fc"):
+        for bits in (2, 4):
+            trial = copy.deepcopy(tiny_convnet).eval()
+            w = trial.get_submodule(name).weight
+            w.data.copy_(quantize_weight(w.data, bits))
+            expected = float((trial(x).detach() - ref).double().pow(2).mean())
+            assert sens[name][bits] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert all(torch.equal(v, before[k]) for k, v in tiny_convnet.state_dict().items())
+
+
+def test_layer_sensitivity_with_the_users_metric(tiny_convnet):
+    """A higher-is-better score: the cost is its drop from the float model's score."""
+    x = torch.randn(4, 1, 28, 28)
+    ref = tiny_convnet.eval()(x).detach()
+
+    def agreement(model):  # 1.0 = same outputs
+        return 1.0 - float((model(x).detach() - ref).abs().mean())
+
+    sens = layer_sensitivity(tiny_convnet, (2, 8), score=agreement, higher_is_better=True)
+    for per_bits in sens.values():
+        assert per_bits[2] > per_bits[8] >= -1e-12
