@@ -21,6 +21,7 @@ overlaps another timing run on a shared machine). ``--phase all`` does both in o
 Usage:
     nice -n 10 python benchmarks/transferred_filters.py --phase train   # the protocol in the JSON
     flock /tmp/nnshrink-timing.lock python benchmarks/transferred_filters.py --phase latency
+    python benchmarks/transferred_filters.py --phase latency --timing-weights untrained  # no cache
     python benchmarks/transferred_filters.py --models resnet20 --limit 512 --teacher-epochs 1 \\
         --epochs 1 --test-limit 500 --out /tmp/smoke.json               # a smoke run
 """
@@ -128,7 +129,13 @@ def run_model(name: str, cfg: dict, args, result: dict, save) -> dict:
             model.load_state_dict(torch.load(path, weights_only=True))
             return None
         if not train_phase:
-            raise SystemExit(f"{path} is missing: run --phase train with the same settings first")
+            if args.timing_weights == "untrained":  # timing only: same graph, same shapes
+                untrained.append(tag)
+                return None
+            raise SystemExit(
+                f"{path} is missing: run --phase train with the same settings first (or time "
+                "the same architectures untrained with --timing-weights untrained)"
+            )
         t0 = time.perf_counter()
         with torch_threads(args.train_threads):
             train_fn()
@@ -136,6 +143,7 @@ def run_model(name: str, cfg: dict, args, result: dict, save) -> dict:
         return round(time.perf_counter() - t0, 1)
 
     previous = dict(out)
+    untrained: list[str] = []
 
     def record(tag: str, model: torch.nn.Module, recalibrate: bool = False, **extra) -> None:
         if not train_phase:
@@ -197,12 +205,21 @@ def run_model(name: str, cfg: dict, args, result: dict, save) -> dict:
             teacher, control, train, method="kd", epochs=cfg["epochs"], temperature=4.0,
             alpha=0.9, lr=args.student_lr, seed=args.seed, progress=False))  # fmt: skip
         record("dense_self_distilled", control, train_seconds=seconds, epochs=cfg["epochs"])
+    if not train_phase:
+        out.setdefault("latency", {})["weights"] = (
+            f"untrained {sorted(untrained)} (no trained cache on this machine; dense fp32 "
+            "kernels do not depend on the weights' values, so the timing is the trained "
+            "models' too)"
+            if untrained
+            else "trained (from the cache)"
+        )
     return variants
 
 
 def time_variants(name: str, variants: dict, args, result: dict, save) -> None:
     """Eager and ONNX Runtime latency at batch 1 and 32, interleaved, threads pinned."""
     out = result["models"][name].setdefault("latency", {})
+    out["threads"] = args.threads
     # a shared machine: the load around the timing says how much to trust it
     out["load_average_before"] = [round(v, 2) for v in os.getloadavg()]
     for batch, runs in ((1, args.runs), (32, max(2, args.runs // 8))):
@@ -257,6 +274,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default="/tmp/nnshrink-transferred-cache")
     p.add_argument("--phase", choices=("all", "train", "latency"), default="all")
+    p.add_argument(
+        "--timing-weights",
+        choices=("trained", "untrained"),
+        default="trained",
+        help="--phase latency without the training cache: 'untrained' times the same "
+        "architectures with their initial weights",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

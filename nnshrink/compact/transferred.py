@@ -47,6 +47,52 @@ def _saving(params: int, dense_params: int) -> dict[str, float]:
     }
 
 
+def _tracing() -> bool:
+    """Whether a tracer or compiler is recording the forward (then the bank is always rebuilt,
+    so that the recorded graph holds the rotations, not a constant)."""
+    return (
+        torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+    )
+
+
+def cached_bank(module: nn.Module, build, sources: tuple[torch.Tensor | None, ...]):
+    """``build()``'s result, rebuilt only when a tensor it is made from changed (eval only).
+
+    Why: a rotation bank is four flips/transposes of the learned filters and a gather, rebuilt
+    on every call; in eager inference on small inputs that costs as much as the convolution.
+    In eval mode without autograd the result is kept, keyed by each source tensor's storage
+    address, version counter (bumped by every in-place write: optimiser steps, ``copy_``,
+    ``load_state_dict``), shape and dtype/device; training, autograd, tracing and export rebuild
+    it every call.
+
+    Args:
+        module: the layer (the cache lives in its ``__dict__``, so it is never saved).
+        build: ``() -> value`` (a tensor or a tuple of tensors).
+        sources: the tensors ``build`` reads.
+    """
+    live = [t for t in sources if t is not None]
+    if (
+        module.training
+        or (torch.is_grad_enabled() and any(t.requires_grad for t in live))
+        or _tracing()
+    ):
+        return build()
+    try:
+        key = tuple(
+            (t.data_ptr(), t._version, tuple(t.shape), t.stride(), t.dtype, t.device) for t in live
+        )
+    except (RuntimeError, NotImplementedError):  # fake/meta-like tensors: nothing to key on
+        return build()
+    cached = module.__dict__.get("_bank_cache")
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, build())
+        module.__dict__["_bank_cache"] = cached
+    return cached[1]
+
+
 def _init_(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     # the same initialisation nn.Conv2d uses (kaiming uniform with a=sqrt(5))
     nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
@@ -250,9 +296,12 @@ class RotationConv2d(nn.Module):
         return self.bias.repeat_interleave(4).index_select(0, self.channel_order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x, self.filter_bank(), self.full_bias(), self.stride, self.padding, self.dilation
+        bank, bias = cached_bank(
+            self,
+            lambda: (self.filter_bank(), self.full_bias()),
+            (self.weight, self.bias, self.channel_order),
         )
+        return F.conv2d(x, bank, bias, self.stride, self.padding, self.dilation)
 
     def macs(self, inputs, output: torch.Tensor) -> int:
         """Every rotated filter is convolved: the dense conv's MACs."""
@@ -326,8 +375,15 @@ class _P4Base(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} expects {expected} input channels, got {x.shape[1]}"
             )
-        bias = None if self.bias is None else self.bias.repeat_interleave(4)
-        return F.conv2d(x, self.filter_bank(), bias, self.stride, self.padding)
+        bank, bias = cached_bank(
+            self,
+            lambda: (
+                self.filter_bank(),
+                None if self.bias is None else self.bias.repeat_interleave(4),
+            ),
+            (self.weight, self.bias),
+        )
+        return F.conv2d(x, bank, bias, self.stride, self.padding)
 
     def macs(self, inputs, output: torch.Tensor) -> int:
         """Every one of the 4x rotated filters is convolved: a dense conv's MACs."""

@@ -191,3 +191,46 @@ def test_p4_and_rotation_layers_export_to_onnx_with_the_fast_exporter_and_match(
     (out,) = ort_session(data, threads=1).run(None, {"input0": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, channels",
+    [
+        (lambda: RotationConv2d(3, 8, 3, padding=1), 3),
+        (lambda: P4LiftingConv2d(3, 2, 3, padding=1), 3),
+        (lambda: P4GroupConv2d(2, 2, 3, padding=1), 8),
+    ],
+)
+def test_eval_bank_cache_follows_every_weight_change(make, channels):
+    """Oracle: the same layer in training mode, which rebuilds the bank on every call."""
+    torch.manual_seed(0)
+    layer = make()
+    x = torch.randn(2, channels, 6, 6)
+
+    def reference():
+        layer.train()
+        with torch.no_grad():
+            out = layer(x)
+        layer.eval()
+        return out
+
+    layer.eval()
+    with torch.inference_mode():
+        first = layer(x)
+        assert torch.equal(layer(x), first)  # served from the cache
+    assert torch.equal(first, reference())
+    # an optimiser step (in place), copy_/load_state_dict and a swapped .data all show at once
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(x).sum().backward()  # eval with grad: rebuilt, gradients flow to the learned filters
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    optimizer.step()
+    with torch.no_grad():
+        assert torch.equal(layer(x), reference()) and not torch.equal(layer(x), first)
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in layer.state_dict().items()}  # fmt: skip
+    layer.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(layer(x), reference())
+    layer.weight.data = torch.randn_like(layer.weight)
+    with torch.no_grad():
+        assert torch.equal(layer(x), reference())
