@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "model": args.model,
         "dataset": setup["dataset"],
         "protocol": (
-            f"float: {args.fp_epochs} epochs SGD (lr {args.lr or setup['lr']}, momentum 0.9, "
+            (f"first {args.limit} training images; " if args.limit else "")
+            + f"float: {args.fp_epochs} epochs SGD (lr {args.lr or setup['lr']}, momentum 0.9, "
             f"wd 5e-4, cosine), batch 128; xnor: convert the float model (first and last layer "
             f"float), {args.epochs} epochs Adam (lr {args.q_lr}, cosine, no wd); eval in eval "
             "mode = the XNOR+popcount kernel; CPU, scaled down from the paper's ImageNet runs"
