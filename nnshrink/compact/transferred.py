@@ -21,7 +21,9 @@ That holds exactly for stride 1, "same" padding (``kernel_size // 2``) and an od
 
 Filters are rotated with :func:`rot90_filters` (flips and transposes, which the TorchScript ONNX
 exporter knows; ``torch.rot90`` it does not), so every layer here exports to ONNX, where ONNX
-Runtime folds the rotated bank into a constant when the session loads.
+Runtime folds the rotated bank into a constant when the session loads (the exporter's own
+constant folding already stores some rotations expanded, so the ONNX file is larger than the
+learned bank; ``.nns`` stores the learned bank alone).
 
 All layers call ``F.conv2d`` and so define ``macs(inputs, output)`` for
 :func:`nnshrink.metrics.count_macs`, and ``param_saving()`` to report what the sharing saves.
