@@ -253,7 +253,10 @@ def minilm_task(settings: dict, args, log) -> dict:
         "name": "all-minilm-l6-v2", "metric": "fidelity", "model": model,
         "latency_input": (one["input_ids"], one["attention_mask"]), "evaluate": evaluate,
         "calibration": calibration, "kd_batches": kd_batches, "exclude": (),
-        "kd": {"output_loss": "cosine", "temperature": 1.0, "lr": 1e-4, "labels": False},
+        # LR and attention weight from a 200-step probe: fidelity 0.65 at (1e-4, 1.0), 0.70 at
+        # (5e-4, 1.0), 0.75 at (5e-4, 0.1): the attention KL otherwise dominates the loss
+        "kd": {"output_loss": "cosine", "temperature": 1.0, "lr": 5e-4, "labels": False,
+               "attention_weight": 0.1},
         "info": {"sentences": len(sentences), "seq": SEQ, "pooling": "attention-mask mean, "
                  "L2-normalized", "calibration_sentences": len(calib_sents),
                  "transfer_sentences": len(kd_pool)},
@@ -332,6 +335,7 @@ def distill_pruned(student: nn.Module, task: dict, steps: int, log) -> dict:
     distiller = Distiller(
         teacher, student, "tinybert", example_inputs=example, attention_loss="kl",
         output_loss=kd["output_loss"], temperature=kd["temperature"],
+        attention_weight=kd.get("attention_weight", 1.0),
     )  # fmt: skip
     opt = torch.optim.AdamW(distiller.parameters(), lr=kd["lr"], weight_decay=0.0)
     distiller.train()
@@ -350,6 +354,7 @@ def distill_pruned(student: nn.Module, task: dict, steps: int, log) -> dict:
     return {
         "steps": steps, "batch": len(y if y is not None else x[0]), "lr": kd["lr"],
         "optimizer": "adamw", "method": "tinybert", "attention_loss": "kl",
+        "attention_weight": kd.get("attention_weight", 1.0),
         "output_loss": kd["output_loss"], "layer_map": distiller.transformer.layer_map,
         "first_terms": history[0], "last_terms": history[-1],
         "seconds": time.perf_counter() - start,
