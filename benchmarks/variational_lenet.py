@@ -35,6 +35,7 @@ from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
 GOALS = {"lenet300": 50.0, "lenet5": 80.0}
+DENSE_LR = {"lenet300": 0.05, "lenet5": 0.01}
 PAPERS = {
     "lenet300": {"sparse VD (Molchanov et al. 2017), non-zero weights": "68x at 1.92% error "
                  "(dense 1.64%)", "soft weight-sharing (Ullrich et al. 2017)": "64x, 1.94%"},
@@ -156,7 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dense-epochs", type=int, default=10)
-    p.add_argument("--dense-lr", type=float, default=0.05)
+    p.add_argument("--dense-lr", type=float, default=None,
+                   help="dense SGD LR (default 0.05 for lenet300, 0.01 for lenet5, which "
+                   "diverges at 0.05)")  # fmt: skip
     p.add_argument("--vd-epochs", type=int, default=10)
     p.add_argument("--vd-lr", type=float, default=3e-4, help="weights")
     p.add_argument("--vd-sigma-lr", type=float, default=1e-2, help="log sigma^2")
@@ -176,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache", default="/tmp/nnshrink-bench-dense", help="dense checkpoints")
     p.add_argument("--out-dir", default="/tmp/nnshrink-bench-nns", help=".nns files")
     args = p.parse_args(argv)
+    if args.dense_lr is None:
+        args.dense_lr = DENSE_LR[args.model]
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     train = ns.data.loader("mnist", "train", args.batch_size, train=True, seed=0,
