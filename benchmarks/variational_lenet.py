@@ -153,6 +153,7 @@ def run_seed(args, seed: int, train, test) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # defaults: the settings of variational_lenet300_kl05_fc4_seed{0,1,2}.json
     p.add_argument("--model", default="lenet300", choices=sorted(GOALS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--batch-size", type=int, default=64)
@@ -161,16 +162,16 @@ def main(argv: list[str] | None = None) -> dict:
                    help="dense SGD LR (default 0.05 for lenet300, 0.01 for lenet5, which "
                    "diverges at 0.05)")  # fmt: skip
     p.add_argument("--vd-epochs", type=int, default=10)
-    p.add_argument("--vd-lr", type=float, default=3e-4, help="weights")
-    p.add_argument("--vd-sigma-lr", type=float, default=1e-2, help="log sigma^2")
-    p.add_argument("--kl-weight", type=float, default=1.0)
+    p.add_argument("--vd-lr", type=float, default=1e-3, help="weights")
+    p.add_argument("--vd-sigma-lr", type=float, default=1e-3, help="log sigma^2")
+    p.add_argument("--kl-weight", type=float, default=0.5)
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--threshold", type=float, default=3.0)
     p.add_argument("--init-log-sigma2", type=float, default=-10.0)
-    p.add_argument("--retrain-epochs", type=int, default=2, help="masked, after VD")
-    p.add_argument("--retrain-lr", type=float, default=2e-4)
-    p.add_argument("--retrain-optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--fc-bits", type=int, default=5)
+    p.add_argument("--retrain-epochs", type=int, default=5, help="masked, after VD")
+    p.add_argument("--retrain-lr", type=float, default=0.01)
+    p.add_argument("--retrain-optimizer", default="sgd", choices=["adam", "sgd"])
+    p.add_argument("--fc-bits", type=int, default=4)
     p.add_argument("--conv-bits", type=int, default=8)
     p.add_argument("--share-epochs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
