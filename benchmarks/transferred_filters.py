@@ -123,6 +123,8 @@ def run_model(name: str, cfg: dict, args, result: dict, save) -> dict:
                            student_lr=args.student_lr, kd_temperature=4.0, kd_alpha=0.9,
                            optimizer="SGD momentum 0.9, wd 5e-4, cosine", seed=args.seed)  # fmt: skip
 
+    untrained: list[str] = []  # tags timed with initial weights (--timing-weights untrained)
+
     def trained(tag: str, model: torch.nn.Module, train_fn) -> float | None:
         path = cache / f"{tag}.pt"
         if path.exists():
@@ -143,7 +145,6 @@ def run_model(name: str, cfg: dict, args, result: dict, save) -> dict:
         return round(time.perf_counter() - t0, 1)
 
     previous = dict(out)
-    untrained: list[str] = []
 
     def record(tag: str, model: torch.nn.Module, recalibrate: bool = False, **extra) -> None:
         if not train_phase:

@@ -30,6 +30,7 @@ from ..core import (
     eval_mode,
     named_layers,
     register_handler,
+    scan_layers,
 )
 from .primitives import dequantize, minmax_qparams, quantize
 
@@ -162,8 +163,6 @@ def layer_sensitivity(
         >>> sens["0"][2] >= sens["0"][8] >= 0
         True
     """
-    from ..core.sensitivity import scan_layers
-
     names = [name for name, _ in named_layers(model, (nn.Conv2d, nn.Linear), filter_fn)]
     if score is None and example_inputs is None:
         out: dict[str, dict[int, float]] = {}
