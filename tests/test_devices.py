@@ -76,3 +76,15 @@ def test_fit_and_evaluate_move_cpu_batches_to_the_model():
     data = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(3)]
     ns.train.fit(model, data, epochs=1, lr=0.01, progress=False, amp="bf16")
     assert ns.train.evaluate(model, data)["samples"] == 24
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("generator_device", ["cpu", "cuda"])
+def test_augment_jitters_cuda_images_with_either_generator(generator_device):
+    images = torch.rand(16, 1, 28, 28, device="cuda")
+    gen = torch.Generator(device=generator_device).manual_seed(0)
+    out = ns.data.augment(images, gen, pad=2, flip=True)
+    assert out.device.type == "cuda" and out.shape == images.shape
+    # a shift moves pixels, never invents them: each output sums to at most its input's sum
+    assert (out.sum((1, 2, 3)) <= images.sum((1, 2, 3)) + 1e-4).all()

@@ -125,17 +125,19 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int, flip: bo
         flip: whether to flip half the images horizontally.
     """
     n, _, h, w = images.shape
+    dev = images.device  # index tensors live beside the images; the generator may be elsewhere
     if pad > 0:
         padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-        batch_idx = torch.arange(n)[:, None, None, None]
-        chan_idx = torch.arange(images.shape[1])[None, :, None, None]
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=generator.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=generator.device)
+        dy, dx = dy.to(dev), dx.to(dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])[:, None, None, :]
+        batch_idx = torch.arange(n, device=dev)[:, None, None, None]
+        chan_idx = torch.arange(images.shape[1], device=dev)[None, :, None, None]
         images = padded[batch_idx, chan_idx, rows, cols]
     if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
+        mask = torch.rand(n, generator=generator, device=generator.device).to(dev) < 0.5
         images = torch.where(mask[:, None, None, None], images.flip(-1), images)
     return images
 
