@@ -203,7 +203,12 @@ def run_pruning(dense: TinyGPT, chars: Chars, calib: list[torch.Tensor], args) -
     rows = []
     for label, target in targets:
         for name, make in (
-            ("magnitude", lambda t: MagnitudePruning(exclude=("@last",), **t)),
+            (
+                "magnitude",
+                lambda t: MagnitudePruning(
+                    exclude=("@last",), scope="layer", criterion="magnitude", **t
+                ),
+            ),  # the papers' baseline
             ("wanda", lambda t: Wanda(calibration_batches=len(calib), **t)),
             ("sparsegpt", lambda t: SparseGPT(calibration_batches=len(calib), **t)),
         ):

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             round((1 - HAN_TARGETS[str(i)]) * m.weight.numel()) for i, m in zip((1, 3, 5), layers)
         )
         total = sum(m.weight.numel() for m in layers)
-        config = MagnitudePruning(sparsity=1 - kept / total, scope="global")
+        config = MagnitudePruning(sparsity=1 - kept / total, scope="global", criterion="magnitude")
     log = prune_iteratively(model, retrain, args.rounds, config)
     make_permanent(model)
     final = evaluate(model, test)

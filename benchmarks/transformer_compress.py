@@ -306,7 +306,9 @@ def method_config(method: str, model: nn.Module, exclude: tuple[str, ...]):
             include=tuple(block_linears(model, exclude)), **extra,
         )  # fmt: skip
     if method == "magnitude-50":
-        return make_config("MagnitudePruning", sparsity=0.5, **sel)
+        # the papers' baseline: 50 % of every layer by |w| (Frantar & Alistarh 2023, Sun et al. 2024)
+        return make_config("MagnitudePruning", sparsity=0.5, scope="layer", criterion="magnitude",
+                           **sel)  # fmt: skip
     if method == "wanda-50":
         return make_config("Wanda", sparsity=0.5, exclude=exclude)
     if method == "sparsegpt-50":

@@ -79,6 +79,9 @@ def add_config_flags(
     taken = {a.dest for a in parser._actions} | {f"{PREFIX}{name}" for name in (*skip, "seed")}
     options = {s for a in parser._actions for s in a.option_strings}
     group = parser.add_argument_group("technique settings (config fields)")
+    # one flag per field name; a field several configs share (``--criterion`` of magnitude and
+    # block pruning) lists every config's choices and says which config each help is for
+    fields: dict[str, list[tuple[type[Config], Any, str]]] = {}
     for cls in classes:
         hints = typing.get_type_hints(cls)
         helps = field_help(cls)
@@ -87,24 +90,36 @@ def add_config_flags(
             flag = "--" + field.name.replace("_", "-")
             if dest in taken or flag in options or not field.init:
                 continue
-            taken.add(dest)
-            hint = hints[field.name]
-            kwargs: dict[str, Any] = {"dest": dest, "default": None,
-                                      "help": helps.get(field.name, f"{cls.kind}.{field.name}")}  # fmt: skip
-            origin = typing.get_origin(hint)
-            args = typing.get_args(hint)
-            if hint is bool or (origin in (typing.Union, getattr(__import__("types"), "UnionType", ()))
-                                and bool in args and len(args) <= 2):  # fmt: skip
-                kwargs["action"] = argparse.BooleanOptionalAction
-            elif origin in (tuple, list):
-                kwargs.update(nargs="*", type=_value, metavar="VALUE")
-            elif origin is dict:
-                kwargs.update(type=_mapping, metavar="MAPPING")
-            elif origin is typing.Literal:
-                kwargs.update(type=_value, metavar="{" + ",".join(map(str, args)) + "}")
-            else:
-                kwargs.update(type=_value, metavar="VALUE")
-            group.add_argument(flag, **kwargs)
+            fields.setdefault(field.name, []).append(
+                (cls, hints[field.name], helps.get(field.name, f"{cls.kind}.{field.name}"))
+            )
+    for name, owners in fields.items():
+        hint = owners[0][1]
+        texts = list(dict.fromkeys(text for _, _, text in owners))
+        help_text = (
+            texts[0]
+            if len(texts) == 1
+            else " | ".join(f"{cls.kind}: {text}" for cls, _, text in owners)
+        )
+        kwargs: dict[str, Any] = {"dest": f"{PREFIX}{name}", "default": None, "help": help_text}
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if hint is bool or (origin in (typing.Union, getattr(__import__("types"), "UnionType", ()))
+                            and bool in args and len(args) <= 2):  # fmt: skip
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin in (tuple, list):
+            kwargs.update(nargs="*", type=_value, metavar="VALUE")
+        elif origin is dict:
+            kwargs.update(type=_mapping, metavar="MAPPING")
+        elif origin is typing.Literal:
+            choices = dict.fromkeys(
+                c for _, h, _ in owners if typing.get_origin(h) is typing.Literal
+                for c in typing.get_args(h)
+            )  # fmt: skip
+            kwargs.update(type=_value, metavar="{" + ",".join(map(str, choices)) + "}")
+        else:
+            kwargs.update(type=_value, metavar="VALUE")
+        group.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
 def given_fields(args: argparse.Namespace) -> dict[str, Any]:

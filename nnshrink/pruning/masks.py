@@ -146,6 +146,28 @@ def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs()
 
 
+def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+    """LAMP scores (Lee et al. 2021): ``w_u² / Σ_{v ≥ u} w_v²`` over the tensor sorted by ``|w|``.
+
+    Within one tensor the order is that of ``|w|``, so a per-layer mask is unchanged; across
+    tensors the scores are comparable whatever each layer's scale (a BatchNorm after a conv makes
+    its weights' scale arbitrary), and the largest weight of every tensor scores 1, so one global
+    threshold never empties a layer. Pruned (zero) weights score 0.
+
+    Example:
+        >>> lamp_scores(torch.tensor([3.0, -1.0, 2.0])).tolist()  # 9/9, 1/14, 4/13
+        [1.0, 0.0714285746216774, 0.3076923191547394]
+    """
+    w2 = weight.detach().double().pow(2).reshape(-1)
+    sorted_w2, order = torch.sort(w2)
+    # suffix sums: the mass of the weights at least as large as each one (float64: no drift)
+    suffix = sorted_w2.flip(0).cumsum(0).flip(0)
+    sorted_scores = torch.where(suffix > 0, sorted_w2 / suffix.clamp_min(1e-300), 0.0)
+    scores = torch.empty_like(w2)
+    scores[order] = sorted_scores
+    return scores.reshape(weight.shape).to(torch.float32)
+
+
 def random_scores(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform random scores of ``weight``'s shape: the random-pruning baseline."""
     return torch.rand(weight.shape, generator=generator).to(weight.device)

@@ -47,20 +47,14 @@ def test_two_epoch_accuracy_targets(tmp_path, capsys, model, target):
     dense = json.loads(capsys.readouterr().out)["top1"]
     assert dense >= target
     if model == "lenet300":
-        # issue 23.4: the prune command's defaults (fine-tuning with the optimizer and LR the
-        # model was trained with) recover a one-shot 90% prune; measured -0.21 pt (was -2.45)
+        # issue 23.4: the prune command's defaults (one LAMP threshold over all layers,
+        # fine-tuning with the optimizer and LR the model was trained with) recover a one-shot
+        # 90 % prune within 0.1 pt (measured +0.16 pt; 90 % of every layer: -0.21 pt)
         pruned = tmp_path / "p90.safetensors"
-        assert main(["prune", str(out), "--method", "magnitude-pruning", "--sparsity", "0.9",
-                     "--finetune-epochs", "2", "--data", "mnist", "--no-latency", "--out",
-                     str(pruned), "--json"]) == 0  # fmt: skip
-        report = json.loads(capsys.readouterr().out)
-        assert report["nonzero_params"]["after"] <= 0.11 * report["params"]["before"]
-        assert report["top1"]["after"] >= dense - 0.004, report["top1"]
-        # one global threshold keeps more of the small output layer: within 0.1 pt of dense
-        # (measured +0.11 pt, against -0.21 pt for the same 90 % in every layer)
-        assert main(["prune", str(out), "--method", "magnitude-pruning", "--sparsity", "0.9",
-                     "--scope", "global", "--finetune-epochs", "2", "--data", "mnist",
-                     "--no-latency", "--out", str(pruned), "--json"]) == 0  # fmt: skip
-        report = json.loads(capsys.readouterr().out)
-        assert report["nonzero_params"]["after"] <= 0.11 * report["params"]["before"]
-        assert report["top1"]["after"] >= dense - 0.001, report["top1"]
+        for extra, tolerance in (([], 0.001), (["--scope", "layer"], 0.004)):
+            assert main(["prune", str(out), "--method", "magnitude-pruning", "--sparsity", "0.9",
+                         *extra, "--finetune-epochs", "2", "--data", "mnist", "--no-latency",
+                         "--out", str(pruned), "--json"]) == 0  # fmt: skip
+            report = json.loads(capsys.readouterr().out)
+            assert report["nonzero_params"]["after"] <= 0.11 * report["params"]["before"]
+            assert report["top1"]["after"] >= dense - tolerance, (extra, report["top1"])

@@ -87,11 +87,14 @@ def test_user_model_from_train_to_advise(trained, tmp_path, capsys):
     # than the .nns container's fixed records, so bytes alone would not show it)
     from nnshrink.storage import load as load_nns
 
+    zeros = total = 0
     for name, layer in load_nns(nns, trust_code=True).named_modules():
         if isinstance(layer, torch.nn.Conv2d | torch.nn.Linear):
             w = layer.weight.detach()
             assert torch.unique(w).numel() <= 2**5 + 1, name  # 32 centroids (+ the pruned 0)
-            assert float((w == 0).float().mean()) >= 0.45, name
+            assert bool((w != 0).any()), name  # one global threshold, no layer emptied
+            zeros, total = zeros + int((w == 0).sum()), total + w.numel()
+    assert zeros / total >= 0.45  # half of all weights (the default ranks them together)
     on_file = _eval(capsys, nns, "--metric", METRIC)
     assert on_file["error"] <= error["error"] + 0.1  # within 10 points of the unpruned model
     assert json.dumps(run)  # the run reported

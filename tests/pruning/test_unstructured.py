@@ -60,7 +60,7 @@ def _weights(model):
 def test_layer_scope_matches_numpy_oracle():
     model = _mlp()
     before = _weights(model)
-    summary = _prune(model, MagnitudePruning(sparsity=0.6))
+    summary = _prune(model, MagnitudePruning(sparsity=0.6, scope="layer"))
     for name, w in before.items():
         k = round(0.6 * w.size)
         thr = np.sort(np.abs(w).ravel())[k - 1]
@@ -75,7 +75,7 @@ def test_global_scope_matches_numpy_oracle():
     with torch.no_grad():
         model[5].weight.mul_(10)  # a layer with large weights should keep more of them
     before = _weights(model)
-    summary = _prune(model, MagnitudePruning(sparsity=0.7, scope="global"))
+    summary = _prune(model, MagnitudePruning(sparsity=0.7, scope="global", criterion="magnitude"))
     allw = np.concatenate([np.abs(w).ravel() for w in before.values()])
     k = round(0.7 * allw.size)
     thr = np.sort(allw)[k - 1]
@@ -87,10 +87,55 @@ def test_global_scope_matches_numpy_oracle():
     assert by_name["5.weight"] < by_name["1.weight"]
 
 
+def _lamp_oracle(w: np.ndarray) -> np.ndarray:
+    """Lee et al. 2021, eq. 2, written directly: w_u^2 over the sum of w_v^2 for |w_v| >= |w_u|."""
+    flat = (w.astype(np.float64) ** 2).ravel()
+    out = np.array([x / flat[flat >= x].sum() if x > 0 else 0.0 for x in flat])
+    return out.reshape(w.shape)
+
+
+def test_lamp_scores_match_the_paper_formula():
+    w = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(
+        ns.pruning.lamp_scores(w).numpy(), _lamp_oracle(w.numpy()), rtol=1e-6
+    )
+    assert float(ns.pruning.lamp_scores(w).max()) == 1.0  # the largest weight of a layer
+
+
+def test_default_is_one_lamp_threshold_over_all_layers():
+    model = _mlp()
+    before = _weights(model)
+    summary = _prune(model, MagnitudePruning(sparsity=0.7))  # defaults: global, lamp
+    scores = np.concatenate([_lamp_oracle(w).ravel() for w in before.values()])
+    k = round(0.7 * scores.size)
+    thr = np.sort(scores)[k - 1]
+    for name, w in before.items():
+        kept = _lamp_oracle(w) > thr
+        np.testing.assert_array_equal(model.get_submodule(name).weight.detach().numpy() != 0, kept)
+    assert summary.numel - summary.nonzero == k
+
+
+def test_lamp_ignores_each_layers_scale_and_never_empties_a_layer():
+    a, b, c = _mlp(), _mlp(), _mlp()
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():  # as a BatchNorm after a layer allows: the scale carries no meaning
+        b[1].weight.mul_(0.01)
+        b[5].weight.mul_(100.0)
+    c.load_state_dict(b.state_dict())
+    _prune(a, MagnitudePruning(sparsity=0.95))
+    _prune(b, MagnitudePruning(sparsity=0.95))
+    for k, m in get_masks(a).items():
+        assert torch.equal(m, get_masks(b)[k])
+        assert int(m.sum()) >= 1
+    # |w| with one global threshold empties the rescaled layer
+    _prune(c, MagnitudePruning(sparsity=0.95, criterion="magnitude"))
+    assert int(get_masks(c)["1.weight"].sum()) == 0
+
+
 def test_per_layer_regex_ignore_bias_and_filter():
     model = _mlp()
     cfg = MagnitudePruning(
-        sparsity=0.5, per_layer={"[35]": 0.25}, exclude=("5",), include_bias=True
+        sparsity=0.5, per_layer={"[35]": 0.25}, exclude=("5",), include_bias=True, scope="layer"
     )
     summary = _prune(model, cfg)
     rows = {r.name: r for r in summary.rows}
@@ -114,8 +159,8 @@ def test_random_criterion_exact_count_and_seeded():
     a, b, c = _mlp(), _mlp(), _mlp()
     for m in (b, c):
         m.load_state_dict(a.state_dict())
-    _prune(a, MagnitudePruning(sparsity=0.5, criterion="random", seed=3))
-    _prune(b, MagnitudePruning(sparsity=0.5, criterion="random", seed=3))
+    _prune(a, MagnitudePruning(sparsity=0.5, criterion="random", seed=3, scope="layer"))
+    _prune(b, MagnitudePruning(sparsity=0.5, criterion="random", seed=3, scope="layer"))
     _prune(c, MagnitudePruning(sparsity=0.5))
     masks_a, masks_b, masks_c = get_masks(a), get_masks(b), get_masks(c)
     for k in masks_a:
@@ -126,12 +171,12 @@ def test_random_criterion_exact_count_and_seeded():
 
 def test_repruning_only_adds_zeros():
     model = _mlp()
-    _prune(model, MagnitudePruning(sparsity=0.5, criterion="random"))
+    _prune(model, MagnitudePruning(sparsity=0.5, criterion="random", scope="layer"))
     first = {k: v.clone() for k, v in get_masks(model).items()}
     with torch.no_grad():  # make the pruned positions' (zero) weights "large" candidates again
         for p in model.parameters():
             p.add_(0.0)
-    _prune(model, MagnitudePruning(sparsity=0.8, criterion="random", seed=7))
+    _prune(model, MagnitudePruning(sparsity=0.8, criterion="random", seed=7, scope="layer"))
     for k, m in get_masks(model).items():
         assert not bool((m & ~first[k]).any())  # nothing revived
         assert int((~m).sum()) == round(0.8 * m.numel())
@@ -330,12 +375,14 @@ def test_pattern_per_layer_and_errors():
     for bad, match in (
         (dict(pattern="2:4", sparsity=0.6), "set sparsity=0.5"),
         (dict(pattern="2:4", per_layer={"1": 0.9}), "pattern=None"),
-        (dict(pattern="2:4", scope="global"), "scope='global'"),
         (dict(pattern="2:4", include_bias=True), "include_bias"),
         (dict(pattern="two:four"), "N:M"),
     ):
         with pytest.raises(ConfigError, match=match):
             MagnitudePruning(**bad)
+    # a pattern ranks within each group of M, so the (global) scope does not apply to it
+    two_four = _prune(_mlp(), MagnitudePruning(pattern="2:4", scope="global"))
+    assert all(r.sparsity == 0.5 for r in two_four.rows)
     with pytest.raises(ConfigError, match="multiple of 4"):
         _prune(nn.Sequential(nn.Linear(6, 4)), MagnitudePruning(pattern="2:4"))
     with pytest.raises(ConfigError, match="schedule"):
