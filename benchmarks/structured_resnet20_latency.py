@@ -1,7 +1,12 @@
 """Structured pruning of ResNet-20 (3x32x32) to half the MACs: MACs, params, measured latency.
 
 Dense and pruned models are timed in interleaved rounds in one process (eager PyTorch and ONNX
-Runtime, threads pinned, best median of the rounds). Writes
+Runtime, threads pinned, best median of the rounds), for option-A/B shortcuts and channel counts
+rounded to 1, 8 and 16. For the eager batch-32 cell, the one that misses 1.8x, each
+configuration also gets a per-layer time table: every convolution of the dense and the pruned
+model timed alone on the input it sees in the model (captured by a hook), beside its MAC ratio,
+and the rest of the model (BatchNorm, ReLU, shortcuts, pooling, per-op overhead) as the whole
+model's time minus the convolutions'. It shows where a MAC cut does not become time. Writes
 benchmarks/results/structured_resnet20_latency.json.
 
     .venv/bin/python benchmarks/structured_resnet20_latency.py [--threads 1]
@@ -15,12 +20,80 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import nnshrink as ns
 from nnshrink.metrics import count_macs, measure_latency
+from nnshrink.metrics.latency import forward_call, interleaved, torch_threads
 from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def conv_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The input each Conv2d of ``model`` receives on ``x`` (by a forward hook)."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module, inputs, output) -> None:  # returns None: the output stays as it is
+            seen.setdefault(name, inputs[0])
+
+        return hook
+
+    hooks = [
+        m.register_forward_hook(keep(name))
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def conv_macs(conv: nn.Conv2d, x: torch.Tensor) -> int:
+    with torch.inference_mode():
+        out = conv(x)
+    k = conv.kernel_size[0] * conv.kernel_size[1]
+    return out.numel() // out.shape[0] * (conv.in_channels // conv.groups) * k * x.shape[0]
+
+
+def layer_table(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, args) -> dict:
+    """Eager time of every conv alone (dense vs pruned) and of the rest of the model."""
+    dense_in, pruned_in = conv_inputs(dense, x), conv_inputs(pruned, x)
+    rows, calls = [], {}
+    for name, conv in dense.named_modules():
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        small = pruned.get_submodule(name)
+        calls[f"{name}/dense"] = forward_call(conv, dense_in[name])
+        calls[f"{name}/pruned"] = forward_call(small, pruned_in[name])
+        rows.append({"layer": name, "channels_in": [conv.in_channels, small.in_channels],
+                     "channels_out": [conv.out_channels, small.out_channels],
+                     "mac_ratio": round(conv_macs(conv, dense_in[name])
+                                        / conv_macs(small, pruned_in[name]), 3)})  # fmt: skip
+    calls["model/dense"], calls["model/pruned"] = forward_call(dense, x), forward_call(pruned, x)
+    with torch_threads(args.threads):
+        stats = interleaved(calls, rounds=args.rounds, runs=args.table_runs, warmup=3)
+    for row in rows:
+        d, p = stats[f"{row['layer']}/dense"]["median"], stats[f"{row['layer']}/pruned"]["median"]
+        row.update(dense_ms=round(d, 4), pruned_ms=round(p, 4), speedup=round(d / p, 3))
+    conv_d, conv_p = sum(r["dense_ms"] for r in rows), sum(r["pruned_ms"] for r in rows)
+    model_d, model_p = stats["model/dense"]["median"], stats["model/pruned"]["median"]
+    return {
+        "batch": x.shape[0], "threads": args.threads, "convs": rows,
+        "convs_total": {"dense_ms": round(conv_d, 3), "pruned_ms": round(conv_p, 3),
+                        "speedup": round(conv_d / conv_p, 3)},
+        "rest": {"dense_ms": round(model_d - conv_d, 3), "pruned_ms": round(model_p - conv_p, 3),
+                 "speedup": round((model_d - conv_d) / max(model_p - conv_p, 1e-9), 3)},
+        "model": {"dense_ms": round(model_d, 3), "pruned_ms": round(model_p, 3),
+                  "speedup": round(model_d / model_p, 3)},
+        "slowest_ratio_layers": [r["layer"] for r in sorted(
+            rows, key=lambda r: r["speedup"] / r["mac_ratio"])[:3]],
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -28,10 +101,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--table-runs", type=int, default=20, help="per layer and round")
+    parser.add_argument("--configs", default="A1,A8,A16,B1,B8,B16",
+                        help="shortcut option and round_to, e.g. A16")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS / "structured_resnet20_latency.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = {}
-    for shortcut, round_to in (("A", 1), ("A", 8), ("B", 1), ("B", 8)):
+    for shortcut, round_to in ((c[0], int(c[1:])) for c in args.configs.split(",")):
         torch.manual_seed(0)
         dense = ns.models.create("resnet20", in_channels=3, input_size=32, shortcut=shortcut)
         pruned = ns.models.create("resnet20", in_channels=3, input_size=32, shortcut=shortcut)
@@ -54,12 +131,18 @@ def main() -> None:
                         times.append(stats.median_ms)
                 key = f"{runtime}_b{batch}"
                 row[key] = {"dense_ms": min(d), "pruned_ms": min(p), "speedup": min(d) / min(p)}
+        row["eager_b32_layers"] = layer_table(dense.eval(), pruned.eval(),
+                                              torch.randn(32, 3, 32, 32), args)  # fmt: skip
+        table = row["eager_b32_layers"]
+        print(f"  convs {table['convs_total']['speedup']}x, rest {table['rest']['speedup']}x, "
+              f"model {table['model']['speedup']}x")  # fmt: skip
         rows[f"option-{shortcut}-round_to-{round_to}"] = row
         print(shortcut, round_to, json.dumps(row))
-    RESULTS.mkdir(exist_ok=True)
+    args.out.parent.mkdir(exist_ok=True)
     record = {"benchmark": "structured_resnet20_latency", "environment": environment(0),
-              "args": vars(args), "rows": rows}  # fmt: skip
-    (RESULTS / "structured_resnet20_latency.json").write_text(json.dumps(record, indent=1))
+              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "rows": rows}  # fmt: skip
+    args.out.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -204,7 +204,10 @@ class _Run:
             self.training = {k: getattr(config, k) for k in ("optimizer", "lr", "weight_decay",
                                                               "momentum", "schedule")}  # fmt: skip
         elif is_technique_stage(stage):
-            example = _to(self.example_batch, self.device)
+            # a latency target is timed on the report's latency input (measure.batch_size), so
+            # that the target and the reported latency mean the same batch
+            timed = getattr(config, "target_latency_ms", None) is not None
+            example = _to(self.latency_input if timed else self.example_batch, self.device)
             if _needs_gradients(config):
                 self.accumulate_gradients(model)
             outcome = compress_(model, config, example_inputs=example)

@@ -42,6 +42,13 @@ class StructuredPruning(Config, LayerSelection):
             groups ranked together, scores divided by each group's mean; heads apart).
         target_macs: prune in steps until the MACs per sample (counted on the first sample of
             ``example_inputs``) are <= this, then stop.
+        target_latency_ms: prune until one forward pass on ``example_inputs`` (pass them at the
+            batch size you deploy) takes <= this many milliseconds, measured (median, in
+            ``latency_runtime``, at the current ``torch`` thread count): the smallest one-shot
+            ``sparsity`` that meets it is found by bisection on pruned copies, each timed,
+            then applied. MACs are not time: odd channel counts can be slower than the dense
+            layer (``benchmarks/structured_resnet20_latency.py``), so combine with ``round_to``.
+        latency_runtime: ``"eager"`` or ``"onnxruntime"``, for ``target_latency_ms``.
         round_to: kept channel counts are multiples of this (e.g. 8), or the whole group (not
             applied to heads).
         prune_hidden: also prune the hidden width of transformers (the residual stream through
@@ -78,6 +85,8 @@ class StructuredPruning(Config, LayerSelection):
     criterion: Literal["l1", "l2", "bn_scale", "taylor", "fpgm", "random"] = "l2"
     scope: Literal["layer", "global"] = "layer"
     target_macs: int | None = None
+    target_latency_ms: float | None = None
+    latency_runtime: Literal["eager", "onnxruntime"] = "eager"
     round_to: int = 1
     prune_hidden: bool = False
     strict: bool = True
@@ -94,6 +103,18 @@ class StructuredPruning(Config, LayerSelection):
             raise ConfigError(f"{self.kind}.scope must be 'layer' or 'global', got {self.scope!r}")
         if self.target_macs is not None and self.target_macs <= 0:
             raise ConfigError(f"{self.kind}.target_macs must be positive, got {self.target_macs}")
+        if self.target_latency_ms is not None:
+            if self.target_latency_ms <= 0:
+                raise ConfigError(
+                    f"{self.kind}.target_latency_ms must be positive, got {self.target_latency_ms}"
+                )
+            if self.target_macs is not None:
+                raise ConfigError(f"{self.kind}: set target_macs or target_latency_ms, not both")
+        if self.latency_runtime not in ("eager", "onnxruntime"):
+            raise ConfigError(
+                f"{self.kind}.latency_runtime must be 'eager' or 'onnxruntime', got "
+                f"{self.latency_runtime!r}"
+            )
         if self.round_to < 1:
             raise ConfigError(f"{self.kind}.round_to must be >= 1, got {self.round_to}")
         for name, value in self.per_layer.items():
@@ -145,6 +166,9 @@ class StructuredPruningSummary:
         attributes: ``{module: {attribute: [old, new]}}`` of head attributes nnshrink updated.
         skipped: why channels were kept that could otherwise have gone (hidden width with
             ``prune_hidden=False``, ops not followed with ``strict=False``).
+        latency_ms_before / latency_ms_after / latency_trials: with ``target_latency_ms``, the
+            measured latency of the model before and after, and each bisection trial's
+            ``{"sparsity", "latency_ms"}``.
     """
 
     groups: list[GroupRow]
@@ -154,6 +178,9 @@ class StructuredPruningSummary:
     params_after: int
     steps: int = 1
     target_reached: bool | None = None
+    latency_ms_before: float | None = None
+    latency_ms_after: float | None = None
+    latency_trials: list[dict[str, float]] = dataclasses.field(default_factory=list)
     tracer: str = "fx"
     attributes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     skipped: list[str] = dataclasses.field(default_factory=list)

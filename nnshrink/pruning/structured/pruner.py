@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -228,7 +229,7 @@ class StructuredPruner:
             )
             for i, k in zip(members, chosen):
                 kept[i] = k
-        return list(zip(groups, kept))
+        return [(g, _cover_producers(g, k, sc)) for g, k, sc in zip(groups, kept, scores)]
 
     @staticmethod
     def apply(plan: Plan) -> list[GroupRow]:
@@ -319,8 +320,15 @@ class StructuredPruner:
         keys = [_key(g) for g in before]
         sizes = {_key(g): (g.size, g.kind) for g in before}
         macs_before, params_before = self._macs(), count_params(self.model)
-        steps, reached, applied = 0, None, {}
-        if cfg.target_macs is not None:
+        steps, reached, applied, timing = 0, None, {}, {}
+        if cfg.target_latency_ms is not None and before:
+            sparsity, reached, timing = self._sparsity_for_latency(cfg.target_latency_ms)
+            if sparsity > 0:
+                plan = self._checked(sparsity, self.plan(sparsity, groups=before))
+                applied = {_key(g): int(k.numel()) for g, k in plan}
+                self._commit(plan)
+                steps = 1
+        elif cfg.target_macs is not None:
             if macs_before is None:
                 raise ValueError("target_macs needs tensor example_inputs to count MACs")
             steps, reached = self._prune_to_macs(cfg.target_macs, macs_before)
@@ -330,6 +338,8 @@ class StructuredPruner:
             self._commit(plan)
             steps = 1
         after = applied if steps == 1 and cfg.target_macs is None else {}
+        if cfg.target_latency_ms is not None and steps == 0:
+            after = {}
         if steps and not after:
             graph = DependencyGraph(self.model, self.example_inputs, ignore=self._ignored,
                                     strict=False, allow_stats=cfg.prune_hidden)  # fmt: skip
@@ -347,7 +357,53 @@ class StructuredPruner:
             tracer=self.tracer or "fx",
             attributes=self.attributes,
             skipped=list(self.skipped),
+            **timing,
         )
+
+    def _sparsity_for_latency(
+        self, target_ms: float, iterations: int = 7, high: float = 0.9
+    ) -> tuple[float, bool, dict[str, Any]]:
+        """The smallest one-shot sparsity whose pruned copy runs in <= ``target_ms``.
+
+        Bisection on ``[0, high]``: each trial prunes a deep copy of the model (the model itself
+        is untouched) and times it with :func:`measure_ms`. Latency falls with sparsity only
+        roughly (channel counts meet kernels unevenly), so the result is the best trial that met
+        the target, and ``reached`` says whether any did.
+        """
+        cfg = self.config
+        runtime = cfg.latency_runtime
+        dense_ms = measure_ms(self.model, self.example_inputs, runtime)
+        trials: list[dict[str, float]] = []
+        if dense_ms <= target_ms:
+            return 0.0, True, {"latency_ms_before": dense_ms, "latency_ms_after": dense_ms,
+                               "latency_trials": trials}  # fmt: skip
+        one_shot = dataclasses.replace(cfg, target_latency_ms=None, target_macs=None)
+        lo, hi, best = 0.0, high, None
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            trial = copy.deepcopy(self.model)
+            try:
+                StructuredPruner(trial, self.example_inputs,
+                                 dataclasses.replace(one_shot, sparsity=mid),
+                                 filter_fn=self.filter_fn).prune()  # fmt: skip
+            except UnsupportedModelError:  # too sparse for this model: look lower
+                hi = mid
+                continue
+            ms = measure_ms(trial, self.example_inputs, runtime)
+            trials.append({"sparsity": round(mid, 4), "latency_ms": ms})
+            if ms <= target_ms:
+                best, hi = (mid, ms), mid
+            else:
+                lo = mid
+        if best is None:  # even the sparsest trial was too slow: take the sparsest
+            trial = copy.deepcopy(self.model)
+            StructuredPruner(trial, self.example_inputs, dataclasses.replace(one_shot, sparsity=high),
+                             filter_fn=self.filter_fn).prune()  # fmt: skip
+            best = (high, measure_ms(trial, self.example_inputs, runtime))
+            trials.append({"sparsity": high, "latency_ms": best[1]})
+        return best[0], best[1] <= target_ms, {
+            "latency_ms_before": dense_ms, "latency_ms_after": best[1], "latency_trials": trials,
+        }  # fmt: skip
 
     def _macs(self) -> int | None:
         try:
@@ -371,6 +427,44 @@ class StructuredPruner:
             steps += 1
             macs = self._macs()
         return steps, macs <= target
+
+
+def _cover_producers(group: Group, keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``keep`` plus, for every layer producing only part of the group, its best channel if it
+    would otherwise lose all of them.
+
+    A group can span layers that each produce a subset of its channels (option-A shortcuts pad
+    a 16-channel stage into the 32- and 64-channel ones): at high sparsity the best-scored
+    channels may all lie outside one layer's subset, which would leave that layer with no
+    output. Keeping its best channel costs at most one channel per such layer.
+    """
+    if keep is None or keep.numel() == 0:
+        return keep
+    kept = set(keep.tolist())
+    extra = []
+    for edit in group.edits:
+        if edit.dim not in _PRODUCING or edit.index.numel() in (0, group.size):
+            continue
+        owned = edit.index.tolist()
+        if not kept.intersection(owned):
+            best = max(owned, key=lambda c: float(scores[c]))
+            kept.add(best)
+            extra.append(best)
+    if not extra:
+        return keep
+    return torch.as_tensor(sorted(kept), dtype=keep.dtype)
+
+
+def measure_ms(model: nn.Module, example_inputs: Any, runtime: str, runs: int = 20) -> float:
+    """Median milliseconds of one forward pass of ``model`` (eval mode) on ``example_inputs``.
+
+    At the thread count ``torch`` uses now, so that the target means the user's setting.
+    """
+    from nnshrink.metrics import measure_latency  # (metrics imports the model zoo: lazily)
+
+    stats = measure_latency(model, example_inputs, runtime=runtime,
+                            threads=torch.get_num_threads(), runs=runs, warmup=5)  # fmt: skip
+    return float(stats.median_ms)
 
 
 def _touches(group: Group, module: str) -> bool:

@@ -161,6 +161,97 @@ def test_target_macs_unreachable_reports_it():
     assert summary.target_reached is False and model[0].out_channels == 1
 
 
+def test_option_a_group_keeps_a_channel_of_every_stage_at_high_sparsity():
+    # the option-A residual group spans stages (16 channels padded to 32 and 64); with these
+    # weights the 10 best of its 64 channels all lay in stage 3, which emptied the stem conv
+    x = torch.randn(1, 1, 16, 16)
+    model = ns.models.create("resnet20", shortcut="A")
+    summary = ns.compress_(model, StructuredPruning(sparsity=0.84375), example_inputs=x)
+    assert model.conv1.out_channels >= 1 and model(x).shape == (1, 10)
+    assert summary.macs_after < 0.1 * summary.macs_before
+
+
+def _fake_latency(monkeypatch, ms_per_mmac: float = 1.0) -> list[int]:
+    """Make the pruner's latency measurement a pure function of MACs (deterministic)."""
+    from nnshrink.pruning.structured import pruner
+
+    measured: list[int] = []
+
+    def fake(model, inputs, runtime, runs=20):
+        macs = count_macs(model, inputs[:1])
+        measured.append(macs)
+        return macs / 1e6 * ms_per_mmac
+
+    monkeypatch.setattr(pruner, "measure_ms", fake)
+    return measured
+
+
+def test_target_latency_finds_the_smallest_sparsity_that_meets_it(monkeypatch):
+    measured = _fake_latency(monkeypatch)
+    x = torch.randn(1, 1, 16, 16)
+    model = ns.models.create("resnet20")
+    reference = copy.deepcopy(model)
+    dense_ms = count_macs(model, x) / 1e6
+    summary = ns.compress_(model, StructuredPruning(target_latency_ms=0.5 * dense_ms),
+                           example_inputs=x)  # fmt: skip
+    assert summary.target_reached and summary.latency_ms_before == pytest.approx(dense_ms)
+    after_ms = count_macs(model, x) / 1e6
+    assert summary.latency_ms_after == pytest.approx(after_ms) and after_ms <= 0.5 * dense_ms
+    # the chosen trial is the least sparse one that met the target; every sparser-by-less one missed
+    chosen = min(t["sparsity"] for t in summary.latency_trials if t["latency_ms"] <= 0.5 * dense_ms)
+    assert all(t["latency_ms"] > 0.5 * dense_ms for t in summary.latency_trials
+               if t["sparsity"] < chosen)  # fmt: skip
+    # the trials pruned copies: the same one-shot sparsity on a fresh copy gives the same model
+    again = copy.deepcopy(reference)
+    ns.compress_(again, StructuredPruning(sparsity=chosen), example_inputs=x)
+    assert count_macs(again, x) == count_macs(model, x)
+    assert len(measured) == 1 + len(summary.latency_trials)
+
+
+def test_target_latency_already_met_leaves_the_model_alone(monkeypatch):
+    _fake_latency(monkeypatch)
+    x = torch.randn(1, 1, 16, 16)
+    model = ns.models.create("resnet20")
+    state = copy.deepcopy(model.state_dict())
+    summary = ns.compress_(model, StructuredPruning(target_latency_ms=1e9), example_inputs=x)
+    assert summary.target_reached and summary.steps == 0 and not summary.latency_trials
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_target_latency_unreachable_prunes_the_most_and_says_so(monkeypatch):
+    _fake_latency(monkeypatch)
+    x = torch.randn(1, 1, 16, 16)
+    model = ns.models.create("resnet20")
+    dense = count_macs(model, x)
+    summary = ns.compress_(model, StructuredPruning(target_latency_ms=1e-9), example_inputs=x)
+    assert summary.target_reached is False and count_macs(model, x) < 0.2 * dense
+
+
+def test_target_latency_config_errors():
+    with pytest.raises(ConfigError, match="not both"):
+        StructuredPruning(target_macs=10, target_latency_ms=1.0)
+    with pytest.raises(ConfigError, match="positive"):
+        StructuredPruning(target_latency_ms=0)
+    with pytest.raises(ConfigError, match="latency_runtime"):
+        StructuredPruning(target_latency_ms=1.0, latency_runtime="tensorrt")
+
+
+@pytest.mark.slow
+def test_target_latency_measured_for_real():
+    torch.manual_seed(0)
+    model = ns.models.create("resnet20", in_channels=1).eval()
+    x = torch.randn(16, 1, 16, 16)
+    from nnshrink.pruning.structured.pruner import measure_ms
+
+    dense_ms = min(measure_ms(model, x, "eager") for _ in range(3))
+    target = 0.7 * dense_ms
+    summary = ns.compress_(model, StructuredPruning(target_latency_ms=target, round_to=8),
+                           example_inputs=x)  # fmt: skip
+    assert summary.target_reached and summary.macs_after < summary.macs_before
+    # timing noise on a shared machine: the pruned model is clearly faster than the dense one
+    assert min(measure_ms(model, x, "eager") for _ in range(3)) < 0.9 * dense_ms
+
+
 def test_global_ranking_prunes_the_weak_layer_more():
     model = nn.Sequential(
         nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 3)
