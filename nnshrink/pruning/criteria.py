@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["CRITERIA", "bn_scale", "fpgm", "l1", "l2", "random", "taylor"]
+__all__ = ["CRITERIA", "activation", "bn_scale", "fpgm", "l1", "l2", "random", "taylor"]
 
-CRITERIA = ("l1", "l2", "bn_scale", "taylor", "fpgm", "random")
+CRITERIA = ("l1", "l2", "bn_scale", "taylor", "fpgm", "activation", "random")
 
 
 def _per_channel(tensor: torch.Tensor, dim: int) -> torch.Tensor:
@@ -102,3 +102,23 @@ def random(n: int, seed: int = 0) -> torch.Tensor:
     """
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(n, generator=gen, dtype=torch.float64)
+
+
+def activation(weight_sq: torch.Tensor, input_sq: torch.Tensor) -> torch.Tensor:
+    """Per-input importance ``||W[:, j]||² · ||X_j||²`` of a consumer layer (squared).
+
+    ``weight_sq[j]`` is the squared norm of the weights that read input ``j`` and
+    ``input_sq[j]`` the sum of ``x_j²`` over calibration rows: under a diagonal approximation
+    their product is the energy input ``j`` contributes to the layer's output, so a channel
+    whose activations are small (or always zero, after a ReLU) scores low however large its
+    weights. The structured form of Wanda (Sun et al. 2024; FLAP, An et al. 2024 use the same
+    product). A group sums it over its consumers and takes the square root.
+
+    Example:
+        >>> activation(torch.tensor([4.0, 1.0]), torch.tensor([0.0, 9.0])).tolist()
+        [0.0, 9.0]
+    """
+    if weight_sq.shape != input_sq.shape:
+        raise ValueError(f"weight {tuple(weight_sq.shape)} and input {tuple(input_sq.shape)} "
+                         "statistics differ in shape")  # fmt: skip
+    return weight_sq.to(torch.float64) * input_sq.to(torch.float64)

@@ -37,7 +37,9 @@ class StructuredPruning(Config, LayerSelection):
             attributes (``num_heads``, ``all_head_size``, ...) together; with grouped-query
             attention whole key/value groups go.
         criterion: channel importance: ``l1``, ``l2``, ``bn_scale`` (|gamma|), ``taylor`` (needs
-            ``.grad`` on the weights), ``fpgm`` or ``random``.
+            ``.grad`` on the weights), ``fpgm``, ``activation`` (what the next layers read from
+            each channel, ``||W[:, j]|| · ||X_j||`` on ``example_inputs``: pass real data, e.g.
+            a batch of calibration sentences) or ``random``.
         scope: ``"layer"`` (every group loses ``sparsity``) or ``"global"`` (channels of all
             groups ranked together, scores divided by each group's mean; heads apart).
         target_macs: prune in steps until the MACs per sample (counted on the first sample of
@@ -82,7 +84,7 @@ class StructuredPruning(Config, LayerSelection):
     }
     sparsity: float = 0.5
     head_sparsity: float | None = None
-    criterion: Literal["l1", "l2", "bn_scale", "taylor", "fpgm", "random"] = "l2"
+    criterion: Literal["l1", "l2", "bn_scale", "taylor", "fpgm", "activation", "random"] = "l2"
     scope: Literal["layer", "global"] = "layer"
     target_macs: int | None = None
     target_latency_ms: float | None = None

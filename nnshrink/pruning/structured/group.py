@@ -109,7 +109,9 @@ class Group:
         edits = [dataclasses.replace(e, module=root.get_submodule(e.name)) for e in self.edits]
         return dataclasses.replace(self, edits=edits, root=root, _done=False)
 
-    def scores(self, criterion: str = "l2", seed: int = 0) -> torch.Tensor:
+    def scores(
+        self, criterion: str = "l2", seed: int = 0, input_sq: dict | None = None
+    ) -> torch.Tensor:
         """Importance of each channel (float64, higher = keep), averaged over the group's layers.
 
         Weighted layers (conv, linear, attention heads) are scored on their output dimension;
@@ -119,14 +121,31 @@ class Group:
         spanning several stages (option-A shortcuts) early channels, produced by more layers,
         are not favoured; a head's score is the mean over its rows in q, k and v.
 
+        ``activation`` scores a channel by what its consumers read from it:
+        ``sqrt(sum ||W[:, j]||² ||X_j||²)`` over the consumers' input positions ``j`` of the
+        channel (``input_sq``: ``{module: sum of x_j² per input}``, which
+        :class:`~.pruner.StructuredPruner` collects from ``example_inputs``); a group with no
+        measured consumer falls back to ``l2``.
+
         Args:
             criterion: one of ``nnshrink.pruning.criteria.CRITERIA``.
             seed: seed for ``"random"``.
+            input_sq: input statistics per module, for ``"activation"``.
         """
         if criterion not in _criteria.CRITERIA:
             raise ValueError(f"unknown criterion {criterion!r}; choose from {_criteria.CRITERIA}")
         if criterion == "random":
             return _criteria.random(self.size, seed)
+        if criterion == "activation":
+            if input_sq is None:
+                raise ValueError(
+                    "criterion 'activation' needs input statistics: prune through "
+                    "StructuredPruner / compress_, which collect them from example_inputs"
+                )
+            scores = self._activation(input_sq)
+            if scores is not None:
+                return scores
+            criterion = "l2"
         if criterion == "bn_scale":
             scores = self._mean(criterion, lambda e: isinstance(e.module, _NORMS))
             if scores is not None:
@@ -136,6 +155,23 @@ class Group:
         if scores is None:
             scores = self._mean(criterion, lambda e: e.dim == "in")
         return scores if scores is not None else torch.zeros(self.size, dtype=torch.float64)
+
+    def _activation(self, input_sq: dict) -> torch.Tensor | None:
+        total = torch.zeros(self.size, dtype=torch.float64)
+        found = False
+        for edit in self.edits:
+            if edit.dim != "in" or edit.module not in input_sq:
+                continue
+            weight_sq = input_weight_sq(edit.module)
+            x_sq = input_sq[edit.module]
+            if weight_sq is None or weight_sq.numel() != edit.index.numel():
+                continue
+            if x_sq.shape != weight_sq.shape:
+                continue
+            part = _criteria.activation(weight_sq.detach().cpu(), x_sq.detach().cpu())
+            total.index_add_(0, edit.index, part)
+            found = True
+        return total.sqrt() if found else None
 
     def _mean(self, criterion: str, use: Callable[[GroupEdit], bool]) -> torch.Tensor | None:
         total = torch.zeros(self.size, dtype=torch.float64)
@@ -245,6 +281,34 @@ class Group:
     def describe(self) -> str:
         """One line: kind, modules and channel count."""
         return f"{self.size} {self.kind}: " + ", ".join(f"{e.name}.{e.dim}" for e in self.edits)
+
+
+def reads_inputs(module: nn.Module) -> bool:
+    """Layers whose per-input statistics the ``activation`` criterion uses."""
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def input_weight_sq(module: nn.Module) -> torch.Tensor | None:
+    """``||W[:, j]||²`` per input ``j`` of a Linear, Hugging Face ``Conv1D`` or ungrouped conv."""
+    weight = getattr(module, "weight", None)
+    if weight is None or not reads_inputs(module):
+        return None
+    w = weight.detach().to(torch.float64)
+    if isinstance(module, nn.Conv2d):
+        return w.pow(2).sum(dim=(0, 2, 3))
+    if isinstance(module, nn.Linear):
+        return w.pow(2).sum(dim=0)
+    return w.pow(2).sum(dim=1)  # Conv1D stores (in, out)
+
+
+def input_sq_of(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x_j²`` per input ``j`` over every row (token, pixel, sample) of ``x``."""
+    x = x.detach().to(torch.float64)
+    if isinstance(module, nn.Conv2d):
+        return x.pow(2).sum(dim=(0, 2, 3)) if x.dim() == 4 else x.pow(2).sum(dim=(1, 2))
+    return x.reshape(-1, x.shape[-1]).pow(2).sum(dim=0)
 
 
 def _edit_scores(edit: GroupEdit, criterion: str) -> torch.Tensor | None:

@@ -33,15 +33,17 @@ from torch import nn
 
 from nnshrink.core import register_handler, transaction
 from nnshrink.core.layers import matches
+from nnshrink.core.modules import eval_mode
 from nnshrink.metrics import count_macs_per_sample, count_params
 
 from ..select import select_global, select_local
 from .check import PlanError, check_plan, retie, ties
 from .config import GroupRow, StructuredPruning, StructuredPruningSummary
 from .graph import DependencyGraph, UnsupportedModelError
-from .group import Group, build_groups
+from .group import Group, build_groups, input_sq_of, reads_inputs
 from .layer_ops import ops_for
 from .slimming import BNSlimmingCallback, bn_l1_penalty
+from .tracing import split_inputs
 
 __all__ = [
     "BNSlimmingCallback",
@@ -202,7 +204,9 @@ class StructuredPruner:
         if head_ratio is None:
             head_ratio = min(0.95, cfg.head_amount * scale) if cfg.sparsity else ratio
         groups = self.groups() if groups is None else groups
-        scores = [g.scores(cfg.criterion, seed=cfg.seed + i) for i, g in enumerate(groups)]
+        stats = self.input_statistics() if cfg.criterion == "activation" else None
+        scores = [g.scores(cfg.criterion, seed=cfg.seed + i, input_sq=stats)
+                  for i, g in enumerate(groups)]  # fmt: skip
         kept: list[torch.Tensor | None] = [None] * len(groups)
         ranked: dict[str, list[int]] = {"heads": [], "channels": []}
         for i, g in enumerate(groups):
@@ -230,6 +234,27 @@ class StructuredPruner:
             for i, k in zip(members, chosen):
                 kept[i] = k
         return [(g, _cover_producers(g, k, sc)) for g, k, sc in zip(groups, kept, scores)]
+
+    def input_statistics(self) -> dict[nn.Module, torch.Tensor]:
+        """``{layer: sum of x_j² per input j}`` of every Linear / Conv1D / ungrouped conv, from
+        one eval-mode forward pass on ``example_inputs`` (the ``activation`` criterion)."""
+        stats: dict[nn.Module, torch.Tensor] = {}
+
+        def hook(module: nn.Module, args: Any) -> None:  # returns None: inputs unchanged
+            if args and torch.is_tensor(args[0]):
+                part = input_sq_of(module, args[0])
+                stats[module] = part if module not in stats else stats[module] + part
+
+        handles = [m.register_forward_pre_hook(hook) for m in self.model.modules()
+                   if reads_inputs(m)]  # fmt: skip
+        args, kwargs = split_inputs(self.example_inputs)
+        try:
+            with torch.no_grad(), eval_mode(self.model):
+                self.model(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+        return stats
 
     @staticmethod
     def apply(plan: Plan) -> list[GroupRow]:

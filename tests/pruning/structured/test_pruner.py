@@ -171,6 +171,32 @@ def test_option_a_group_keeps_a_channel_of_every_stage_at_high_sparsity():
     assert summary.macs_after < 0.1 * summary.macs_before
 
 
+def test_activation_criterion_prunes_a_dead_unit_that_l2_keeps():
+    # hidden unit 0 has the largest weights but never fires (its bias keeps the ReLU at zero)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    with torch.no_grad():
+        model[0].weight[0].mul_(10.0)
+        model[0].bias[0] = -1e3
+        model[2].weight[:, 0].mul_(10.0)
+    x = torch.randn(64, 8)
+    h = torch.relu(model[0](x)).detach().double()
+    oracle = (model[2].weight.detach().double().pow(2).sum(0) * h.pow(2).sum(0)).sqrt()
+    pruner = StructuredPruner(model, x, StructuredPruning(sparsity=0.5, criterion="activation"))
+    (group,) = [g for g in pruner.groups() if g.prunable]
+    torch.testing.assert_close(group.scores("activation", input_sq=pruner.input_statistics()),
+                               oracle)  # fmt: skip
+    kept = {
+        crit: StructuredPruner(model, x, StructuredPruning(sparsity=0.5, criterion=crit))
+        .plan()[0][1]
+        .tolist()
+        for crit in ("l2", "activation")
+    }
+    assert 0 in kept["l2"] and 0 not in kept["activation"]
+    with pytest.raises(ValueError, match="input statistics"):
+        group.scores("activation")
+
+
 def _fake_latency(monkeypatch, ms_per_mmac: float = 1.0) -> list[int]:
     """Make the pruner's latency measurement a pure function of MACs (deterministic)."""
     from nnshrink.pruning.structured import pruner

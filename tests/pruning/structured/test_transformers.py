@@ -178,3 +178,38 @@ def test_pruner_step_is_transactional():
         pruner.step(0.5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.transformer.h[0].attn.num_heads == 4
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_activation_criterion_scores_heads_and_neurons_by_what_the_next_layer_reads(name):
+    # oracle: for every group, sqrt(sum ||W[:, j]||^2 * sum_rows x_j^2) over the consumer's
+    # input columns j of each head / neuron, with x recorded by a plain hook on the consumer
+    model, x, head = _build(name)
+    cfg = StructuredPruning(sparsity=0.5, criterion="activation", exclude=(head,))
+    pruner = StructuredPruner(model, x, cfg)
+    groups = [g for g in pruner.groups() if g.kind in ("heads", "channels")]
+    stats = pruner.input_statistics()
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, a: seen.setdefault(mod, a[0].detach()))
+             for m in model.modules() if m in stats]  # fmt: skip
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    checked = 0
+    for group in groups:
+        total = torch.zeros(group.size, dtype=torch.float64)
+        for edit in group.edits:
+            if edit.dim != "in" or edit.module not in seen:
+                continue
+            w = edit.module.weight.detach().double()
+            w_sq = w.pow(2).sum(1) if type(edit.module).__name__ == "Conv1D" else w.pow(2).sum(0)
+            xs = seen[edit.module].double()
+            x_sq = xs.reshape(-1, xs.shape[-1]).pow(2).sum(0)
+            total.index_add_(0, edit.index, w_sq * x_sq)
+            checked += 1
+        torch.testing.assert_close(group.scores("activation", input_sq=stats), total.sqrt())
+    assert checked >= 4  # both blocks' attention outputs and MLP outputs
+    before = sum(p.numel() for p in model.parameters())
+    ns.compress_(model, cfg, example_inputs=x)
+    assert sum(p.numel() for p in model.parameters()) < before
