@@ -237,3 +237,33 @@ def test_bad_references_fail_before_anything_is_written(tmp_path, change, messag
     with pytest.raises(RecipeError, match=message):
         run_recipe(parse_recipe(source), tmp_path / "out", progress=False, log=_quiet)
     assert not (tmp_path / "out").exists()
+
+
+def test_stage_speedups_are_timed_interleaved_with_the_baseline(tmp_path, monkeypatch):
+    # the original row is timed once at the start; a later stage's speed-up is the ratio of an
+    # interleaved pair (baseline, stage model), which the fake below fixes at 3.0 / 1.5 ms
+    from nnshrink.metrics import latency as latency_module
+
+    paired = []
+
+    def fake_interleaved(fns, *, rounds, runs, warmup=3, seed=0):
+        paired.append(sorted(fns))
+        return {"reference": {"median": 3.0, "p10": 3.0}, "model": {"median": 1.5, "p10": 1.5}}
+
+    monkeypatch.setattr(latency_module, "interleaved", fake_interleaved)
+    recipe = {
+        "name": "paired",
+        "model": {"factory": "tests.usercode:make_model", "kwargs": {"width": 16}},
+        "data": {"factory": "tests.usercode:make_data", "batch_size": 16},
+        "measure": {"latency": True, "runs": 3, "batch_size": 4},
+        "stages": [{"train": {"epochs": 1, "lr": 0.01}},
+                   {"structured-pruning": {"sparsity": 0.5}}],
+    }  # fmt: skip
+    result = run_recipe(parse_recipe(recipe), tmp_path, progress=False, log=_quiet)
+    rows = {r["stage"]: r for r in result.rows}
+    assert rows["structured-pruning"]["speedup"] == 2.0
+    assert rows["structured-pruning"]["speedup_onnx"] == 2.0
+    assert paired == [["model", "reference"]] * 2  # eager, then ONNX Runtime
+    # before any technique there is no baseline yet: the ratio to the original row stays
+    train = rows["train"]
+    assert train["speedup"] == pytest.approx(rows["original"]["latency_ms"] / train["latency_ms"])
