@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import nnshrink as ns
+from nnshrink.core.modules import forward_with_hooks
 from nnshrink.metrics import count_macs, measure_latency
 from nnshrink.metrics.latency import forward_call, interleaved, torch_threads
 from nnshrink.utils import environment
@@ -31,7 +32,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def conv_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The input each Conv2d of ``model`` receives on ``x`` (by a forward hook)."""
+    """The input each Conv2d of ``model`` receives on ``x`` (one eval, no-grad pass)."""
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
@@ -40,25 +41,10 @@ def conv_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
         return hook
 
-    hooks = [
-        m.register_forward_hook(keep(name))
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d)
-    ]
-    try:
-        with torch.inference_mode():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules()
+               if isinstance(m, nn.Conv2d)]  # fmt: skip
+    forward_with_hooks(model, x, handles)
     return seen
-
-
-def conv_macs(conv: nn.Conv2d, x: torch.Tensor) -> int:
-    with torch.inference_mode():
-        out = conv(x)
-    k = conv.kernel_size[0] * conv.kernel_size[1]
-    return out.numel() // out.shape[0] * (conv.in_channels // conv.groups) * k * x.shape[0]
 
 
 def layer_table(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, args) -> dict:
@@ -73,8 +59,8 @@ def layer_table(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, args) -> d
         calls[f"{name}/pruned"] = forward_call(small, pruned_in[name])
         rows.append({"layer": name, "channels_in": [conv.in_channels, small.in_channels],
                      "channels_out": [conv.out_channels, small.out_channels],
-                     "mac_ratio": round(conv_macs(conv, dense_in[name])
-                                        / conv_macs(small, pruned_in[name]), 3)})  # fmt: skip
+                     "mac_ratio": round(count_macs(conv, dense_in[name])
+                                        / count_macs(small, pruned_in[name]), 3)})  # fmt: skip
     calls["model/dense"], calls["model/pruned"] = forward_call(dense, x), forward_call(pruned, x)
     with torch_threads(args.threads):
         stats = interleaved(calls, rounds=args.rounds, runs=args.table_runs, warmup=3)

@@ -103,6 +103,7 @@ class _Run:
         self.runs = int(measure.get("runs", 30))
         self.latency_batch = int(measure.get("batch_size", 1))
         self._warm = False
+        self._reference_onnx: tuple[nn.Module, Callable[[], Any]] | None = None
         try:
             self.device = resolve_device(recipe.device)
         except ValueError as exc:
@@ -224,9 +225,13 @@ class _Run:
         if runtime or row.get("latency_onnx_ms") is None or self.device.type != "cpu":
             return out
         try:
+            # the baseline does not change between stages: export and load its session once
+            if self._reference_onnx is None or self._reference_onnx[0] is not reference:
+                call = forward_call(reference, ref_x, runtime="onnxruntime",
+                                    threads=self.threads, stop_spinning=True)  # fmt: skip
+                self._reference_onnx = (reference, call)
             onnx = {
-                "reference": forward_call(reference, ref_x, runtime="onnxruntime",
-                                          threads=self.threads, stop_spinning=True),
+                "reference": self._reference_onnx[1],
                 "model": forward_call(model, x, runtime="onnxruntime", threads=self.threads,
                                       stop_spinning=True),
             }  # fmt: skip

@@ -25,7 +25,7 @@ import copy
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -363,8 +363,6 @@ class StructuredPruner:
             self._commit(plan)
             steps = 1
         after = applied if steps == 1 and cfg.target_macs is None else {}
-        if cfg.target_latency_ms is not None and steps == 0:
-            after = {}
         if steps and not after:
             graph = DependencyGraph(self.model, self.example_inputs, ignore=self._ignored,
                                     strict=False, allow_stats=cfg.prune_hidden)  # fmt: skip
@@ -397,35 +395,42 @@ class StructuredPruner:
         """
         cfg = self.config
         runtime = cfg.latency_runtime
+        if isinstance(self.example_inputs, Mapping):
+            raise ValueError(
+                "target_latency_ms times the model on example_inputs given as a tensor or a "
+                "tuple of positional tensors, not a dict of keyword inputs; pass them "
+                "positionally (e.g. (input_ids, attention_mask)) or use target_macs / sparsity"
+            )
         dense_ms = measure_ms(self.model, self.example_inputs, runtime)
         trials: list[dict[str, float]] = []
         if dense_ms <= target_ms:
             return 0.0, True, {"latency_ms_before": dense_ms, "latency_ms_after": dense_ms,
                                "latency_trials": trials}  # fmt: skip
         one_shot = dataclasses.replace(cfg, target_latency_ms=None, target_macs=None)
+
+        def timed_trial(sparsity: float) -> float:
+            trial = copy.deepcopy(self.model)
+            StructuredPruner(trial, self.example_inputs,
+                             dataclasses.replace(one_shot, sparsity=sparsity),
+                             filter_fn=self.filter_fn).prune()  # fmt: skip
+            ms = measure_ms(trial, self.example_inputs, runtime)
+            trials.append({"sparsity": round(sparsity, 4), "latency_ms": ms})
+            return ms
+
         lo, hi, best = 0.0, high, None
         for _ in range(iterations):
             mid = (lo + hi) / 2
-            trial = copy.deepcopy(self.model)
             try:
-                StructuredPruner(trial, self.example_inputs,
-                                 dataclasses.replace(one_shot, sparsity=mid),
-                                 filter_fn=self.filter_fn).prune()  # fmt: skip
+                ms = timed_trial(mid)
             except UnsupportedModelError:  # too sparse for this model: look lower
                 hi = mid
                 continue
-            ms = measure_ms(trial, self.example_inputs, runtime)
-            trials.append({"sparsity": round(mid, 4), "latency_ms": ms})
             if ms <= target_ms:
                 best, hi = (mid, ms), mid
             else:
                 lo = mid
         if best is None:  # even the sparsest trial was too slow: take the sparsest
-            trial = copy.deepcopy(self.model)
-            StructuredPruner(trial, self.example_inputs, dataclasses.replace(one_shot, sparsity=high),
-                             filter_fn=self.filter_fn).prune()  # fmt: skip
-            best = (high, measure_ms(trial, self.example_inputs, runtime))
-            trials.append({"sparsity": high, "latency_ms": best[1]})
+            best = (high, timed_trial(high))
             warnings.warn(
                 f"target_latency_ms={target_ms:g} is out of reach: at sparsity {high} the model "
                 f"still takes {best[1]:.3g} ms ({dense_ms:.3g} ms dense; per-op overhead does not "
@@ -472,18 +477,15 @@ def _cover_producers(group: Group, keep: torch.Tensor, scores: torch.Tensor) -> 
     if keep is None or keep.numel() == 0:
         return keep
     kept = set(keep.tolist())
-    extra = []
+    added = False
     for edit in group.edits:
         if edit.dim not in _PRODUCING or edit.index.numel() in (0, group.size):
             continue
         owned = edit.index.tolist()
         if not kept.intersection(owned):
-            best = max(owned, key=lambda c: float(scores[c]))
-            kept.add(best)
-            extra.append(best)
-    if not extra:
-        return keep
-    return torch.as_tensor(sorted(kept), dtype=keep.dtype)
+            kept.add(max(owned, key=lambda c: float(scores[c])))
+            added = True
+    return torch.as_tensor(sorted(kept), dtype=keep.dtype) if added else keep
 
 
 def measure_ms(model: nn.Module, example_inputs: Any, runtime: str, runs: int = 20) -> float:

@@ -430,3 +430,12 @@ def test_config_validation(bad):
 def test_handler_needs_example_inputs():
     with pytest.raises(ValueError, match="example_inputs"):
         ns.compress_(ns.models.create("lenet5"), StructuredPruning())
+
+
+def test_target_latency_refuses_keyword_inputs_and_leaves_the_model_alone():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="positional"):
+        ns.compress_(model, StructuredPruning(target_latency_ms=1.0),
+                     example_inputs={"input": torch.randn(2, 4)})  # fmt: skip
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
