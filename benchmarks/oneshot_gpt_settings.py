@@ -8,14 +8,15 @@ setting: it prunes the same checkpoint with
 * magnitude (50 % of every layer by |w|, the papers' baseline),
 * Wanda with 32 / 128 / 512 calibration windows of 128 bytes from the ``train`` split, with the
   statistics of each layer taken from the model pruned so far (``sequential``, the paper's code)
-  or from one pass of the dense model,
+  or from one pass of the dense model, and weights compared within each output row (the paper's
+  group) or over each whole layer (``group="layer"``, as the magnitude baseline),
 * SparseGPT with 128 windows,
 
 measures each on the ``val`` split, picks Wanda's best setting there, and reports every variant
 on the ``test`` split, so the choice never sees the test text. Writes
 ``benchmarks/results/oneshot_gpt_settings.json``.
 
-    python benchmarks/oneshot_gpt_settings.py [--lm-checkpoint PATH]   # ~5 min once trained
+    python benchmarks/oneshot_gpt_settings.py [--lm-checkpoint PATH]   # ~8 min once trained
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ def main() -> None:
     for n in (32, 128, 512):
         calib = windows(train, n, args.seed + 1)
         for sequential in (True, False):
-            cfg = ns.Wanda(sparsity=0.5, exclude=exclude, sequential=sequential,
-                           calibration_batches=len(calib))  # fmt: skip
-            variants[f"wanda-{n}-{'seq' if sequential else 'dense'}"] = (cfg, calib)
+            for group in ("row", "layer"):
+                cfg = ns.Wanda(sparsity=0.5, exclude=exclude, sequential=sequential,
+                               calibration_batches=len(calib), group=group)  # fmt: skip
+                tag = f"wanda-{n}-{'seq' if sequential else 'dense'}"
+                variants[tag if group == "row" else f"{tag}-layer"] = (cfg, calib)
     calib128 = windows(train, 128, args.seed + 1)
     variants["sparsegpt-128"] = (
         ns.SparseGPT(sparsity=0.5, exclude=exclude, calibration_batches=len(calib128)),

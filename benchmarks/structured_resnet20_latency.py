@@ -2,7 +2,8 @@
 
 Dense and pruned models are timed in interleaved rounds in one process (eager PyTorch and ONNX
 Runtime, threads pinned, best median of the rounds), for option-A/B shortcuts and channel counts
-rounded to 1, 8 and 16. For the eager batch-32 cell, the one that misses 1.8x, each
+rounded to 1, 8 and 16, and (suffix ``L``, e.g. ``B1L``) counts chosen from a measured per-layer
+latency table (``StructuredPruning(latency_table=True)``, timed at batch 32). For the eager batch-32 cell, the one that misses 1.8x, each
 configuration also gets a per-layer time table: every convolution of the dense and the pruned
 model timed alone on the input it sees in the model (captured by a hook), beside its MAC ratio,
 and the rest of the model (BatchNorm, ReLU, shortcuts, pooling, per-op overhead) as the whole
@@ -88,22 +89,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--table-runs", type=int, default=20, help="per layer and round")
-    parser.add_argument("--configs", default="A1,A8,A16,B1,B8,B16",
-                        help="shortcut option and round_to, e.g. A16")  # fmt: skip
+    parser.add_argument("--configs", default="A1,A8,A16,B1,B8,B16,A1L,B1L,B8L",
+                        help="shortcut option and round_to, e.g. A16; suffix L: latency table")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "structured_resnet20_latency.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = {}
-    for shortcut, round_to in ((c[0], int(c[1:])) for c in args.configs.split(",")):
+    for name in args.configs.split(","):
+        shortcut, lut = name[0], name.endswith("L")
+        round_to = int(name[1:].rstrip("L"))
         torch.manual_seed(0)
         dense = ns.models.create("resnet20", in_channels=3, input_size=32, shortcut=shortcut)
         pruned = ns.models.create("resnet20", in_channels=3, input_size=32, shortcut=shortcut)
         pruned.load_state_dict(dense.state_dict())
         x1 = torch.randn(1, 3, 32, 32)
         t0 = time.perf_counter()
-        config = ns.StructuredPruning(target_macs=count_macs(dense, x1) // 2, round_to=round_to)
-        summary = ns.compress_(pruned, config, example_inputs=x1)
-        row = {"macs_before": summary.macs_before, "macs_after": summary.macs_after,
+        config = ns.StructuredPruning(target_macs=count_macs(dense, x1) // 2, round_to=round_to,
+                                      latency_table=lut)  # fmt: skip
+        # the table times layers at the batch they are deployed at (MACs are per sample)
+        example = torch.randn(32, 3, 32, 32) if lut else x1
+        summary = ns.compress_(pruned, config, example_inputs=example)
+        row = {"widths": [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)],
+               "latency_table_choices": summary.latency_table,
+               "macs_before": summary.macs_before, "macs_after": summary.macs_after,
                "params_before": summary.params_before, "params_after": summary.params_after,
                "prune_seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
         for runtime in ("eager", "onnxruntime"):
@@ -122,7 +130,7 @@ def main() -> None:
         table = row["eager_b32_layers"]
         print(f"  convs {table['convs_total']['speedup']}x, rest {table['rest']['speedup']}x, "
               f"model {table['model']['speedup']}x")  # fmt: skip
-        rows[f"option-{shortcut}-round_to-{round_to}"] = row
+        rows[f"option-{shortcut}-round_to-{round_to}" + ("-latency-table" if lut else "")] = row
         print(shortcut, round_to, json.dumps(row))
     args.out.parent.mkdir(exist_ok=True)
     record = {"benchmark": "structured_resnet20_latency", "environment": environment(0),

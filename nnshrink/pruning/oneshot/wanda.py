@@ -3,8 +3,10 @@
 "A Simple and Effective Pruning Approach for Large Language Models" (arXiv 2306.11695) scores
 each weight by ``|W_ij| * ||X_j||_2``: a small weight on an input feature with large activations
 (the outlier features of LLMs) can matter more than a large weight on a quiet one. Weights are
-compared within each output row (the paper's per-output comparison group; one ranking per layer
-was much worse for LLaMA), nothing is updated, and one pass of calibration data is enough.
+compared within each output row by default (the paper's per-output comparison group; one ranking
+per layer was much worse for LLaMA), nothing is updated, and one pass of calibration data is
+enough. ``group="layer"`` ranks each layer's scores together instead, as magnitude pruning's
+``scope="layer"`` does; the paper's ablation chose between the two on held-out perplexity.
 
 The paper's numbers (LLaMA-7B, 50 % unstructured, WikiText-2 perplexity, 128 C4 sequences of
 2048 tokens): dense 5.68, magnitude 17.29, SparseGPT 7.22, Wanda 7.26; 2:4: magnitude 42.13,
@@ -22,7 +24,13 @@ from torch import nn
 
 from nnshrink.core import ConfigError, register_handler
 
-from ..masks import global_masks, nm_mask_from_scores, row_mask_from_scores, weight_matrix
+from ..masks import (
+    global_masks,
+    mask_from_scores,
+    nm_mask_from_scores,
+    row_mask_from_scores,
+    weight_matrix,
+)
 from .base import LayerJob, LayerResult, OneShotPruning, OneShotSummary, prune_layers
 from .layers import input_rows
 
@@ -39,9 +47,12 @@ class Wanda(OneShotPruning):
         sparsity: fraction of each layer's weights to zero (default 0.5).
         pattern: ``None`` or ``"N:M"`` (e.g. ``"2:4"``): keep the ``N`` highest scores of every
             ``M`` consecutive inputs.
-        scope: ``"layer"``: every layer pruned to ``sparsity``, weights ranked within each
-            output row (the paper's comparison group). ``"global"``: one ranking of the scores
-            over all chosen layers (needs ``sequential=False``; layers end up unequally sparse).
+        scope: ``"layer"``: every layer pruned to ``sparsity``, weights ranked within the
+            comparison ``group``. ``"global"``: one ranking of the scores over all chosen layers
+            (needs ``sequential=False``; layers end up unequally sparse).
+        group: the comparison group within a layer when ``scope="layer"``: ``"row"`` (default,
+            the paper's per-output group: every output keeps the same number of weights) or
+            ``"layer"`` (one ranking over the layer's whole weight matrix).
         calibration_batches: at most this many calibration batches are used (default 32).
         sequential: statistics of each layer from the model pruned so far (default, as the
             paper's code); ``False``: one pass of the dense model.
@@ -59,11 +70,20 @@ class Wanda(OneShotPruning):
 
     kind: ClassVar[str] = "wanda"
     scope: Literal["layer", "global"] = "layer"
+    group: Literal["row", "layer"] = "row"
 
     def validate(self) -> None:
         super().validate()
         if self.scope not in ("layer", "global"):
             raise ConfigError(f"wanda.scope must be 'layer' or 'global', not {self.scope!r}")
+        if self.group not in ("row", "layer"):
+            raise ConfigError(f"wanda.group must be 'row' or 'layer', not {self.group!r}")
+        if self.group == "layer" and (self.scope == "global" or self.pattern is not None):
+            raise ConfigError(
+                "wanda: group='layer' chooses the comparison group within each layer; "
+                "scope='global' ranks all layers together and an N:M pattern ranks each block of "
+                "M inputs, so neither uses it: leave group='row'"
+            )
         if self.scope == "global" and self.sequential:
             raise ConfigError(
                 "wanda: scope='global' ranks all layers' scores together, so they must come from "
@@ -114,16 +134,30 @@ def wanda_scores(weight: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
 
 
 def wanda_mask(
-    scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None
+    scores: torch.Tensor,
+    sparsity: float,
+    nm: tuple[int, int] | None = None,
+    group: str = "row",
 ) -> torch.Tensor:
-    """Keep-mask from Wanda scores: per output row, or N:M along the inputs.
+    """Keep-mask from Wanda scores: per output row, per layer, or N:M along the inputs.
+
+    Args:
+        scores: ``(out, in)`` scores from :func:`wanda_scores`.
+        sparsity: fraction to prune (ignored with ``nm``).
+        nm: ``(N, M)``: keep the ``N`` highest of every ``M`` consecutive inputs.
+        group: ``"row"``: the same fraction of every row; ``"layer"``: one ranking of all scores.
 
     Example:
-        >>> wanda_mask(torch.tensor([[3.0, 1.0, 2.0, 4.0]]), 0.5).tolist()
-        [[True, False, False, True]]
+        >>> s = torch.tensor([[3.0, 1.0], [2.0, 4.0]])
+        >>> wanda_mask(s, 0.5).tolist(), wanda_mask(s, 0.5, group="layer").tolist()
+        ([[True, False], [False, True]], [[True, False], [False, True]])
+        >>> wanda_mask(torch.tensor([[3.0, 4.0], [1.0, 2.0]]), 0.5, group="layer").tolist()
+        [[True, True], [False, False]]
     """
     if nm is not None:
         return nm_mask_from_scores(scores, *nm)
+    if group == "layer":
+        return mask_from_scores(scores, sparsity)
     return row_mask_from_scores(scores, sparsity)
 
 
@@ -139,7 +173,7 @@ def _prune(config: Wanda, pairs: Sequence[tuple[LayerJob, InputNorms]]) -> list[
     masks = global_masks({name: scores[name] for name in pooled}, config.sparsity) if pooled else {}
     for job, _ in pairs:
         if job.name not in masks:
-            masks[job.name] = wanda_mask(scores[job.name], job.sparsity, job.nm)
+            masks[job.name] = wanda_mask(scores[job.name], job.sparsity, job.nm, config.group)
     out = []
     for job, _ in pairs:
         keep = masks[job.name]

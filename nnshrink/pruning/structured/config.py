@@ -53,6 +53,14 @@ class StructuredPruning(Config, LayerSelection):
         latency_runtime: ``"eager"`` or ``"onnxruntime"``, for ``target_latency_ms``.
         round_to: kept channel counts are multiples of this (e.g. 8), or the whole group (not
             applied to heads).
+        latency_table: round each channel group's kept count to the nearest top of a step in
+            its measured time (:mod:`.latency_table`): the group's ``Conv2d`` / ``Linear``
+            layers are timed alone, in ``latency_runtime``, on their input shapes from
+            ``example_inputs`` (pass the deployed batch size), at every allowed count within
+            ``max(8, planned // 4)`` of the planned one; the count kept is the nearest one after
+            which the time rises. ``round_to`` with the block size measured instead of guessed
+            (candidates still respect ``round_to``); the summary's ``latency_table`` lists each
+            choice.
         prune_hidden: also prune the hidden width of transformers (the residual stream through
             LayerNorm/RMSNorm, embeddings, position embeddings and tied heads). Off by default:
             unlike heads and MLP neurons it changes what the norms compute.
@@ -90,6 +98,7 @@ class StructuredPruning(Config, LayerSelection):
     target_latency_ms: float | None = None
     latency_runtime: Literal["eager", "onnxruntime"] = "eager"
     round_to: int = 1
+    latency_table: bool = False
     prune_hidden: bool = False
     strict: bool = True
     seed: int = 0
@@ -171,6 +180,9 @@ class StructuredPruningSummary:
         latency_ms_before / latency_ms_after / latency_trials: with ``target_latency_ms``, the
             measured latency of the model before and after, and each bisection trial's
             ``{"sparsity", "latency_ms"}``.
+        latency_table: with ``latency_table=True``, per re-costed group of the applied plan
+            ``{"modules", "planned", "chosen", "ms_planned", "ms_chosen"}`` (its layers' summed
+            time at the planned and the chosen count).
     """
 
     groups: list[GroupRow]
@@ -183,6 +195,7 @@ class StructuredPruningSummary:
     latency_ms_before: float | None = None
     latency_ms_after: float | None = None
     latency_trials: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    latency_table: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     tracer: str = "fx"
     attributes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     skipped: list[str] = dataclasses.field(default_factory=list)

@@ -41,6 +41,7 @@ from .check import PlanError, check_plan, retie, ties
 from .config import GroupRow, StructuredPruning, StructuredPruningSummary
 from .graph import DependencyGraph, UnsupportedModelError
 from .group import Group, build_groups, input_sq_of, reads_inputs
+from .latency_table import LatencyTable, choose_counts, measure_ms
 from .layer_ops import ops_for
 from .slimming import BNSlimmingCallback, bn_l1_penalty
 from .tracing import split_inputs
@@ -114,6 +115,8 @@ class StructuredPruner:
         self._dropped: set[frozenset[tuple[str, str]]] = set()
         self._drop_reasons: list[str] = []
         self._graph: DependencyGraph | None = None
+        self._table: LatencyTable | None = None
+        self.table_rows: list[dict[str, Any]] = []
         self._select_layers()
 
     # ------------------------------------------------------------------ layer selection
@@ -233,7 +236,20 @@ class StructuredPruner:
             )
             for i, k in zip(members, chosen):
                 kept[i] = k
+        if cfg.latency_table:
+            kept, self.table_rows = choose_counts(groups, kept, scores, self.latency_table(),
+                                                  round_to=cfg.round_to)  # fmt: skip
         return [(g, _cover_producers(g, k, sc)) for g, k, sc in zip(groups, kept, scores)]
+
+    def latency_table(self) -> LatencyTable:
+        """The per-layer latency table (``latency_table=True``), shapes recorded from the model
+        as it is now; entries measured so far are kept."""
+        if self._table is None:
+            self._table = LatencyTable(self.model, self.example_inputs,
+                                       self.config.latency_runtime)  # fmt: skip
+        else:
+            self._table.record(self.model, self.example_inputs)
+        return self._table
 
     def input_statistics(self) -> dict[nn.Module, torch.Tensor]:
         """``{layer: sum of x_j² per input j}`` of every Linear / Conv1D / ungrouped conv, from
@@ -380,6 +396,7 @@ class StructuredPruner:
             tracer=self.tracer or "fx",
             attributes=self.attributes,
             skipped=list(self.skipped),
+            latency_table=list(self.table_rows) if steps else [],
             **timing,
         )
 
@@ -410,9 +427,12 @@ class StructuredPruner:
 
         def timed_trial(sparsity: float) -> float:
             trial = copy.deepcopy(self.model)
-            StructuredPruner(trial, self.example_inputs,
-                             dataclasses.replace(one_shot, sparsity=sparsity),
-                             filter_fn=self.filter_fn).prune()  # fmt: skip
+            pruner = StructuredPruner(trial, self.example_inputs,
+                                      dataclasses.replace(one_shot, sparsity=sparsity),
+                                      filter_fn=self.filter_fn)  # fmt: skip
+            pruner._table = self._table  # layer times measured once for all trials
+            pruner.prune()
+            self._table = pruner._table
             ms = measure_ms(trial, self.example_inputs, runtime)
             trials.append({"sparsity": round(sparsity, 4), "latency_ms": ms})
             return ms
@@ -486,18 +506,6 @@ def _cover_producers(group: Group, keep: torch.Tensor, scores: torch.Tensor) -> 
             kept.add(max(owned, key=lambda c: float(scores[c])))
             added = True
     return torch.as_tensor(sorted(kept), dtype=keep.dtype) if added else keep
-
-
-def measure_ms(model: nn.Module, example_inputs: Any, runtime: str, runs: int = 20) -> float:
-    """Median milliseconds of one forward pass of ``model`` (eval mode) on ``example_inputs``.
-
-    At the thread count ``torch`` uses now, so that the target means the user's setting.
-    """
-    from nnshrink.metrics import measure_latency  # (metrics imports the model zoo: lazily)
-
-    stats = measure_latency(model, example_inputs, runtime=runtime,
-                            threads=torch.get_num_threads(), runs=runs, warmup=5)  # fmt: skip
-    return float(stats.median_ms)
 
 
 def _touches(group: Group, module: str) -> bool:

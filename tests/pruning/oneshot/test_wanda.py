@@ -57,6 +57,26 @@ def test_mask_equals_direct_per_row_implementation():
     assert (layer.weight_mask.sum(dim=1) == 6).all()  # every row pruned by the same count
 
 
+def test_layer_group_equals_direct_whole_matrix_ranking():
+    layer = nn.Linear(12, 6)
+    with torch.no_grad():
+        layer.weight[:2].mul_(8.0)  # two strong outputs: a layer-wide ranking spares them
+    x = _outlier_inputs(40, 12)
+    norms = (x.double() ** 2).sum(dim=0).sqrt()
+    score = (layer.weight.detach().abs().double() * norms).flatten()
+    expected = torch.ones(72, dtype=torch.bool)
+    expected[torch.argsort(score, stable=True)[:36]] = False
+    ns.compress_(nn.Sequential(layer), Wanda(exclude=(), group="layer"), example_inputs=x)
+    assert torch.equal(layer.weight_mask, expected.view(6, 12))
+    kept = layer.weight_mask.sum(dim=1)
+    assert kept.sum() == 36 and kept[:2].min() > kept[2:].max()  # rows unequally pruned
+    for bad in (dict(scope="global", sequential=False), dict(pattern="2:4")):
+        with pytest.raises(ConfigError, match="group='layer'"):
+            Wanda(group="layer", **bad)
+    with pytest.raises(ConfigError, match="'row' or 'layer'"):
+        Wanda(group="output")
+
+
 def test_scores_are_magnitude_times_input_norm():
     w = torch.tensor([[1.0, -2.0, 0.5]])
     x = torch.tensor([[1.0, 0.0, 2.0], [1.0, 1.0, 0.0]])
