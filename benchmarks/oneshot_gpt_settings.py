@@ -47,6 +47,24 @@ def windows(tokens: torch.Tensor, n: int, seed: int) -> list[torch.Tensor]:
     return [x for x, _ in loader]
 
 
+def input_norm_spread(model, windows_, exclude) -> dict[str, float]:
+    """Per Linear, ``max_j ||X_j|| / median_j ||X_j||`` of its input features on calibration
+    windows: LLMs' outlier features (what Wanda exploits) make this ratio large."""
+    from nnshrink.pruning.oneshot.wanda import InputNorms
+
+    layers = {n: m for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and n not in exclude}  # fmt: skip
+    stats = {n: InputNorms(m) for n, m in layers.items()}
+    handles = [m.register_forward_pre_hook(lambda mod, a, n=n: stats[n].add(a[0]))
+               for n, m in layers.items()]  # fmt: skip
+    with torch.no_grad():
+        for w in windows_:
+            model(w)
+    for h in handles:
+        h.remove()
+    return {n: round(float(s.norms.max() / s.norms.median()), 2) for n, s in stats.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm-checkpoint", default=str(tc.LM_CHECKPOINT))
@@ -84,6 +102,8 @@ def main() -> None:
         calib128,
     )
     rows = {"dense": evaluate(model)}
+    outliers = input_norm_spread(model, calib128, exclude)
+    print("input-norm max/median per layer", outliers, flush=True)
     print("dense", rows["dense"], flush=True)
     for name, (cfg, calib) in variants.items():
         pruned = copy.deepcopy(model)
@@ -99,6 +119,7 @@ def main() -> None:
         "sparsity": 0.5,
         "perplexity": rows,
         "wanda_chosen_on_val": best,
+        "input_norm_max_over_median": outliers,
         "test": {"magnitude": rows["magnitude"]["test"], "wanda": rows[best]["test"],
                  "sparsegpt": rows["sparsegpt-128"]["test"], "dense": rows["dense"]["test"]},
         "goal": "sparsegpt better than magnitude, wanda no worse (issue 22)",

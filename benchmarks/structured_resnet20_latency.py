@@ -7,7 +7,9 @@ latency table (``StructuredPruning(latency_table=True)``, timed at batch 32). Fo
 configuration also gets a per-layer time table: every convolution of the dense and the pruned
 model timed alone on the input it sees in the model (captured by a hook), beside its MAC ratio,
 and the rest of the model (BatchNorm, ReLU, shortcuts, pooling, per-op overhead) as the whole
-model's time minus the convolutions'. It shows where a MAC cut does not become time. Writes
+model's time minus the convolutions'. It shows where a MAC cut does not become time. Last, one
+3x3 conv is timed against its channel count at each stage's size: the shape a latency table
+works with. Writes
 benchmarks/results/structured_resnet20_latency.json.
 
     .venv/bin/python benchmarks/structured_resnet20_latency.py [--threads 1]
@@ -83,6 +85,22 @@ def layer_table(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, args) -> d
     }  # fmt: skip
 
 
+def channel_curves(args) -> dict:
+    """Eager time of one 3x3 conv (c -> c channels, stride 1) against c, at each stage's size
+    (batch 32, interleaved rounds): where the time is flat or falls, extra channels are free."""
+    curves = {}
+    for size, (lo, hi) in ((32, (8, 16)), (16, (12, 32)), (8, (24, 64))):
+        calls = {}
+        for c in range(lo, hi + 1):
+            conv = nn.Conv2d(c, c, 3, padding=1, bias=False).eval()
+            calls[str(c)] = forward_call(conv, torch.randn(32, c, size, size))
+        with torch_threads(args.threads):
+            stats = interleaved(calls, rounds=args.rounds, runs=args.table_runs, warmup=3)
+        curves[f"{size}x{size}"] = {c: round(stats[c]["median"], 4) for c in calls}
+        print(f"  {size}x{size}:", curves[f"{size}x{size}"])
+    return curves
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=1)
@@ -91,6 +109,12 @@ def main() -> None:
     parser.add_argument("--table-runs", type=int, default=20, help="per layer and round")
     parser.add_argument("--configs", default="A1,A8,A16,B1,B8,B16,A1L,B1L,B8L",
                         help="shortcut option and round_to, e.g. A16; suffix L: latency table")  # fmt: skip
+    parser.add_argument(
+        "--curves",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time one 3x3 conv against its channel count at each stage size",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "structured_resnet20_latency.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -135,7 +159,8 @@ def main() -> None:
     args.out.parent.mkdir(exist_ok=True)
     record = {"benchmark": "structured_resnet20_latency", "environment": environment(0),
               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "rows": rows}  # fmt: skip
+              "rows": rows,
+              "conv3x3_ms_by_channels_b32": channel_curves(args) if args.curves else None}  # fmt: skip
     args.out.write_text(json.dumps(record, indent=1))
 
 

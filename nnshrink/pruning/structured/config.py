@@ -61,6 +61,14 @@ class StructuredPruning(Config, LayerSelection):
             which the time rises. ``round_to`` with the block size measured instead of guessed
             (candidates still respect ``round_to``); the summary's ``latency_table`` lists each
             choice.
+        reconstruct: after pruning, refit every layer whose inputs were pruned (``Linear``,
+            GPT-2 ``Conv1D``, ungrouped ``Conv2d``) by least squares so that its output on
+            ``example_inputs`` matches the dense model's (He et al. 2017, ThiNet;
+            :mod:`.reconstruct`), in forward order. For use without fine-tuning, or before it.
+            Pass real data with more rows (tokens, or batch x output positions) than the widest
+            refit layer has inputs; it costs a copy of the model and two partial forward
+            passes per layer. The summary's ``reconstructed`` lists each layer's output error
+            before and after.
         prune_hidden: also prune the hidden width of transformers (the residual stream through
             LayerNorm/RMSNorm, embeddings, position embeddings and tied heads). Off by default:
             unlike heads and MLP neurons it changes what the norms compute.
@@ -99,6 +107,7 @@ class StructuredPruning(Config, LayerSelection):
     latency_runtime: Literal["eager", "onnxruntime"] = "eager"
     round_to: int = 1
     latency_table: bool = False
+    reconstruct: bool = False
     prune_hidden: bool = False
     strict: bool = True
     seed: int = 0
@@ -180,6 +189,9 @@ class StructuredPruningSummary:
         latency_ms_before / latency_ms_after / latency_trials: with ``target_latency_ms``, the
             measured latency of the model before and after, and each bisection trial's
             ``{"sparsity", "latency_ms"}``.
+        reconstructed: with ``reconstruct=True``, per refit layer ``{"name", "rows",
+            "error_before", "error_after", "refit"}`` (relative output error against the dense
+            layer on ``example_inputs``).
         latency_table: with ``latency_table=True``, per re-costed group of the applied plan
             ``{"modules", "planned", "chosen", "ms_planned", "ms_chosen"}`` (its layers' summed
             time at the planned and the chosen count).
@@ -196,6 +208,7 @@ class StructuredPruningSummary:
     latency_ms_after: float | None = None
     latency_trials: list[dict[str, float]] = dataclasses.field(default_factory=list)
     latency_table: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    reconstructed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     tracer: str = "fx"
     attributes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     skipped: list[str] = dataclasses.field(default_factory=list)

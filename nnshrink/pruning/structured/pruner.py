@@ -43,6 +43,7 @@ from .graph import DependencyGraph, UnsupportedModelError
 from .group import Group, build_groups, input_sq_of, reads_inputs
 from .latency_table import LatencyTable, choose_counts, measure_ms
 from .layer_ops import ops_for
+from .reconstruct import reconstruct
 from .slimming import BNSlimmingCallback, bn_l1_penalty
 from .tracing import split_inputs
 
@@ -117,6 +118,7 @@ class StructuredPruner:
         self._graph: DependencyGraph | None = None
         self._table: LatencyTable | None = None
         self.table_rows: list[dict[str, Any]] = []
+        self.kept_outputs: dict[str, torch.Tensor] = {}
         self._select_layers()
 
     # ------------------------------------------------------------------ layer selection
@@ -328,6 +330,14 @@ class StructuredPruner:
     def _commit(self, plan: Plan) -> list[GroupRow]:
         with transaction(self.model):
             rows, changed = _apply_plan(plan)
+        for group, keep in plan:  # which original output positions each layer still has
+            mask = torch.zeros(group.size, dtype=torch.bool)
+            mask[keep] = True
+            for e in group.edits:
+                if e.dim == "out":
+                    kept = torch.nonzero(mask[e.index]).reshape(-1)
+                    prev = self.kept_outputs.get(e.name)
+                    self.kept_outputs[e.name] = kept if prev is None else prev[kept]
         for owner, attrs in changed.items():
             merged = self.attributes.setdefault(owner, {})
             for attr, (old, new) in attrs.items():
@@ -360,6 +370,7 @@ class StructuredPruner:
             warnings.warn(msg, stacklevel=2)
         keys = [_key(g) for g in before]
         sizes = {_key(g): (g.size, g.kind) for g in before}
+        dense = copy.deepcopy(self.model) if cfg.reconstruct and before else None
         macs_before, params_before = self._macs(), count_params(self.model)
         steps, reached, applied, timing = 0, None, {}, {}
         if cfg.target_latency_ms is not None and before:
@@ -385,6 +396,13 @@ class StructuredPruner:
             after = {_key(g): g.size for g in build_groups(self.model, None, graph=graph)}
         rows = [GroupRow(_names(k), sizes[k][0], after.get(k, sizes[k][0]), sizes[k][1])
                 for k in keys if k not in self._dropped]  # fmt: skip
+        refit = []
+        if dense is not None and steps:
+            # every layer that read a channel or head of a group that lost some
+            shrunk = [g for g in before if after.get(_key(g), g.size) < g.size]
+            readers = [e.name for g in shrunk for e in g.edits if e.dim not in _PRODUCING]
+            refit = reconstruct(self.model, dense, self.example_inputs, readers,
+                                kept_outputs=self.kept_outputs)  # fmt: skip
         return StructuredPruningSummary(
             groups=rows,
             macs_before=macs_before,
@@ -397,6 +415,7 @@ class StructuredPruner:
             attributes=self.attributes,
             skipped=list(self.skipped),
             latency_table=list(self.table_rows) if steps else [],
+            reconstructed=refit,
             **timing,
         )
 
