@@ -57,7 +57,7 @@ class StructuredPruning(Config, LayerSelection):
             its measured time (:mod:`.latency_table`): the group's ``Conv2d`` / ``Linear``
             layers are timed alone, in ``latency_runtime``, on their input shapes from
             ``example_inputs`` (pass the deployed batch size), at every allowed count within
-            ``max(8, planned // 4)`` of the planned one; the count kept is the nearest one after
+            ``max(16, planned // 4)`` of the planned one; the count kept is the nearest one after
             which the time rises. ``round_to`` with the block size measured instead of guessed
             (candidates still respect ``round_to``); the summary's ``latency_table`` lists each
             choice.

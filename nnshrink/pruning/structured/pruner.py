@@ -25,7 +25,7 @@ import copy
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,7 +41,7 @@ from .check import PlanError, check_plan, retie, ties
 from .config import GroupRow, StructuredPruning, StructuredPruningSummary
 from .graph import DependencyGraph, UnsupportedModelError
 from .group import Group, build_groups, input_sq_of, reads_inputs
-from .latency_table import LatencyTable, choose_counts, measure_ms
+from .latency_table import LatencyTable, choose_counts, sparsity_for_latency
 from .layer_ops import ops_for
 from .reconstruct import reconstruct
 from .slimming import BNSlimmingCallback, bn_l1_penalty
@@ -374,7 +374,7 @@ class StructuredPruner:
         macs_before, params_before = self._macs(), count_params(self.model)
         steps, reached, applied, timing = 0, None, {}, {}
         if cfg.target_latency_ms is not None and before:
-            sparsity, reached, timing = self._sparsity_for_latency(cfg.target_latency_ms)
+            sparsity, reached, timing = sparsity_for_latency(self, cfg.target_latency_ms)
             if sparsity > 0:
                 plan = self._checked(sparsity, self.plan(sparsity, groups=before))
                 applied = {_key(g): int(k.numel()) for g, k in plan}
@@ -418,67 +418,6 @@ class StructuredPruner:
             reconstructed=refit,
             **timing,
         )
-
-    def _sparsity_for_latency(
-        self, target_ms: float, iterations: int = 7, high: float = 0.9
-    ) -> tuple[float, bool, dict[str, Any]]:
-        """The smallest one-shot sparsity whose pruned copy runs in <= ``target_ms``.
-
-        Bisection on ``[0, high]``: each trial prunes a deep copy of the model (the model itself
-        is untouched) and times it with :func:`measure_ms`. Latency falls with sparsity only
-        roughly (channel counts meet kernels unevenly), so the result is the best trial that met
-        the target, and ``reached`` says whether any did.
-        """
-        cfg = self.config
-        runtime = cfg.latency_runtime
-        if isinstance(self.example_inputs, Mapping):
-            raise ValueError(
-                "target_latency_ms times the model on example_inputs given as a tensor or a "
-                "tuple of positional tensors, not a dict of keyword inputs; pass them "
-                "positionally (e.g. (input_ids, attention_mask)) or use target_macs / sparsity"
-            )
-        dense_ms = measure_ms(self.model, self.example_inputs, runtime)
-        trials: list[dict[str, float]] = []
-        if dense_ms <= target_ms:
-            return 0.0, True, {"latency_ms_before": dense_ms, "latency_ms_after": dense_ms,
-                               "latency_trials": trials}  # fmt: skip
-        one_shot = dataclasses.replace(cfg, target_latency_ms=None, target_macs=None)
-
-        def timed_trial(sparsity: float) -> float:
-            trial = copy.deepcopy(self.model)
-            pruner = StructuredPruner(trial, self.example_inputs,
-                                      dataclasses.replace(one_shot, sparsity=sparsity),
-                                      filter_fn=self.filter_fn)  # fmt: skip
-            pruner._table = self._table  # layer times measured once for all trials
-            pruner.prune()
-            self._table = pruner._table
-            ms = measure_ms(trial, self.example_inputs, runtime)
-            trials.append({"sparsity": round(sparsity, 4), "latency_ms": ms})
-            return ms
-
-        lo, hi, best = 0.0, high, None
-        for _ in range(iterations):
-            mid = (lo + hi) / 2
-            try:
-                ms = timed_trial(mid)
-            except UnsupportedModelError:  # too sparse for this model: look lower
-                hi = mid
-                continue
-            if ms <= target_ms:
-                best, hi = (mid, ms), mid
-            else:
-                lo = mid
-        if best is None:  # even the sparsest trial was too slow: take the sparsest
-            best = (high, timed_trial(high))
-            warnings.warn(
-                f"target_latency_ms={target_ms:g} is out of reach: at sparsity {high} the model "
-                f"still takes {best[1]:.3g} ms ({dense_ms:.3g} ms dense; per-op overhead does not "
-                "shrink with the channels); pruned to that sparsity, target_reached=False",
-                stacklevel=3,
-            )
-        return best[0], best[1] <= target_ms, {
-            "latency_ms_before": dense_ms, "latency_ms_after": best[1], "latency_trials": trials,
-        }  # fmt: skip
 
     def _macs(self) -> int | None:
         try:

@@ -199,7 +199,7 @@ def test_activation_criterion_prunes_a_dead_unit_that_l2_keeps():
 
 def _fake_latency(monkeypatch, ms_per_mmac: float = 1.0) -> list[int]:
     """Make the pruner's latency measurement a pure function of MACs (deterministic)."""
-    from nnshrink.pruning.structured import pruner
+    from nnshrink.pruning.structured import latency_table
 
     measured: list[int] = []
 
@@ -208,7 +208,7 @@ def _fake_latency(monkeypatch, ms_per_mmac: float = 1.0) -> list[int]:
         measured.append(macs)
         return macs / 1e6 * ms_per_mmac
 
-    monkeypatch.setattr(pruner, "measure_ms", fake)
+    monkeypatch.setattr(latency_table, "measure_ms", fake)
     return measured
 
 
@@ -268,7 +268,7 @@ def test_target_latency_measured_for_real():
     torch.manual_seed(0)
     model = ns.models.create("resnet20", in_channels=1).eval()
     x = torch.randn(16, 1, 16, 16)
-    from nnshrink.pruning.structured.pruner import measure_ms
+    from nnshrink.pruning.structured.latency_table import measure_ms
 
     dense_ms = min(measure_ms(model, x, "eager") for _ in range(3))
     target = 0.7 * dense_ms
