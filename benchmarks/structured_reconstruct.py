@@ -66,6 +66,7 @@ def cnn_rows(args) -> dict:
 
 def minilm_rows(args) -> dict:
     import transformer_compress as tc
+
     from nnshrink.data.text import sentence_batches
 
     settings = {**tc.SETTINGS["full"], "calib": args.calib_sentences, "kd_steps": args.kd_steps}
