@@ -176,8 +176,9 @@ class LatencyTable:
 def count_window(planned: int, size: int, lowest: int = 1) -> tuple[int, int]:
     """Counts :func:`choose_counts` considers for a group planned at ``planned`` of ``size``
     channels: ``planned -+ max(16, planned // 4)``, within ``[lowest, size]``. 16 is the
-    widest block measured here (oneDNN's fp32 convs on AVX-512: one step per 16 channels), so
-    the window reaches the end of the step the planned count is on.
+    widest step measured here (fp32 3x3 convs in eager PyTorch take one step per 16 channels,
+    ``benchmarks/structured_resnet20_latency.py``), so the window reaches the end of the step
+    the planned count is on.
 
     Example:
         >>> count_window(22, 64), count_window(100, 128)
@@ -227,10 +228,10 @@ def choose_counts(
 
     ``round_to=8`` rounds to the nearest multiple of 8, a guess at the kernels' block size; this
     rounds to the nearest count after which the group's layers (timed alone, from ``table``)
-    get slower, so no channel is kept that costs time without being the planned budget's, and
-    none is removed that costs nothing. Counts move by at most :func:`count_window`, in either
-    direction, so MACs stay near the plan's. Groups are visited in order; each count is costed
-    with the other groups at their counts so far.
+    get slower: the kept count sits at the end of a step, where one channel more would cost a
+    step and fewer within the step would save nothing. Counts move by at most
+    :func:`count_window`, in either direction, so MACs stay near the plan's. Groups are visited
+    in order; each count is costed with the other groups at their counts so far.
 
     Args:
         groups: the plan's groups.
