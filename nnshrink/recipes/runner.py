@@ -268,9 +268,10 @@ class _Run:
             self.training = {k: getattr(config, k) for k in ("optimizer", "lr", "weight_decay",
                                                               "momentum", "schedule")}  # fmt: skip
         elif is_technique_stage(stage):
-            # a latency target is timed on the report's latency input (measure.batch_size), so
-            # that the target and the reported latency mean the same batch
-            timed = getattr(config, "target_latency_ms", None) is not None
+            # a latency target (or table) is timed on the report's latency input
+            # (measure.batch_size), so that it and the reported latency mean the same batch
+            timed = (getattr(config, "target_latency_ms", None) is not None
+                     or getattr(config, "latency_table", False))  # fmt: skip
             example = _to(self.latency_input if timed else self.example_batch, self.device)
             if _needs_gradients(config):
                 self.accumulate_gradients(model)

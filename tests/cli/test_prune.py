@@ -116,3 +116,13 @@ def test_sensitivity_writes_table_plot_and_ratios(tmp_path, capsys, checkpoint):
     assert set(result["derived_ratios"]) == {"1", "3", "5"}
     for name in ("sensitivity.json", "sensitivity.md", "sensitivity.png"):
         assert (tmp_path / "sens" / name).is_file()
+
+
+@needs_mnist
+def test_prune_structured_reconstruct_flag_refits_the_readers(tmp_path, capsys, checkpoint):
+    out = tmp_path / "refit.safetensors"
+    report = _run(capsys, ["prune", str(checkpoint), "--method", "l1", "--ratio", "0.5",
+                           "--reconstruct", "--out", str(out), *QUICK])  # fmt: skip
+    rows = report["details"]["summary"]["reconstructed"]
+    assert [r["name"] for r in rows] == ["3", "5"]  # the Linears reading pruned units
+    assert all(r["error_after"] <= r["error_before"] for r in rows)

@@ -248,21 +248,18 @@ def choose_counts(
         ``{"modules", "planned", "chosen", "ms_planned", "ms_chosen"}``.
     """
     counts = [int(k.numel()) for k in kept]
-    sizes: dict[tuple[str, str], int] = {}
-    for g in groups:
+    # (layer, "in" | "out") -> [(group, positions of that dimension in the group)]
+    touching: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for j, g in enumerate(groups):
         for e in g.edits:
             if e.dim in ("in", "out") and table.knows(e.name):
-                sizes[(e.name, e.dim)] = _dims(e.module)[0 if e.dim == "in" else 1]
+                touching.setdefault((e.name, e.dim), []).append((j, e.index.numel()))
 
     def dim_after(name: str, dim: str, override: tuple[int, int]) -> int:
-        size = sizes[(name, dim)] if (name, dim) in sizes else None
-        if size is None:
-            return _dims(table.layers[name])[0 if dim == "in" else 1]
-        for j, g in enumerate(groups):
+        size = _dims(table.layers[name])[0 if dim == "in" else 1]
+        for j, positions in touching.get((name, dim), ()):
             count = override[1] if override[0] == j else counts[j]
-            for e in g.edits:
-                if e.name == name and e.dim == dim:
-                    size -= round(e.index.numel() * (g.size - count) / g.size)
+            size -= round(positions * (groups[j].size - count) / groups[j].size)
         return max(1, size)
 
     new_kept, rows = list(kept), []

@@ -330,7 +330,18 @@ class StructuredPruner:
     def _commit(self, plan: Plan) -> list[GroupRow]:
         with transaction(self.model):
             rows, changed = _apply_plan(plan)
-        for group, keep in plan:  # which original output positions each layer still has
+        if self.config.reconstruct:
+            self._track_kept_outputs(plan)
+        for owner, attrs in changed.items():
+            merged = self.attributes.setdefault(owner, {})
+            for attr, (old, new) in attrs.items():
+                merged[attr] = [merged.get(attr, [old])[0], new]
+        return rows
+
+    def _track_kept_outputs(self, plan: Plan) -> None:
+        """Which original output positions each layer still has (what reconstruction matches),
+        composed over every committed step."""
+        for group, keep in plan:
             mask = torch.zeros(group.size, dtype=torch.bool)
             mask[keep] = True
             for e in group.edits:
@@ -338,11 +349,6 @@ class StructuredPruner:
                     kept = torch.nonzero(mask[e.index]).reshape(-1)
                     prev = self.kept_outputs.get(e.name)
                     self.kept_outputs[e.name] = kept if prev is None else prev[kept]
-        for owner, attrs in changed.items():
-            merged = self.attributes.setdefault(owner, {})
-            for attr, (old, new) in attrs.items():
-                merged[attr] = [merged.get(attr, [old])[0], new]
-        return rows
 
     def step(self, ratio: float, head_ratio: float | None = None) -> list[GroupRow]:
         """Remove ``ratio`` of the current channels (per group, or globally): plan, check on a
