@@ -96,7 +96,7 @@ SETTINGS = {
     },
 }  # fmt: skip
 SEQ = 128
-HEADS_CRITERION = "activation"  # --heads-criterion
+HEADS_CRITERION = "activation"  # default of --heads-criterion
 # a form whose one forward is this many times slower than dense is not evaluated in full (a
 # kernel that slow makes the quality pass take hours); its row says so
 TOO_SLOW = 20.0
@@ -226,6 +226,24 @@ def lm_task(settings: dict, args, log) -> dict:
     }  # fmt: skip
 
 
+def length_buckets(
+    texts: list[str], batch: int, gen: torch.Generator, window: int = 32
+) -> list[str]:
+    """``texts`` reordered so each batch holds texts of similar length (less padding, same data).
+
+    Every ``window`` batches' worth of texts is sorted by length and cut into batches, and the
+    batches are shuffled, so a step's cost follows its sentences, not the longest of 16 random
+    ones, while every text is still used once.
+    """
+    chunk = batch * window
+    batches = []
+    for start in range(0, len(texts), chunk):
+        part = sorted(texts[start : start + chunk], key=len)
+        batches += [part[i : i + batch] for i in range(0, len(part), batch)]
+    order = torch.randperm(len(batches), generator=gen).tolist()
+    return [t for i in order for t in batches[i]]
+
+
 def minilm_task(settings: dict, args, log) -> dict:
     model = load_minilm()
     tok = load_minilm_tokenizer()
@@ -250,6 +268,8 @@ def minilm_task(settings: dict, args, log) -> dict:
     def kd_batches(steps: int):
         n = settings["kd_batch"]
         picks = [kd_pool[(i * n + j) % len(kd_pool)] for i in range(steps) for j in range(n)]
+        if settings.get("kd_bucket"):
+            picks = length_buckets(picks, n, gen)
         return [
             ((b["input_ids"], b["attention_mask"]), None)
             for b in sentence_batches(tok, picks, n, max_length=SEQ)
@@ -305,7 +325,11 @@ def block_linears(model: nn.Module, exclude: tuple[str, ...]) -> list[str]:
 
 
 def method_config(
-    method: str, model: nn.Module, exclude: tuple[str, ...], wanda_group: str = "row"
+    method: str,
+    model: nn.Module,
+    exclude: tuple[str, ...],
+    wanda_group: str = "row",
+    heads_criterion: str = HEADS_CRITERION,
 ):
     # the GPT's head stays dense; Wanda/SparseGPT always get `exclude` (their default keeps
     # "@last", which for MiniLM would spare a layer the other methods prune)
@@ -333,22 +357,26 @@ def method_config(
     if method == "heads-mlp-50+kd":
         # heads and MLP neurons ranked by what the next layer reads from them on calibration
         # text (criterion "activation"); the first runs ranked them by weight L2 norm
-        return make_config("StructuredPruning", sparsity=0.5, criterion=HEADS_CRITERION, **sel)
+        return make_config("StructuredPruning", sparsity=0.5, criterion=heads_criterion, **sel)
     raise KeyError(method)
 
 
-def example_inputs_for(method: str, task: dict) -> Any:
+def example_inputs_for(method: str, task: dict, heads_criterion: str = HEADS_CRITERION) -> Any:
     if method in ("wanda-50", "sparsegpt-50", "wanda-2:4", "asvd"):
         return task["calibration"]
     if method == "heads-mlp-50+kd":
-        if HEADS_CRITERION == "activation":
+        if heads_criterion == "activation":
             return task["structure_input"]  # real text: the criterion reads the activations
         return task["latency_input"][0]  # the token ids, as the pruner's docs take them
     return task["latency_input"]
 
 
-def distill_pruned(student: nn.Module, task: dict, steps: int, log) -> dict:
-    """TinyBERT-style recovery: hidden states + attention (KL) of every block, plus the output."""
+def distill_pruned(student: nn.Module, task: dict, steps: int, log, curve_every: int = 0) -> dict:
+    """TinyBERT-style recovery: hidden states + attention (KL) of every block, plus the output.
+
+    ``curve_every > 0`` evaluates the student every that many steps (its time left out of
+    ``seconds``) and returns the points as ``curve``.
+    """
     teacher = task["model"]
     kd = task["kd"]
     batches = task["kd_batches"](steps)
@@ -357,11 +385,16 @@ def distill_pruned(student: nn.Module, task: dict, steps: int, log) -> dict:
         teacher, student, "tinybert", example_inputs=example, attention_loss="kl",
         output_loss=kd["output_loss"], temperature=kd["temperature"],
         attention_weight=kd.get("attention_weight", 1.0),
+        hidden_weight=kd.get("hidden_weight", 1.0),
+        output_pooling=kd.get("output_pooling", "none"),
     )  # fmt: skip
     opt = torch.optim.AdamW(distiller.parameters(), lr=kd["lr"], weight_decay=0.0)
     distiller.train()
-    start, history = time.perf_counter(), []
+    start, history, curve, eval_seconds = time.perf_counter(), [], [], 0.0
     for i, (x, y) in enumerate(batches):
+        if curve_every and i % curve_every == 0:
+            eval_seconds += _curve_point(student, distiller, task, i, start, eval_seconds, curve)
+            log(f"    kd step {i}: {curve[-1]}")
         for group in opt.param_groups:  # linear warmup (5 %), then linear decay
             group["lr"] = kd["lr"] * min((i + 1) / max(steps // 20, 1), (steps - i) / steps)
         loss = distiller.loss(x, y if kd["labels"] else None)
@@ -371,15 +404,35 @@ def distill_pruned(student: nn.Module, task: dict, steps: int, log) -> dict:
         history.append({k: float(v) for k, v in distiller.last_terms.items()})
         if (i + 1) % 50 == 0:
             log(f"    kd step {i + 1}/{steps}: loss {float(loss):.4f}")
+    if curve_every:
+        eval_seconds += _curve_point(student, distiller, task, steps, start, eval_seconds, curve)
+        log(f"    kd step {steps}: {curve[-1]}")
     student.eval()
-    return {
+    out = {
         "steps": steps, "batch": len(y if y is not None else x[0]), "lr": kd["lr"],
         "optimizer": "adamw", "method": "tinybert", "attention_loss": "kl",
         "attention_weight": kd.get("attention_weight", 1.0),
-        "output_loss": kd["output_loss"], "layer_map": distiller.transformer.layer_map,
+        "hidden_weight": kd.get("hidden_weight", 1.0),
+        "output_loss": kd["output_loss"], "output_pooling": kd.get("output_pooling", "none"),
+        "layer_map": distiller.transformer.layer_map,
         "first_terms": history[0], "last_terms": history[-1],
-        "seconds": time.perf_counter() - start,
+        "seconds": time.perf_counter() - start - eval_seconds,
     }  # fmt: skip
+    if curve_every:
+        out["curve"] = curve
+    return out
+
+
+def _curve_point(student, distiller, task, step, start, eval_seconds, curve) -> float:
+    """Append ``{"step", "kd_seconds", metric}`` for the student now; returns the eval time."""
+    t0 = time.perf_counter()
+    student.eval()
+    with torch.no_grad():
+        value = task["evaluate"](student)[task["metric"]]
+    distiller.train()
+    curve.append({"step": step, "kd_seconds": round(t0 - start - eval_seconds, 1),
+                  task["metric"]: value})  # fmt: skip
+    return time.perf_counter() - t0
 
 
 def structure(model: nn.Module) -> dict:
@@ -445,13 +498,18 @@ def file_size(model: nn.Module, artifact: Any) -> tuple[int | None, str | None, 
 def run_method(method: str, task: dict, settings: dict, log) -> tuple[dict, Any]:
     """Compress a copy of the dense model; returns the row and the runnable forms."""
     dense, exclude = task["model"], task["exclude"]
-    config, reason = method_config(method, dense, exclude, task.get("wanda_group", "row"))
+    criterion = settings.get("heads_criterion", HEADS_CRITERION)
+    config, reason = method_config(
+        method, dense, exclude, task.get("wanda_group", "row"), criterion
+    )
     if config is None:
         return {"method": method, "skipped": reason}, None
     model = copy.deepcopy(dense)
     start = time.perf_counter()
     try:
-        result = ns.compress_(model, config, example_inputs=example_inputs_for(method, task))
+        result = ns.compress_(
+            model, config, example_inputs=example_inputs_for(method, task, criterion)
+        )
         if hasattr(ns, "finalize"):
             ns.finalize(model)
         extra: dict[str, Any] = {}
@@ -665,7 +723,6 @@ def build_info() -> dict:
 
 
 def main() -> None:
-    global HEADS_CRITERION
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calibration/KD steps")
     parser.add_argument("--models", default="all-minilm-l6-v2,gpt")
@@ -679,9 +736,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default by mode)")
     args = parser.parse_args()
-    HEADS_CRITERION = args.heads_criterion
     mode = "quick" if args.quick else "full"
-    settings = dict(SETTINGS[mode])
+    settings = dict(SETTINGS[mode], heads_criterion=args.heads_criterion)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -106,7 +106,8 @@ def forward_with_hooks(model: nn.Module, example_inputs: Any, handles: Iterable[
 
     Args:
         model: the model to run (its train/eval state is restored afterwards).
-        example_inputs: a tensor or a tuple of positional inputs.
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs
+            (a Hugging Face model's ``input_ids`` / ``attention_mask``).
         handles: the ``RemovableHandle`` objects of hooks registered for this pass.
 
     Example:
@@ -119,6 +120,8 @@ def forward_with_hooks(model: nn.Module, example_inputs: Any, handles: Iterable[
     """
     try:
         with torch.no_grad(), eval_mode(model):
+            if isinstance(example_inputs, Mapping):
+                return model(**example_inputs)
             return model(*as_input_tuple(example_inputs))
     finally:
         for handle in handles:

@@ -57,3 +57,22 @@ def test_forward_with_hooks_restores_mode_and_removes_hooks_even_on_error():
         assert not model.training
         raise RuntimeError
     assert model.training
+
+
+def test_forward_with_hooks_passes_a_dict_as_keyword_inputs():
+    from nnshrink.core import forward_with_hooks
+
+    class Keywords(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(4, 2)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.proj(input_ids * attention_mask)
+
+    model, seen = Keywords(), []
+    handle = model.proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    ids, mask = torch.ones(3, 4), torch.zeros(3, 4)
+    out = forward_with_hooks(model, {"attention_mask": mask, "input_ids": ids}, [handle])
+    assert seen == [torch.Size([3, 4])] and not model.proj._forward_pre_hooks
+    assert torch.equal(out, model.proj.bias.expand(3, 2))  # the mask reached its keyword

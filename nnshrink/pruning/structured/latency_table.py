@@ -41,12 +41,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnshrink.core.modules import eval_mode
+from nnshrink.core.modules import forward_with_hooks
 
 from ..select import _min_keep, _num_blocks, allowed_keep, topk_keep
 from .graph import UnsupportedModelError
 from .group import Group
-from .tracing import split_inputs
 
 __all__ = [
     "LatencyTable",
@@ -127,13 +126,7 @@ class LatencyTable:
                 seen[names[module]] = tuple(args[0].shape)
 
         handles = [m.register_forward_pre_hook(hook) for m in names]
-        args, kwargs = split_inputs(example_inputs)
-        try:
-            with torch.no_grad(), eval_mode(model):
-                model(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
+        forward_with_hooks(model, example_inputs, handles)
         self.shapes.update(seen)
         self.layers.update({n: m for m, n in names.items() if n in seen})
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from nnshrink.core import register_handler, transaction
 from nnshrink.core.layers import matches
-from nnshrink.core.modules import eval_mode
+from nnshrink.core.modules import forward_with_hooks
 from nnshrink.metrics import count_macs_per_sample, count_params
 
 from ..select import select_global, select_local
@@ -45,7 +45,6 @@ from .latency_table import LatencyTable, choose_counts, sparsity_for_latency
 from .layer_ops import ops_for
 from .reconstruct import reconstruct
 from .slimming import BNSlimmingCallback, bn_l1_penalty
-from .tracing import split_inputs
 
 __all__ = [
     "BNSlimmingCallback",
@@ -265,13 +264,7 @@ class StructuredPruner:
 
         handles = [m.register_forward_pre_hook(hook) for m in self.model.modules()
                    if reads_inputs(m)]  # fmt: skip
-        args, kwargs = split_inputs(self.example_inputs)
-        try:
-            with torch.no_grad(), eval_mode(self.model):
-                self.model(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
+        forward_with_hooks(self.model, self.example_inputs, handles)
         return stats
 
     @staticmethod

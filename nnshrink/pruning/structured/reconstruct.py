@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -182,6 +183,16 @@ def reconstruct(
                 normal.add(x, y, _token_mask(batch))
         if normal.gram is None:
             continue
+        if normal.rows < len(normal.gram):
+            # fewer equations than unknowns per output: the fit is exact on these rows and
+            # only the ridge term decides the rest, so its in-sample error says nothing
+            warnings.warn(
+                f"reconstruct: {name} has {len(normal.gram)} inputs but the data gave only "
+                f"{normal.rows} rows (tokens or positions); the refit may not carry over to "
+                f"other inputs. Pass more example_inputs (a list of batches) for at least "
+                f"{len(normal.gram)} rows.",
+                stacklevel=2,
+            )
         before = normal.error(normal.current())
         solution = normal.solve(damp)
         after = normal.error(solution)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -122,3 +123,13 @@ def test_padding_tokens_are_left_out_of_the_fit():
         gram += 0.01 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
         w = torch.linalg.solve(gram, h1.T @ dense.down(torch.relu(dense.up(real))).double())
     assert torch.allclose(refit.down.weight.double(), w[:-1].T, atol=1e-5)
+
+
+def test_too_few_rows_for_the_fit_warns_and_names_the_fix():
+    dense = _mlp()
+    plain = copy.deepcopy(dense)
+    with pytest.warns(UserWarning, match=r"2 has 17 inputs but the data gave only 8 rows"):
+        ns.compress_(dense, StructuredPruning(sparsity=0.5, reconstruct=True),
+                     example_inputs=torch.randn(8, 10))  # fmt: skip
+    ns.compress_(plain, StructuredPruning(sparsity=0.5), example_inputs=torch.randn(8, 10))
+    assert plain[0].weight.shape == dense[0].weight.shape  # same structure, refit or not
