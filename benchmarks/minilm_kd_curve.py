@@ -41,7 +41,6 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="default: the benchmark's")
     parser.add_argument("--attention-weight", type=float, default=None)
     parser.add_argument("--hidden-weight", type=float, default=None)
-    parser.add_argument("--pooling", default=None, help="output_pooling (none | mean)")
     parser.add_argument("--bucket", action="store_true", help="length-bucketed batches")
     parser.add_argument("--reconstruct", action="store_true", help="least-squares refit first")
     parser.add_argument("--threads", type=int, default=2)
@@ -61,7 +60,6 @@ def main() -> None:
         ("lr", args.lr),
         ("attention_weight", args.attention_weight),
         ("hidden_weight", args.hidden_weight),
-        ("output_pooling", args.pooling),
     ):
         if value is not None:
             task["kd"][key] = value

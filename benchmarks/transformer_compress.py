@@ -386,7 +386,6 @@ def distill_pruned(student: nn.Module, task: dict, steps: int, log, curve_every:
         output_loss=kd["output_loss"], temperature=kd["temperature"],
         attention_weight=kd.get("attention_weight", 1.0),
         hidden_weight=kd.get("hidden_weight", 1.0),
-        output_pooling=kd.get("output_pooling", "none"),
     )  # fmt: skip
     opt = torch.optim.AdamW(distiller.parameters(), lr=kd["lr"], weight_decay=0.0)
     distiller.train()
@@ -413,8 +412,7 @@ def distill_pruned(student: nn.Module, task: dict, steps: int, log, curve_every:
         "optimizer": "adamw", "method": "tinybert", "attention_loss": "kl",
         "attention_weight": kd.get("attention_weight", 1.0),
         "hidden_weight": kd.get("hidden_weight", 1.0),
-        "output_loss": kd["output_loss"], "output_pooling": kd.get("output_pooling", "none"),
-        "layer_map": distiller.transformer.layer_map,
+        "output_loss": kd["output_loss"], "layer_map": distiller.transformer.layer_map,
         "first_terms": history[0], "last_terms": history[-1],
         "seconds": time.perf_counter() - start - eval_seconds,
     }  # fmt: skip

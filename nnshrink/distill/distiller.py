@@ -27,7 +27,7 @@ from .hooks import FeatureCapture
 from .inputs import call_model, find_attention_mask, output_tensor
 from .losses import at_loss, hint_loss, kd_loss, rkd_distance_loss, sp_loss
 from .transformer import TransformerTerms
-from .transformer_losses import OUTPUT_LOSSES, OUTPUT_POOLING, output_loss
+from .transformer_losses import OUTPUT_LOSSES, output_loss
 
 #: every distillation method, in one list (the CLI and recipes take their choices from it)
 METHODS = ("kd", "fitnets", "at", "sp", "rkd", "tinybert", "minilm")
@@ -161,9 +161,6 @@ class Distiller(nn.Module):
         relation_heads: heads the attention maps are split into (default: the teacher's).
         output_loss: transformer methods: ``"kd"`` (soft targets; per token for LM logits),
             ``"mse"``, ``"cosine"`` (for sentence embeddings) or ``"none"``.
-        output_pooling: ``"none"`` (token outputs compared token by token) or ``"mean"``
-            (sentence encoders: both models' token outputs averaged over the attention mask
-            first, so ``output_loss`` compares the sentence embeddings themselves).
 
     Example:
         >>> d = Distiller(teacher, student, "at", example_inputs=x[:2])  # doctest: +SKIP
@@ -190,7 +187,6 @@ class Distiller(nn.Module):
         attention_loss: str | None = None,
         relation_heads: int | None = None,
         output_loss: str = "kd",
-        output_pooling: str = "none",
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -214,11 +210,6 @@ class Distiller(nn.Module):
         if output_loss not in OUTPUT_LOSSES:
             raise ValueError(f"output_loss must be one of {OUTPUT_LOSSES}, got {output_loss!r}")
         self.output_loss = output_loss
-        if output_pooling not in OUTPUT_POOLING:
-            raise ValueError(
-                f"output_pooling must be one of {OUTPUT_POOLING}, got {output_pooling!r}"
-            )
-        self.output_pooling = output_pooling
         if method in TRANSFORMER_METHODS:
             if features:
                 raise ValueError(f"method {method!r} pairs blocks by layer_map; drop `features`")
@@ -348,7 +339,7 @@ class Distiller(nn.Module):
                 token_mask = mask if out.dim() == 3 else None
                 terms["output"] = self.alpha * output_loss(
                     out, t_out, self.output_loss, temperature=self.temperature,
-                    attention_mask=token_mask, pooling=self.output_pooling,
+                    attention_mask=token_mask,
                 )  # fmt: skip
         if self.stage != "kd":
             terms.update(self.transformer(s_cap, t_cap, mask))

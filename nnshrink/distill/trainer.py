@@ -50,7 +50,6 @@ def distill(
     attention_loss: str | None = None,
     relation_heads: int | None = None,
     output_loss: str = "kd",
-    output_pooling: str = "none",
     **fit_kwargs: Any,
 ) -> DistillResult:
     """Distill ``teacher`` into ``student`` (trained in place) and return the histories.
@@ -67,9 +66,9 @@ def distill(
         val_loader: evaluated after each epoch.
         temperature, alpha, beta, gamma, hint_weight: loss settings (see :class:`Distiller`).
         layer_map, hidden_weight, attention_weight, attention_loss, relation_heads,
-            output_loss, output_pooling: transformer-method settings (see :class:`Distiller`).
-            ``fit`` scores ``(N, K)`` classification logits; for language models and sentence
-            encoders, train with ``Distiller.loss`` in your own loop.
+            output_loss: transformer-method settings (see :class:`Distiller`). ``fit`` scores
+            ``(N, K)`` classification logits; for language models and sentence encoders, train
+            with ``Distiller.loss`` in your own loop.
         **fit_kwargs: passed to :func:`nnshrink.train.fit` (``lr``, ``optimizer``,
             ``weight_decay``, ``schedule``, ``seed``, ``progress``, ``callbacks``...).
 
@@ -97,7 +96,6 @@ def distill(
         attention_loss=attention_loss,
         relation_heads=relation_heads,
         output_loss=output_loss,
-        output_pooling=output_pooling,
     )
     hint_history = None
     if method == "fitnets":

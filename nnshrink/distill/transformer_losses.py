@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from .losses import kd_loss
 
 OUTPUT_LOSSES = ("kd", "mse", "cosine", "none")
-OUTPUT_POOLING = ("none", "mean")
 # a finite "minus infinity": exp() underflows to 0 but differences stay finite (no NaN in KL)
 _MASKED = -1e9
 
@@ -236,7 +235,6 @@ def output_loss(
     *,
     temperature: float = 1.0,
     attention_mask: torch.Tensor | None = None,
-    pooling: str = "none",
 ) -> torch.Tensor:
     """The prediction-layer term between the models' outputs.
 
@@ -247,38 +245,19 @@ def output_loss(
             ``"mse"``, or ``"cosine"`` (``1 - cos`` along the last dimension, for embeddings).
         temperature: KD temperature.
         attention_mask: ``(N, T)`` for 3-D outputs; padded tokens are left out.
-        pooling: ``"none"`` (3-D outputs compared token by token) or ``"mean"`` (each
-            ``(N, T, D)`` output first averaged over its real tokens into one ``(N, D)``
-            sentence embedding, as sentence-transformers pools: the loss then targets the
-            embedding a sentence encoder is used for, not every token).
 
     Example:
         >>> e = torch.randn(4, 8)
         >>> round(output_loss(e, 3 * e, "cosine").item(), 6)
         0.0
-        >>> tokens = torch.randn(2, 5, 8)
-        >>> shuffled = tokens[:, torch.randperm(5)]  # same tokens, other order: same mean
-        >>> round(output_loss(shuffled, tokens, "cosine", pooling="mean").item(), 6)
-        0.0
     """
     if kind not in OUTPUT_LOSSES or kind == "none":
         raise ValueError(f"output loss must be one of {OUTPUT_LOSSES[:-1]}, got {kind!r}")
-    if pooling not in OUTPUT_POOLING:
-        raise ValueError(f"output pooling must be one of {OUTPUT_POOLING}, got {pooling!r}")
     if student.shape != teacher.shape:
         raise ValueError(
             f"output_loss: student output {tuple(student.shape)} and teacher output "
             f"{tuple(teacher.shape)} differ; both models must predict the same thing"
         )
-    if pooling == "mean":
-        if student.dim() != 3:
-            raise ValueError(
-                f"pooling='mean' averages (N, T, D) token outputs; got {tuple(student.shape)}"
-            )
-        weights = _token_weights(student, attention_mask)
-        if weights is None:
-            weights = student.new_ones(student.shape[:2])
-        student, teacher = _masked_mean(student, weights), _masked_mean(teacher, weights)
     keep = None
     if student.dim() == 3:
         if attention_mask is not None:
@@ -294,12 +273,6 @@ def output_loss(
     if kind == "mse":
         return F.mse_loss(student, teacher)
     return (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
-
-
-def _masked_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``(N, T, D)`` -> ``(N, D)``: the mean over the tokens whose weight is 1."""
-    w = weights.unsqueeze(-1)
-    return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9)
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:

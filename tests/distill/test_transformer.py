@@ -169,29 +169,3 @@ def test_padding_does_not_change_the_loss_of_an_encoder():
     other["input_ids"][0, 4:] = 7  # different padding tokens
     assert d.loss(other).item() == pytest.approx(loss.item(), rel=1e-5)
     assert loss.item() > 0 and set(d.last_terms) == {"output", "hidden", "attention"}
-
-
-def test_pooled_output_loss_of_an_encoder_is_its_sentence_embeddings_cosine():
-    """``output_pooling="mean"``: the output term is 1 - cos of the mean-pooled embeddings."""
-    transformers = pytest.importorskip("transformers")
-    from nnshrink.metrics.text import mean_pool
-
-    def bert(layers):
-        config = transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=layers,
-                                         num_attention_heads=4, intermediate_size=64)  # fmt: skip
-        return transformers.BertModel(config).eval()
-
-    torch.manual_seed(0)
-    teacher, student = bert(2), bert(1)
-    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
-    batch = {"input_ids": torch.randint(1, 60, (2, 6)), "attention_mask": mask}
-    d = Distiller(teacher, student, "tinybert", example_inputs=batch, output_loss="cosine",
-                  output_pooling="mean", hidden_weight=0.0, attention_weight=0.0)  # fmt: skip
-    d.loss(batch)
-    with torch.no_grad():
-        s = mean_pool(student(**batch).last_hidden_state, mask)
-        t = mean_pool(teacher(**batch).last_hidden_state, mask)
-    expected = 1 - torch.nn.functional.cosine_similarity(s, t, dim=-1).mean()
-    assert d.last_terms["output"].item() == pytest.approx(expected.item(), rel=1e-5)
-    with pytest.raises(ValueError, match="output_pooling must be one of"):
-        Distiller(teacher, student, "tinybert", example_inputs=batch, output_pooling="cls")

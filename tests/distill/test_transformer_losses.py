@@ -105,29 +105,6 @@ def test_output_losses():
         output_loss(e, e, "none")
 
 
-def test_mean_pooled_output_loss_equals_the_sentence_embeddings_cosine():
-    s, t = torch.randn(2, 5, 7, dtype=torch.float64), torch.randn(2, 5, 7, dtype=torch.float64)
-    # the oracle: each sentence's real tokens averaged in numpy, then 1 - cos, averaged
-    sn, tn, m = s.numpy(), t.numpy(), MASK.numpy().astype(bool)
-    cos = []
-    for b in range(2):
-        u, v = sn[b][m[b]].mean(0), tn[b][m[b]].mean(0)
-        cos.append(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
-    got = output_loss(s, t, "cosine", attention_mask=MASK, pooling="mean")
-    assert got.item() == pytest.approx(1 - np.mean(cos), rel=1e-12)
-    # pooled != per token, and padding tokens change neither
-    assert got.item() != pytest.approx(output_loss(s, t, "cosine", attention_mask=MASK).item())
-    padded = s.clone()
-    padded[0, 3:] = 100.0
-    assert output_loss(padded, t, "cosine", attention_mask=MASK, pooling="mean").item() == (
-        pytest.approx(got.item(), rel=1e-12)
-    )
-    with pytest.raises(ValueError, match="one of"):
-        output_loss(s, t, "cosine", pooling="max")
-    with pytest.raises(ValueError, match=r"averages \(N, T, D\)"):
-        output_loss(s[:, 0], t[:, 0], "cosine", pooling="mean")
-
-
 def test_layer_maps():
     assert uniform_layer_map(6, 6) == {i: i for i in range(6)}
     assert uniform_layer_map(4, 12) == {0: 2, 1: 5, 2: 8, 3: 11}  # TinyBERT-4 from BERT-base
