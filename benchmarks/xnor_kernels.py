@@ -39,6 +39,7 @@ from nnshrink.binary import BinaryWeights, PackedXNORConv2d, XNORConv2d, xnor_ba
 from nnshrink.binary._build import build_status, kernel_library
 from nnshrink.binary.ops import activation_scale
 from nnshrink.binary.xnor import PackedWeights, xnor_conv2d, xnor_conv2d_reference
+from nnshrink.core import forward_with_hooks
 from nnshrink.utils import environment
 
 RESULTS = Path(__file__).parent / "results"
@@ -156,10 +157,7 @@ def _conv_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for name, m in model.named_modules()
         if isinstance(m, nn.Conv2d | PackedXNORConv2d)
     ]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
+    forward_with_hooks(model, x, hooks)  # eval mode, no grad, hooks removed even on error
     return seen
 
 
