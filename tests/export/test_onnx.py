@@ -10,6 +10,7 @@ import torch
 from nnshrink.export import export_onnx
 from nnshrink.metrics import ort_session
 from nnshrink.models import create
+from tests.quantization.test_int8_linear import saturates_without_vnni
 
 
 @pytest.mark.parametrize("name", ["lenet5", "resnet20", "mobilenetv2"])
@@ -60,6 +61,7 @@ def test_compressed_models_export_and_match():
             np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-3, atol=1e-4, err_msg=name)
 
 
+@saturates_without_vnni
 def test_int8_qdq_model_runs_in_onnxruntime():
     from nnshrink.core import compress_
     from nnshrink.quantization import PTQ

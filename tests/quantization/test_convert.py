@@ -10,6 +10,7 @@ from nnshrink.quantization import PTQ, convert
 from nnshrink.quantization.backends.auto import AutoInt8Module
 from nnshrink.quantization.backends.ort_module import OrtInt8Module
 from nnshrink.quantization.convert import float_twin, record_of
+from tests.quantization.test_int8_linear import saturates_without_vnni
 from tests.quantization.test_ptq import _batches
 
 
@@ -51,9 +52,16 @@ def test_convert_dynamic_and_errors():
     assert convert(model, "torch") is model
     ort = convert(model, "onnxruntime", x)
     assert ort.op_types()["MatMulInteger"] == 2
-    assert torch.allclose(ort(x), model(x), atol=0.05)
     with pytest.raises(ns.ConfigError, match="'onnxruntime' or 'torch'"):
         convert(model, "torch-fx", x)
+
+
+@saturates_without_vnni
+def test_convert_dynamic_onnxruntime_matches_the_model():
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    x = torch.randn(3, 16)
+    ns.compress_(model, PTQ(mode="dynamic"))
+    assert torch.allclose(convert(model, "onnxruntime", x)(x), model(x), atol=0.05)
 
 
 def test_convert_static_single_runtime(tiny_convnet):

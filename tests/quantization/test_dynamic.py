@@ -11,6 +11,7 @@ from torch import nn
 import nnshrink as ns
 from nnshrink.pruning.structured import UnsupportedModelError
 from nnshrink.quantization import PTQ, Int8DynamicLinear, WeightOnlyLinear
+from tests.quantization.test_int8_linear import saturates_without_vnni
 from tests.quantization.test_ptq import sqnr_db
 
 
@@ -45,6 +46,7 @@ def test_dynamic_torch_in_place_real_kernels():
     assert state_bytes(model) < result.before["dense_bytes"] / 3
 
 
+@saturates_without_vnni
 def test_dynamic_onnxruntime_same_codes_as_the_model(tmp_path):
     model = _mlp()
     x = torch.randn(8, 64)

@@ -27,6 +27,17 @@ from nnshrink.quantization.int8_linear import (
     weight_codes,
 )
 
+# Without an int8 dot product (VNNI / AMX), fbgemm with 8-bit activations and ONNX Runtime's
+# u8 x s8 kernels add pairs of products in int16, which saturates: the error bounds below then
+# fail. On such CPUs PyTorch dynamic int8 keeps 7-bit activations (reduce_range=None); the ONNX
+# Runtime graphs still use 8 bits everywhere (an open defect: they need 7-bit weights there).
+# Tests of those forms are expected to fail on such a CPU, and must pass on one with VNNI.
+saturates_without_vnni = pytest.mark.xfail(
+    not cpu_has_vnni(),
+    reason="int16 sums of u8 x s8 products saturate on a CPU without VNNI",
+    strict=False,
+)
+
 
 def bound(x, weight, w_scales, s_x):
     """Per-output bound of the docstring; ``w_scales`` (out, in) expanded to every weight."""
@@ -53,7 +64,7 @@ def test_weight_codes_round_trip():
         assert bool(((w - back).abs() <= steps / 2 + 1e-7).all())
 
 
-@pytest.mark.parametrize("reduce_range", [False, True])
+@pytest.mark.parametrize("reduce_range", [pytest.param(False, marks=saturates_without_vnni), True])
 def test_dynamic_linear_within_int8_bound(reduce_range):
     torch.manual_seed(0)
     lin = nn.Linear(64, 32)

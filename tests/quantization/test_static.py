@@ -12,7 +12,7 @@ from nnshrink.quantization.backends.fake import QuantizedLayer
 from nnshrink.quantization.backends.ort_module import OrtInt8Module
 from nnshrink.quantization.backends.torch_ao import quantized_module_count
 from nnshrink.quantization.int8_linear import dequantize_codes
-from tests.quantization.test_int8_linear import bound
+from tests.quantization.test_int8_linear import bound, saturates_without_vnni
 from tests.quantization.test_ptq import _batches, sqnr_db
 
 
@@ -53,6 +53,7 @@ def test_model_is_edited_in_place_into_its_calibrated_form(auto_int8):
     assert result.after["params"] < result.before["params"]  # weights are int8 buffers now
 
 
+@saturates_without_vnni
 def test_static_single_linear_within_int8_bound():
     """One Linear, static ONNX Runtime graph: input, weights and output on int8 grids.
 
