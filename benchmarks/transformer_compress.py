@@ -87,7 +87,7 @@ METHODS = (
 TIMED = {"dense", "int8-dynamic", "int8-weight-only", "svd", "asvd", "heads-mlp-50+kd"}
 SETTINGS = {
     # minilm_kd_steps: MiniLM's distillation is longer (its fidelity still rises at 600
-    # steps; minilm_kd_curve.json), evaluated every kd_curve_every steps; kd_bucket batches
+    # steps; the row's distillation.curve), evaluated every kd_curve_every steps; kd_bucket batches
     # sentences of similar length (less padding per step)
     "full": {
         "lm_cpu_minutes": 50.0, "lm_batch": 16, "lm_eval_tokens": None, "calib": 128,

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import register_module
+from ..utils.env import cpu_info
 from .primitives import minmax_qparams, quantize
 
 INT4_KERNEL_GROUPS = (32, 64, 128, 256)
@@ -68,12 +69,8 @@ def linear_parts(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
 @functools.lru_cache(maxsize=1)
 def cpu_has_vnni() -> bool:
     """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    isa = cpu_info().get("cpu_isa", [])
+    return any(flag in isa for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def weight_codes(
